@@ -1,0 +1,1 @@
+"""Spectral clustering estimators: the eigsh baseline and the neural eigenfunction variants."""

@@ -1,0 +1,58 @@
+"""What every spectral estimator shares: input validation, kernel resolution, cluster checks."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..kernels import Kernel, resolve_kernel
+
+
+class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Shared base of :class:`EigshSpectralClustering` and the neural estimators.
+
+    Subclasses add their own ``_parameter_constraints`` to :attr:`_base_constraints` and
+    implement ``fit``, ``transform`` and ``predict``. This class only holds helpers; it
+    never stores state in ``__init__``.
+    """
+
+    _base_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        # Any string: unknown names get resolve_kernel's message listing the registry.
+        "kernel": [str, HasMethods(["graph", "batch"])],
+        "random_state": ["random_state"],
+    }
+
+    # ------------------------------------------------------------------ validation
+    def _validate_fit_input(self, X) -> np.ndarray:
+        """Validate training data and record ``n_features_in_``.
+
+        Returns a C-contiguous float32 array; raises ``ValueError`` on NaN/inf, empty or
+        1-D input, and when ``n_clusters`` exceeds the number of samples.
+        """
+        X = validate_data(self, X, dtype=np.float32, order="C", ensure_min_samples=2,
+                          reset=True)
+        if self.n_clusters > X.shape[0]:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} is larger than the number of samples "
+                f"n_samples={X.shape[0]}; use at most {X.shape[0]} clusters."
+            )
+        return X
+
+    def _validate_predict_input(self, X) -> np.ndarray:
+        """Validate new data against the fitted estimator (same number of features)."""
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=np.float32, order="C", reset=False)
+
+    def _resolve_kernel(self) -> Kernel:
+        """A fresh copy of ``self.kernel`` (built from its name when it is a string)."""
+        return resolve_kernel(self.kernel)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

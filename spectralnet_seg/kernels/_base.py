@@ -1,0 +1,129 @@
+"""The ``Kernel`` contract shared by the eigsh baseline and the neural estimators.
+
+One kernel object gives two views of the same affinity:
+
+* :meth:`Kernel.graph` — the full symmetric sparse affinity over a data set (the eigsh path);
+* :meth:`Kernel.batch` — a dense affinity over a minibatch, as a torch tensor (the neural path).
+
+and one view for out-of-sample points:
+
+* :meth:`Kernel.cross` — affinities between new points and the points the graph was built on
+  (the Nyström extension of the eigsh baseline).
+
+Kernels are scikit-learn style objects: ``__init__`` stores parameters, ``graph`` is the
+"fit" that records what ``cross`` needs (attributes ending in ``_``), and ``clone`` works.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+
+
+class Kernel(BaseEstimator, ABC):
+    """Abstract affinity over feature vectors.
+
+    Subclasses implement :meth:`graph`, :meth:`batch` and, where out-of-sample extension
+    makes sense, :meth:`cross`. Affinities are non-negative; ``graph`` returns a symmetric
+    matrix.
+    """
+
+    @abstractmethod
+    def graph(self, X: np.ndarray, context: Any = None) -> sp.csr_matrix:
+        """Affinity over all rows of ``X`` and remember what :meth:`cross` needs.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Feature vectors (float32, finite).
+        context : object, optional
+            Per-sample side information some kernels use (e.g. token colour and
+            position for :class:`SpatialColorKernel`); ignored by plain feature kernels.
+
+        Returns
+        -------
+        W : scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+            Symmetric, non-negative affinity matrix.
+        """
+
+    def cross(self, Y: np.ndarray, context: Any = None) -> sp.csr_matrix:
+        """Affinities between new points ``Y`` and the points of the last :meth:`graph` call.
+
+        Parameters
+        ----------
+        Y : ndarray of shape (n_queries, n_features)
+            New feature vectors.
+        context : object, optional
+            Side information for ``Y`` (see :meth:`graph`).
+
+        Returns
+        -------
+        C : scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit)
+            Non-negative affinities of each new point to the fitted points.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no out-of-sample extension (cross affinities)."
+        )
+
+    @abstractmethod
+    def batch(self, X_batch, context: Any = None):
+        """Dense affinity within a minibatch, for neural training.
+
+        Parameters
+        ----------
+        X_batch : torch.Tensor of shape (batch_size, n_features)
+            A minibatch of feature vectors on any device.
+        context : object, optional
+            Side information for the batch (see :meth:`graph`).
+
+        Returns
+        -------
+        W : torch.Tensor of shape (batch_size, batch_size)
+            Symmetric, non-negative affinity, same device and dtype as ``X_batch``,
+            computed without gradient tracking.
+        """
+
+
+def degree_normalize(W: sp.spmatrix) -> sp.csr_matrix:
+    """Symmetric normalisation ``D^{-1/2} W D^{-1/2}`` of a sparse affinity.
+
+    Rows with zero degree stay zero (they are isolated points).
+
+    Parameters
+    ----------
+    W : sparse matrix of shape (n, n)
+        Non-negative affinity.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n, n)
+    """
+    W = sp.csr_matrix(W)
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(degree), 0.0)
+    D = sp.diags(inv_sqrt)
+    return sp.csr_matrix(D @ W @ D)
+
+
+def degree_normalize_dense(W):
+    """Symmetric normalisation ``D^{-1/2} W D^{-1/2}`` of a dense torch affinity.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (b, b)
+        Non-negative affinity.
+
+    Returns
+    -------
+    torch.Tensor of shape (b, b)
+    """
+    import torch
+
+    degree = W.sum(dim=1)
+    inv_sqrt = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
+    return inv_sqrt[:, None] * W * inv_sqrt[None, :]

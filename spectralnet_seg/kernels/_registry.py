@@ -1,0 +1,80 @@
+"""String registry of kernels, in the style of timm's model registry.
+
+>>> from spectralnet_seg.kernels import make_kernel, list_kernels
+>>> "knn" in list_kernels()
+True
+>>> make_kernel("knn", n_neighbors=5).n_neighbors
+5
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from sklearn.base import clone
+
+from ._base import Kernel
+
+_KERNELS: dict[str, Callable[..., Kernel]] = {}
+
+
+def register_kernel(name: str) -> Callable[[Callable[..., Kernel]], Callable[..., Kernel]]:
+    """Class decorator that registers a kernel constructor under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, lower case (e.g. ``"knn"``).
+    """
+
+    def decorator(constructor: Callable[..., Kernel]) -> Callable[..., Kernel]:
+        if name in _KERNELS:
+            raise ValueError(f"a kernel named {name!r} is already registered")
+        _KERNELS[name] = constructor
+        return constructor
+
+    return decorator
+
+
+def list_kernels(pattern: str = "*") -> list[str]:
+    """Names of the registered kernels matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _KERNELS if fnmatch.fnmatch(n, pattern))
+
+
+def make_kernel(name: str, **params) -> Kernel:
+    """Build a registered kernel by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_kernels`.
+    **params
+        Constructor parameters of that kernel.
+
+    Returns
+    -------
+    Kernel
+    """
+    try:
+        constructor = _KERNELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown kernel {name!r}; available kernels: {', '.join(list_kernels())}"
+        ) from None
+    return constructor(**params)
+
+
+def resolve_kernel(kernel: str | Kernel) -> Kernel:
+    """Return a fresh (unfitted) copy of ``kernel``, building it first if it is a name.
+
+    Estimators call this in ``fit`` so that the user's kernel object is never mutated.
+    """
+    if isinstance(kernel, str):
+        return make_kernel(kernel)
+    if isinstance(kernel, Kernel):
+        return clone(kernel)
+    raise TypeError(
+        f"kernel must be a registered name ({', '.join(list_kernels())}) or a Kernel "
+        f"instance, got {type(kernel).__name__}"
+    )
