@@ -1,0 +1,208 @@
+"""DiscreteNeuralEigenClustering: neural eigenfunctions whose outputs are cluster assignments."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ..eigenfunctions import cosine_temperature, gumbel_softmax
+from ._neural_base import BaseNeuralEigenClustering, _TrainingRun
+
+
+class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
+    """Spectral clustering whose network outputs cluster assignments (Deng & Luo, ICCV 2023).
+
+    The network's K outputs are logits z. During training, a soft Gumbel-softmax sample
+    p = softmax((z + g) / τ), with τ cosine-annealed from ``temperature_start`` to
+    ``temperature_end``, is normalised column-wise to unit second moment and trained with the
+    NeuralEF loss on the minibatch affinity, i.e. a relaxed normalised-cut objective over
+    near-one-hot assignment vectors. At inference the cluster is ``argmax(z)``: no k-means.
+
+    K = ``n_clusters`` may exceed the number of classes; clusters are then mapped to classes
+    for evaluation by the many-to-one majority vote of :mod:`spectralnet_seg.metrics`.
+    Some of the K clusters may end up empty; ``n_active_clusters_`` reports how many were used.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of outputs K (clusters).
+    kernel : str or Kernel, default="knn"
+        Affinity; see :class:`NeuralEigenClustering`.
+    network : None, "mlp" or torch.nn.Module, default=None
+        The logit network; a module must map (batch, n_features) → (batch, n_clusters).
+    hidden_layer_sizes : tuple of int, default=(256, 256)
+        Hidden widths of the default MLP.
+    batch_size : int, default=512
+        Minibatch size (≥ 2); the whole data set when larger than it.
+    max_iter : int, default=None
+        Optimisation steps; when None, ``max_epochs`` epochs.
+    max_epochs : int, default=100
+        Epochs when ``max_iter`` is None.
+    learning_rate : float, default=1e-3
+        Initial Adam learning rate (cosine-annealed to 0).
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    orthogonality_weight : float, default=None
+        β; None means ``20 / n_clusters`` (the paper's default).
+    normalize_penalty : bool, default=False
+        Use NeuralEF's R̂_ii-normalised penalty instead of the paper's plain one.
+    temperature_start : float, default=1.0
+        Gumbel-softmax temperature at the first step.
+    temperature_end : float, default=0.3
+        Temperature at the last step; also the τ of :meth:`predict_proba`.
+    eigenvalue_momentum : float, default=0.9
+        Momentum of the running estimates (``eigenvalues_``).
+    device : str or torch.device, default="auto"
+        Training and inference device.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, minibatches and Gumbel noise (private torch generators).
+    verbose : bool, default=False
+        Progress bar over the training steps.
+    checkpoint_dir : str or path-like, default=None
+        Save/resume the training state there; see :class:`NeuralEigenClustering`.
+    checkpoint_every : int, default=100
+        Steps between checkpoints.
+
+    Attributes
+    ----------
+    network_ : torch.nn.Module
+        The trained logit network (on the CPU).
+    kernel_ : Kernel
+        The resolved kernel.
+    labels_ : ndarray of shape (n_samples,)
+        ``argmax`` cluster of each training point.
+    embedding_ : ndarray of shape (n_samples, n_clusters)
+        Logits of the training data (``transform``).
+    eigenvalues_ : ndarray of shape (n_clusters,)
+        EMA of R_jj, the (relaxed) normalised association of each cluster.
+    cluster_sizes_ : ndarray of shape (n_clusters,)
+        Training points per cluster.
+    n_active_clusters_ : int
+        Non-empty clusters on the training data (≤ n_clusters; collapse shows here).
+    n_train_samples_, n_iter_, loss_curve_, n_features_in_
+        As in :class:`NeuralEigenClustering`.
+
+    See Also
+    --------
+    NeuralEigenClustering : continuous eigenfunctions + k-means.
+
+    References
+    ----------
+    Z. Deng, Y. Luo. "Learning neural eigenfunctions for unsupervised semantic segmentation."
+    ICCV 2023.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_blobs
+    >>> from spectralnet_seg.cluster import DiscreteNeuralEigenClustering
+    >>> from spectralnet_seg.kernels import make_kernel
+    >>> X, y = make_blobs(200, centers=3, cluster_std=0.5, random_state=0)
+    >>> est = DiscreteNeuralEigenClustering(3, kernel=make_kernel("rbf", gamma=0.5),
+    ...                                     hidden_layer_sizes=(32,), max_iter=100,
+    ...                                     random_state=0).fit(X)
+    >>> est.predict_proba(X).shape
+    (200, 3)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseNeuralEigenClustering._parameter_constraints,
+        "temperature_start": [Interval(Real, 0, None, closed="neither")],
+        "temperature_end": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, n_clusters=8, *, kernel="knn", network=None,
+                 hidden_layer_sizes=(256, 256), batch_size=512, max_iter=None, max_epochs=100,
+                 learning_rate=1e-3, weight_decay=0.0, orthogonality_weight=None,
+                 normalize_penalty=False, temperature_start=1.0, temperature_end=0.3,
+                 eigenvalue_momentum=0.9, device="auto", random_state=None, verbose=False,
+                 checkpoint_dir=None, checkpoint_every=100):
+        self.n_clusters = n_clusters
+        self.kernel = kernel
+        self.network = network
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.orthogonality_weight = orthogonality_weight
+        self.normalize_penalty = normalize_penalty
+        self.temperature_start = temperature_start
+        self.temperature_end = temperature_end
+        self.eigenvalue_momentum = eigenvalue_momentum
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+
+    # ------------------------------------------------------------------ hooks
+    def _n_outputs(self) -> int:
+        return self.n_clusters
+
+    def _default_orthogonality_weight(self) -> float:
+        return 20.0 / self.n_clusters
+
+    def _fingerprint_extra(self) -> dict:
+        return {"temperature": (self.temperature_start, self.temperature_end)}
+
+    def _temperature(self, run: _TrainingRun) -> float:
+        return cosine_temperature(run.step, run.total_steps, self.temperature_start,
+                                  self.temperature_end)
+
+    def _training_outputs(self, run: _TrainingRun, raw: torch.Tensor) -> torch.Tensor:
+        soft = gumbel_softmax(raw, self._temperature(run), generator=run.generator)
+        return run.normalizer(soft)
+
+    def _finalize(self, X, run: _TrainingRun, *, refresh_statistics: bool) -> None:
+        self.eigenvalues_ = run.eigenvalues.numpy().astype(np.float64)
+        self.embedding_ = self._raw_outputs(X).double().numpy()
+        self.labels_ = self.embedding_.argmax(axis=1)
+        self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
+        self.n_active_clusters_ = int(np.count_nonzero(self.cluster_sizes_))
+
+    # ------------------------------------------------------------------ inference
+    def transform(self, X):
+        """Cluster logits z of each row (use :meth:`predict_proba` for probabilities).
+
+        Parameters
+        ----------
+        X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_clusters)
+        """
+        X = self._validated(X)
+        return self._raw_outputs(X).double().numpy()
+
+    def predict(self, X):
+        """Cluster of each row: ``argmax`` of the logits.
+
+        Parameters
+        ----------
+        X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self.transform(X).argmax(axis=1)
+
+    def predict_proba(self, X):
+        """Soft assignments ``softmax(z / temperature_end)``.
+
+        Parameters
+        ----------
+        X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_clusters)
+            Rows sum to one.
+        """
+        logits = torch.from_numpy(self.transform(X))
+        return torch.softmax(logits / self.temperature_end, dim=1).numpy()

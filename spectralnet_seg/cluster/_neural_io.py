@@ -1,0 +1,166 @@
+"""Data access and checkpoint files for the neural estimators.
+
+Training data may be far larger than device memory (millions of patch tokens), so the
+estimators never move a whole data set: numpy arrays, ``np.memmap`` files and torch tensors
+are kept where they are, and only the rows of one minibatch (or one inference chunk) are
+gathered, converted to float32 and sent to the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
+
+# Rows per chunk for finiteness checks and inference passes over lazy arrays.
+CHUNK_ROWS = 8192
+
+
+def _lazy_view(X):
+    """Return ``X`` as an array that may stay out of memory, or None for ordinary input.
+
+    Torch tensors become numpy views (CPU tensors share memory; CUDA tensors are brought to
+    the host once, never to another device). ``np.memmap`` stays a memmap.
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach()
+        if X.device.type != "cpu":
+            X = X.cpu()
+        if X.dtype in (torch.bfloat16, torch.float16):
+            X = X.float()  # numpy has no bfloat16; one host copy is unavoidable here
+        return X.numpy()
+    if isinstance(X, np.memmap):
+        return X
+    return None
+
+
+def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> np.ndarray:
+    """Validate a lazy array without copying it: shape, dtype and finiteness (chunked)."""
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead with shape {X.shape}. Reshape "
+            "your data with array.reshape(-1, 1) if it has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
+    if np.iscomplexobj(X):
+        raise ValueError("Complex data not supported")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"X must hold numbers; got an array of dtype {X.dtype}")
+    n_samples, n_features = X.shape
+    if n_samples < min_samples:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) (shape={X.shape}) while a minimum of "
+            f"{min_samples} is required."
+        )
+    if n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    if X.dtype.kind == "f":
+        for start in range(0, n_samples, CHUNK_ROWS):
+            chunk = np.asarray(X[start:start + CHUNK_ROWS])
+            if not np.isfinite(chunk).all():
+                what = "NaN" if np.isnan(chunk).any() else "infinity or a value too large"
+                raise ValueError(f"Input X contains {what}.")
+    _check_n_features(estimator, X, reset=reset)
+    _check_feature_names(estimator, X, reset=reset)
+    return X
+
+
+def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
+    """Validate ``X`` for fit (``reset=True``) or inference, without copying lazy inputs.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Receives ``n_features_in_`` (and ``feature_names_in_``) when ``reset=True``.
+    X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
+        Input data.
+    reset : bool
+        True in ``fit``; False checks the number of features against the fitted one.
+    min_samples : int, default=1
+        Minimum number of rows.
+
+    Returns
+    -------
+    ndarray or np.memmap of shape (n_samples, n_features)
+        Ordinary array-likes are converted by :func:`~sklearn.utils.validation.validate_data`
+        to C-contiguous float32; memmaps and tensors are returned as (numpy views of) themselves.
+    """
+    lazy = _lazy_view(X)
+    if lazy is not None:
+        return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
+    return validate_data(estimator, X, dtype=np.float32, order="C", reset=reset,
+                         ensure_min_samples=min_samples)
+
+
+def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+    """Rows ``X[indices]`` as a float32 CPU tensor (sorted indices read memmaps sequentially)."""
+    return torch.from_numpy(np.ascontiguousarray(X[indices], dtype=np.float32))
+
+
+def iter_chunks(X: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[torch.Tensor]:
+    """Consecutive row chunks of ``X`` as float32 CPU tensors."""
+    for start in range(0, X.shape[0], chunk_rows):
+        yield torch.from_numpy(np.ascontiguousarray(X[start:start + chunk_rows],
+                                                    dtype=np.float32))
+
+
+def data_checksum(X: np.ndarray, n_rows: int = 16) -> str:
+    """Cheap fingerprint of a data set: its shape and a few evenly spaced rows."""
+    rows = np.unique(np.linspace(0, X.shape[0] - 1, num=min(n_rows, X.shape[0])).astype(int))
+    sample = np.ascontiguousarray(X[rows], dtype=np.float64)
+    digest = hashlib.sha1(np.round(sample, 6).tobytes()).hexdigest()[:16]
+    return f"{X.shape[0]}x{X.shape[1]}:{digest}"
+
+
+def checkpoint_path(directory: str | os.PathLike, prefix: str, fingerprint: dict) -> Path:
+    """File of the checkpoint of one training run, named after its configuration.
+
+    Runs with another configuration or other data get another file, so a directory can be
+    shared without one run resuming from another's state.
+    """
+    key = repr(sorted((str(k), str(v)) for k, v in fingerprint.items()))
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return Path(directory) / f"{prefix}-{digest}.pt"
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """``torch.save`` to a temporary file in the same directory, then an atomic rename.
+
+    A crash while writing leaves the previous checkpoint intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path`` (tensors on the CPU), or None when there is none."""
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def to_cpu(obj):
+    """Recursively move the tensors of a (nested) state dict to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj

@@ -1,0 +1,433 @@
+"""The math of the eigsh baseline: normalised affinity, top eigenvectors, Nyström extension.
+
+Free functions, usable without any estimator (the estimator in :mod:`._eigsh` is a thin
+validated wrapper around them), modelled on ``sklearn/manifold/_spectral_embedding.py``.
+
+Conventions: ``W`` is a symmetric non-negative affinity, ``d = W 1`` its degree and
+``M = D^{-1/2} W D^{-1/2}`` the normalised affinity. The spectral embedding is made of the
+top-K eigenvectors of ``M`` (equivalently the bottom-K of the normalised Laplacian
+``L = I - M``), in decreasing eigenvalue order, with unit-norm columns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Real
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import eigh
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh, lobpcg
+from sklearn.utils import check_random_state
+
+from ..kernels import degree_normalize
+
+__all__ = [
+    "DisconnectedGraphWarning",
+    "EigenSolverConvergenceError",
+    "IsolatedPointWarning",
+    "check_affinity",
+    "normalized_affinity",
+    "nystrom_extension",
+    "spectral_clustering",
+    "spectral_embedding",
+]
+
+EIGEN_SOLVERS = ("arpack", "lobpcg", "amg")
+
+# Below this many nodes a dense eigendecomposition is both faster and always converges;
+# iterative solvers also misbehave on tiny problems (LOBPCG needs n >> K).
+_DENSE_MAX_NODES = 200
+
+
+class DisconnectedGraphWarning(UserWarning):
+    """The affinity graph has more than one connected component.
+
+    The top eigenvectors then mostly indicate the components, and points of a component
+    with no link to the rest cannot be told apart from it by the embedding.
+    """
+
+
+class IsolatedPointWarning(UserWarning):
+    """A point has zero affinity to every fitted point; its Nyström embedding is zero."""
+
+
+class EigenSolverConvergenceError(RuntimeError):
+    """The eigensolver did not reach the requested tolerance."""
+
+
+# ---------------------------------------------------------------------------- affinity
+
+
+def check_affinity(W, *, name: str = "affinity", symmetric: bool = True) -> sp.csr_matrix:
+    """Validate an affinity matrix and return it as float64 CSR.
+
+    Parameters
+    ----------
+    W : {array-like, sparse matrix} of shape (n_samples, n_samples)
+        Non-negative, finite affinity. Must be symmetric when ``symmetric=True``.
+    name : str, default="affinity"
+        Name used in error messages.
+    symmetric : bool, default=True
+        Check that ``W`` is square and symmetric (up to rounding).
+
+    Returns
+    -------
+    W : scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+
+    Raises
+    ------
+    ValueError
+        If ``W`` is not 2-D, empty, not finite, negative, not square or not symmetric.
+    """
+    from sklearn.utils import check_array
+
+    W = check_array(W, accept_sparse=["csr", "csc", "coo"], dtype=np.float64,
+                    ensure_all_finite=True, input_name=name)
+    W = sp.csr_matrix(W)
+    if W.nnz and W.data.min() < 0:
+        raise ValueError(f"{name} has negative entries (min {W.data.min():.3g}); "
+                         "affinities must be non-negative.")
+    if symmetric:
+        if W.shape[0] != W.shape[1]:
+            raise ValueError(f"{name} must be square (n_samples, n_samples), got shape "
+                             f"{W.shape}.")
+        asym = abs(W - W.T)
+        scale = max(abs(W).max(), 1.0) if W.nnz else 1.0
+        if asym.nnz and asym.max() > 1e-8 * scale:
+            raise ValueError(f"{name} must be symmetric (max |W - W.T| = {asym.max():.3g}); "
+                             "symmetrise it, e.g. (W + W.T) / 2.")
+    return W
+
+
+def normalized_affinity(W) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Normalised affinity ``M = D^{-1/2} W D^{-1/2}`` and the degrees ``d = W 1``.
+
+    Parameters
+    ----------
+    W : {array-like, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric non-negative affinity.
+
+    Returns
+    -------
+    M : scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+        Normalised affinity; rows of isolated points (zero degree) are zero.
+    degree : ndarray of shape (n_samples,)
+        Row sums of ``W``.
+    """
+    W = sp.csr_matrix(W, dtype=np.float64)
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    return degree_normalize(W), degree
+
+
+def _n_components_and_warn(W: sp.csr_matrix) -> int:
+    n_comp, _ = connected_components(W, directed=False)
+    if n_comp > 1:
+        warnings.warn(
+            f"the affinity graph has {n_comp} connected components; the leading "
+            "eigenvectors will mostly separate the components. Increase the kernel's "
+            "n_neighbors (or bandwidth) to connect the graph.",
+            DisconnectedGraphWarning, stacklevel=3)
+    return n_comp
+
+
+# ---------------------------------------------------------------------------- eigensolvers
+
+
+def _sign_flip(U: np.ndarray) -> np.ndarray:
+    """Flip each column so that its largest-magnitude entry is positive (deterministic).
+
+    Same rule as scikit-learn's ``_deterministic_vector_sign_flip``; it is invariant to a
+    permutation of the rows.
+    """
+    idx = np.abs(U).argmax(axis=0)
+    signs = np.sign(U[idx, np.arange(U.shape[1])])
+    signs[signs == 0] = 1.0
+    return U * signs
+
+
+def _convergence_message(solver: str, detail: str) -> str:
+    return (
+        f"eigen_solver={solver!r} did not converge ({detail}). Things to try: a looser "
+        "eigen_tol (e.g. 1e-6), fewer n_components, another eigen_solver ('arpack', "
+        "'lobpcg', 'amg'), or a better-connected graph (a larger n_neighbors of the kernel)."
+    )
+
+
+def _solve_dense(M: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    n = M.shape[0]
+    values, vectors = eigh(M.toarray(), subset_by_index=[n - k, n - 1])
+    return values, vectors
+
+
+def _solve_arpack(M, k, tol, max_iter, rng) -> tuple[np.ndarray, np.ndarray]:
+    n = M.shape[0]
+    # A seeded start vector makes ARPACK deterministic (the default v0 is random).
+    v0 = rng.uniform(-1, 1, n)
+    try:
+        return eigsh(M, k=k, which="LA", tol=tol, v0=v0, maxiter=max_iter)
+    except ArpackNoConvergence as exc:
+        detail = f"{len(exc.eigenvalues)} of {k} eigenpairs converged"
+        raise EigenSolverConvergenceError(_convergence_message("arpack", detail)) from exc
+    except ArpackError as exc:  # pragma: no cover - numerical breakdown inside ARPACK
+        raise EigenSolverConvergenceError(_convergence_message("arpack", str(exc))) from exc
+
+
+def _lobpcg_start(degree: np.ndarray, k: int, rng) -> np.ndarray:
+    # The first column is the exact top eigenvector of a connected graph, sqrt(d).
+    X = rng.standard_normal((degree.shape[0], k + 1))
+    X[:, 0] = np.sqrt(degree)
+    return X
+
+
+def _require_pyamg():
+    try:
+        import pyamg
+    except ImportError as exc:
+        raise ImportError(
+            "eigen_solver='amg' needs pyamg, which is not installed; install the 'amg' "
+            "extra (pip install 'spectralnet-seg[amg]') or use eigen_solver='arpack'."
+        ) from exc
+    return pyamg
+
+
+def _amg_preconditioner(L: sp.csr_matrix):
+    smoothed_aggregation_solver = _require_pyamg().smoothed_aggregation_solver
+    # L is singular (constant-like null vector); a tiny shift gives AMG a definite matrix.
+    shifted = sp.csr_matrix(L + 1e-5 * sp.identity(L.shape[0], format="csr"))
+    return smoothed_aggregation_solver(shifted).aspreconditioner()
+
+
+def _solve_lobpcg(M, degree, k, tol, max_iter, rng, preconditioner=None, solver="lobpcg"):
+    n = M.shape[0]
+    # Solve for the smallest eigenpairs of L = I - M, as scikit-learn does: LOBPCG and the
+    # AMG preconditioner both work on the positive semi-definite Laplacian.
+    L = sp.csr_matrix(sp.identity(n, format="csr") - M)
+    M_pre = _amg_preconditioner(L) if preconditioner == "amg" else None
+    X = _lobpcg_start(degree, k, rng)
+    with warnings.catch_warnings():
+        # Non-convergence is checked below from the residuals, with an actionable error.
+        warnings.simplefilter("ignore", UserWarning)
+        lam, vecs = lobpcg(L, X, M=M_pre, tol=tol, largest=False,
+                           maxiter=max_iter or 2000)
+    order = np.argsort(lam)[:k]
+    values, vectors = 1.0 - lam[order], vecs[:, order]
+    residual = np.linalg.norm(M @ vectors - vectors * values, axis=0).max()
+    limit = max(10 * (tol if tol is not None else n * np.sqrt(np.finfo(float).eps)), 1e-4)
+    if not np.isfinite(residual) or residual > limit:
+        raise EigenSolverConvergenceError(
+            _convergence_message(solver, f"largest residual {residual:.2e} > {limit:.1e}"))
+    return values[::-1], vectors[:, ::-1]
+
+
+def spectral_embedding(
+    W,
+    n_components: int = 8,
+    *,
+    eigen_solver: str = "arpack",
+    eigen_tol: float | str = "auto",
+    max_iter: int | None = None,
+    random_state=None,
+    check_connectivity: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top eigenpairs of the normalised affinity ``M = D^{-1/2} W D^{-1/2}``.
+
+    Parameters
+    ----------
+    W : {array-like, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric non-negative affinity.
+    n_components : int, default=8
+        Number of eigenpairs K (at most ``n_samples``).
+    eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
+        ``"arpack"``: :func:`scipy.sparse.linalg.eigsh` (largest algebraic eigenvalues of
+        ``M``); ``"lobpcg"``: :func:`scipy.sparse.linalg.lobpcg` on the Laplacian;
+        ``"amg"``: LOBPCG preconditioned by pyamg's smoothed aggregation (the ``amg``
+        extra). Graphs with fewer than 200 nodes always use a dense solver.
+    eigen_tol : float or "auto", default="auto"
+        Solver tolerance; ``"auto"`` is 0 (machine precision) for ARPACK and LOBPCG's
+        own default otherwise.
+    max_iter : int, optional
+        Iteration cap of the iterative solvers (their defaults when None).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the solver's start vectors, which makes the result deterministic.
+    check_connectivity : bool, default=True
+        Warn (:class:`DisconnectedGraphWarning`) when the graph is disconnected.
+
+    Returns
+    -------
+    eigenvalues : ndarray of shape (n_components,)
+        Eigenvalues of ``M``, in decreasing order (1 is the largest possible).
+    eigenvectors : ndarray of shape (n_samples, n_components)
+        Matching eigenvectors, unit-norm columns, signs fixed so that each column's
+        largest-magnitude entry is positive.
+
+    Raises
+    ------
+    EigenSolverConvergenceError
+        If the iterative solver does not converge; the message names the knobs to turn.
+    ImportError
+        If ``eigen_solver="amg"`` and pyamg is not installed.
+    """
+    if eigen_solver not in EIGEN_SOLVERS:
+        raise ValueError(f"eigen_solver must be one of {EIGEN_SOLVERS}, got {eigen_solver!r}")
+    if not (eigen_tol == "auto" or (isinstance(eigen_tol, Real) and eigen_tol >= 0)):
+        raise ValueError(f"eigen_tol must be 'auto' or a float >= 0, got {eigen_tol!r}")
+    M, degree = normalized_affinity(W)
+    n = M.shape[0]
+    k = int(n_components)
+    if not 1 <= k <= n:
+        raise ValueError(f"n_components={k} must be between 1 and n_samples={n}.")
+    if eigen_solver == "amg":
+        _require_pyamg()  # fail the same way whatever the graph size
+    if check_connectivity:
+        _n_components_and_warn(M)
+    rng = check_random_state(random_state)
+
+    if n < _DENSE_MAX_NODES or n <= 5 * (k + 1):
+        values, vectors = _solve_dense(M, k)
+    elif eigen_solver == "arpack":
+        tol = 0.0 if eigen_tol == "auto" else float(eigen_tol)
+        values, vectors = _solve_arpack(M, k, tol, max_iter, rng)
+    else:
+        tol = None if eigen_tol == "auto" else float(eigen_tol)
+        values, vectors = _solve_lobpcg(M, degree, k, tol, max_iter, rng,
+                                        preconditioner=eigen_solver, solver=eigen_solver)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    vectors = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
+    return values, _sign_flip(vectors)
+
+
+# ---------------------------------------------------------------------------- out of sample
+
+
+def nystrom_extension(cross_affinity, train_degree, eigenvectors, eigenvalues) -> np.ndarray:
+    """Embed new points with the Nyström extension of the normalised affinity.
+
+    For a new point ``y`` with affinities ``C(y, j)`` to the fitted points,
+
+    ``u_k(y) = (1 / λ_k) Σ_j C(y, j) / sqrt(d(y) d_j) u_k(j)``,  ``d(y) = Σ_j C(y, j)``,
+
+    which reproduces ``u_k`` exactly when ``C`` is the training affinity itself
+    (Bengio et al., 2004).
+
+    Parameters
+    ----------
+    cross_affinity : {array-like, sparse matrix} of shape (n_queries, n_samples_fit)
+        Non-negative affinities of the new points to the fitted points.
+    train_degree : ndarray of shape (n_samples_fit,)
+        Degrees ``d_j`` of the training affinity.
+    eigenvectors : ndarray of shape (n_samples_fit, n_components)
+        Training eigenvectors ``u_k`` of ``M``.
+    eigenvalues : ndarray of shape (n_components,)
+        Matching eigenvalues ``λ_k``.
+
+    Returns
+    -------
+    embedding : ndarray of shape (n_queries, n_components)
+        Rows of points with no affinity to any fitted point are zero (with an
+        :class:`IsolatedPointWarning`); columns whose eigenvalue is ~0 are zero, since
+        the extension is undefined there.
+    """
+    C = sp.csr_matrix(cross_affinity, dtype=np.float64)
+    train_degree = np.asarray(train_degree, dtype=np.float64)
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if C.shape[1] != train_degree.shape[0] or C.shape[1] != eigenvectors.shape[0]:
+        raise ValueError(
+            f"cross_affinity has {C.shape[1]} columns but the fit used "
+            f"{eigenvectors.shape[0]} samples; it must be (n_queries, n_samples_fit).")
+    query_degree = np.asarray(C.sum(axis=1)).ravel()
+    isolated = query_degree <= 0
+    if isolated.any():
+        warnings.warn(
+            f"{int(isolated.sum())} of {C.shape[0]} new points have zero affinity to every "
+            "fitted point; their embedding is zero.", IsolatedPointWarning, stacklevel=2)
+    with np.errstate(divide="ignore"):
+        inv_q = np.where(isolated, 0.0, 1.0 / np.sqrt(query_degree))
+        inv_t = np.where(train_degree > 0, 1.0 / np.sqrt(train_degree), 0.0)
+    C_norm = sp.diags(inv_q) @ C @ sp.diags(inv_t)
+    tiny = np.abs(eigenvalues) < 1e-10
+    inv_lam = np.where(tiny, 0.0, 1.0 / np.where(tiny, 1.0, eigenvalues))
+    return np.asarray(C_norm @ eigenvectors) * inv_lam
+
+
+# ---------------------------------------------------------------------------- clustering
+
+
+def spectral_clustering(
+    affinity,
+    n_clusters: int = 8,
+    *,
+    n_components: int | None = None,
+    eigen_solver: str = "arpack",
+    eigen_tol: float | str = "auto",
+    assign_labels: str = "kmeans",
+    embedding_norm: str | None = "row",
+    n_init: int = 10,
+    random_state=None,
+    return_embedding: bool = False,
+):
+    """Normalised spectral clustering of a precomputed affinity.
+
+    Embeds the points with the top ``n_components`` eigenvectors of
+    ``D^{-1/2} W D^{-1/2}`` (:func:`spectral_embedding`), normalises the embedding
+    (``embedding_norm``) and assigns labels (``assign_labels``).
+
+    Parameters
+    ----------
+    affinity : {array-like, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric non-negative affinity.
+    n_clusters : int, default=8
+        Number of clusters.
+    n_components : int, optional
+        Number of eigenvectors (``n_clusters`` when None).
+    eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
+        See :func:`spectral_embedding`.
+    eigen_tol : float or "auto", default="auto"
+        See :func:`spectral_embedding`.
+    assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
+        Label assignment in the embedding (see :func:`.assign_labels`).
+    embedding_norm : {"row", "degree"} or None, default="row"
+        ``"row"``: unit-norm rows (Ng, Jordan & Weiss, 2001); ``"degree"``: rows divided
+        by ``sqrt(d)``, the random-walk eigenvectors (Shi & Malik; what scikit-learn's
+        ``SpectralClustering`` clusters); None: the raw eigenvectors.
+    n_init : int, default=10
+        Number of k-means restarts.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the eigensolver and the label assignment.
+    return_embedding : bool, default=False
+        Also return the eigenvalues and eigenvectors.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,)
+        Cluster labels in ``[0, n_clusters)``.
+    eigenvalues : ndarray of shape (n_components,)
+        Only when ``return_embedding=True``.
+    eigenvectors : ndarray of shape (n_samples, n_components)
+        Only when ``return_embedding=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spectralnet_seg.cluster import spectral_clustering
+    >>> W = np.kron(np.eye(2), np.ones((3, 3))) + 0.01
+    >>> spectral_clustering(W, n_clusters=2, random_state=0)
+    array([1, 1, 1, 0, 0, 0], dtype=int32)
+    """
+    from ._assign import assign_labels as _assign, normalize_embedding
+
+    W = check_affinity(affinity)
+    if n_clusters > W.shape[0]:
+        raise ValueError(f"n_clusters={n_clusters} is larger than n_samples={W.shape[0]}.")
+    rs = check_random_state(random_state)
+    values, vectors = spectral_embedding(
+        W, n_components or n_clusters, eigen_solver=eigen_solver, eigen_tol=eigen_tol,
+        random_state=rs)
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    E = normalize_embedding(vectors, degree, norm=embedding_norm)
+    labels, _ = _assign(E, n_clusters, method=assign_labels, n_init=n_init, random_state=rs)
+    if return_embedding:
+        return labels, values, vectors
+    return labels

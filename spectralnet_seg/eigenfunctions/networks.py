@@ -1,0 +1,221 @@
+"""The ψ networks: an MLP for feature vectors and a small token transformer for token grids.
+
+Both end in the same head, ``Linear(width, K)`` whose weight has orthonormal rows (kept so
+by :func:`torch.nn.utils.parametrizations.orthogonal`), as in Deng & Luo (ICCV 2023): the
+rows span K orthogonal directions of the trunk's feature space, so the K outputs start out
+decorrelated and cannot collapse onto one direction of the last hidden layer.
+
+The modules know nothing about kernels, losses or scikit-learn; the estimators own the
+training loop (see :mod:`spectralnet_seg.cluster`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import orthogonal
+
+__all__ = ["MLPEigenfunctions", "TransformerEigenfunctions", "orthogonal_head"]
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
+        ) from None
+
+
+def orthogonal_head(in_features: int, n_outputs: int, *, bias: bool = True) -> nn.Linear:
+    """``Linear(in_features, n_outputs)`` whose weight keeps orthonormal rows during training.
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the trunk's output.
+    n_outputs : int
+        Number of eigenfunctions (or clusters) K. When ``n_outputs > in_features`` the
+        weight can only have orthonormal *columns*; the parametrisation then keeps those.
+    bias : bool, default=True
+        Add a learnable bias (the outputs are not mean-centred, so the constant
+        eigenfunction needs it).
+
+    Returns
+    -------
+    torch.nn.Linear
+        With an ``orthogonal`` parametrisation registered on ``weight``.
+    """
+    head = nn.Linear(in_features, n_outputs, bias=bias)
+    return orthogonal(head)
+
+
+class MLPEigenfunctions(nn.Module):
+    """Multi-layer perceptron ψ: R^d → R^K for plain feature vectors.
+
+    ``Linear → activation`` blocks (optionally with LayerNorm) followed by an orthogonal
+    head (see :func:`orthogonal_head`).
+
+    Parameters
+    ----------
+    in_features : int
+        Input dimension d.
+    n_outputs : int
+        Number of outputs K (eigenfunctions or cluster logits).
+    hidden : sequence of int, default=(256, 256)
+        Widths of the hidden layers; empty gives a linear map.
+    activation : {"gelu", "relu", "silu", "tanh"}, default="gelu"
+        Non-linearity after each hidden layer.
+    layer_norm : bool, default=False
+        Insert a LayerNorm before each activation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = MLPEigenfunctions(5, 3, hidden=(16,))
+    >>> net(torch.randn(4, 5)).shape
+    torch.Size([4, 3])
+    """
+
+    def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (256, 256), *,
+                 activation: str = "gelu", layer_norm: bool = False) -> None:
+        super().__init__()
+        if in_features < 1 or n_outputs < 1:
+            raise ValueError(
+                f"in_features and n_outputs must be >= 1, got {in_features} and {n_outputs}"
+            )
+        act = _activation(activation)
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            if int(size) < 1:
+                raise ValueError(f"hidden layer sizes must be >= 1, got {tuple(hidden)}")
+            layers.append(nn.Linear(width, int(size)))
+            if layer_norm:
+                layers.append(nn.LayerNorm(int(size)))
+            layers.append(act())
+            width = int(size)
+        self.in_features = in_features
+        self.n_outputs = n_outputs
+        self.trunk = nn.Sequential(*layers)
+        self.head = orthogonal_head(width, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` of shape (..., d) to outputs of shape (..., K)."""
+        return self.head(self.trunk(x))
+
+
+class LinearAttention(nn.Module):
+    """Multi-head linear attention (Katharopoulos et al., 2020) over a token axis.
+
+    softmax(QKᵀ)V is replaced by φ(Q)(φ(K)ᵀV) / (φ(Q) Σ_t φ(K_t)) with φ = elu + 1, so the
+    cost is linear in the number of tokens (feature maps of 40 × 40 tokens and more).
+
+    Parameters
+    ----------
+    width : int
+        Token width (divisible by ``n_heads``).
+    n_heads : int
+        Number of heads.
+    """
+
+    def __init__(self, width: int, n_heads: int) -> None:
+        super().__init__()
+        if width % n_heads:
+            raise ValueError(f"width={width} must be divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape (batch, tokens, width) → same shape."""
+        b, t, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.n_heads, w // self.n_heads).unbind(2)
+        q = nn.functional.elu(q) + 1.0  # (b, t, h, c), positive feature map
+        k = nn.functional.elu(k) + 1.0
+        kv = torch.einsum("bthc,bthe->bhce", k, v)  # (b, h, c, c)
+        normaliser = torch.einsum("bthc,bhc->bth", q, k.sum(dim=1)).clamp_min(1e-6)
+        out = torch.einsum("bthc,bhce->bthe", q, kv) / normaliser[..., None]
+        return self.proj(out.reshape(b, t, w))
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, width: int, n_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = max(1, round(width * mlp_ratio))
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = LinearAttention(width, n_heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerEigenfunctions(nn.Module):
+    """Token transformer ψ for feature grids: the network of Deng & Luo (ICCV 2023).
+
+    Input projection ``Linear(d, width)``, ``n_blocks`` pre-LN blocks with linear attention
+    across the tokens of each image, a final LayerNorm and the orthogonal head.
+
+    Parameters
+    ----------
+    in_features : int
+        Token feature dimension d (e.g. 3 × 384 for three concatenated ViT-S blocks).
+    n_outputs : int
+        Number of outputs K.
+    width : int, default=256
+        Token width inside the trunk.
+    n_blocks : int, default=2
+        Number of transformer blocks.
+    n_heads : int, default=4
+        Attention heads per block.
+    mlp_ratio : float, default=2.0
+        Hidden width of each block's MLP relative to ``width``.
+
+    Notes
+    -----
+    ``forward`` takes token grids of shape (batch, tokens, d) — tokens of one image attend to
+    each other — and returns (batch, tokens, K). A 2-D input of shape (n, d) is treated as n
+    independent one-token sequences, so per-row estimators can use the module too; with a
+    single token, attention reduces to a learned linear map of that token.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = TransformerEigenfunctions(8, 4, width=16, n_heads=2)
+    >>> net(torch.randn(2, 9, 8)).shape
+    torch.Size([2, 9, 4])
+    """
+
+    def __init__(self, in_features: int, n_outputs: int, *, width: int = 256, n_blocks: int = 2,
+                 n_heads: int = 4, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        if in_features < 1 or n_outputs < 1:
+            raise ValueError(
+                f"in_features and n_outputs must be >= 1, got {in_features} and {n_outputs}"
+            )
+        self.in_features = in_features
+        self.n_outputs = n_outputs
+        self.embed = nn.Linear(in_features, width)
+        self.blocks = nn.Sequential(*[_Block(width, n_heads, mlp_ratio) for _ in range(n_blocks)])
+        self.norm = nn.LayerNorm(width)
+        self.head = orthogonal_head(width, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map tokens (batch, tokens, d) to (batch, tokens, K); (n, d) maps to (n, K)."""
+        if x.ndim == 2:
+            return self.forward(x[:, None, :])[:, 0, :]
+        if x.ndim != 3:
+            raise ValueError(
+                f"expected input of shape (batch, tokens, features) or (n, features), "
+                f"got shape {tuple(x.shape)}"
+            )
+        return self.head(self.norm(self.blocks(self.embed(x))))

@@ -1,0 +1,273 @@
+"""Score a :class:`~spectralnet_seg.Segmenter` on a labelled dataset.
+
+The protocol of unsupervised semantic segmentation: predict every image of the evaluation
+set, accumulate one confusion matrix (classes × clusters) over the whole set, fit the
+cluster→class mapping on it (Hungarian one-to-one, or majority vote many-to-one), then
+report pixel accuracy and (mean) IoU. Images can first be brought to the ReCo protocol
+(short side 320, centre crop 320) or predicted by sliding windows over the resized image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from numbers import Integral
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.validation import check_is_fitted
+
+from ._utils import progress
+from .datasets.transforms import reco_protocol, resize_short_side
+from .metrics import confusion_matrix, hungarian_match, majority_match
+
+__all__ = ["evaluate", "scores_from_confusion", "sliding_window_scores"]
+
+
+def scores_from_confusion(confusion: np.ndarray, matching: str = "majority") -> dict:
+    """Cluster→class mapping and scores from a class × cluster confusion matrix.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_classes, n_clusters)
+        Pixel counts (see :func:`spectralnet_seg.metrics.confusion_matrix`).
+    matching : {"majority", "hungarian"}, default="majority"
+        Many-to-one vote by IoU, or one-to-one assignment.
+
+    Returns
+    -------
+    dict
+        ``pixel_accuracy``, ``mean_iou`` (over classes present in truth or prediction),
+        ``per_class_iou`` (ndarray of shape (n_classes,), NaN for absent classes) and
+        ``mapping`` (ndarray of shape (n_clusters,), -1 = unmatched cluster).
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    if matching == "majority":
+        mapping = majority_match(confusion)
+    elif matching == "hungarian":
+        mapping = hungarian_match(confusion)
+    else:
+        raise ValueError(f"matching must be 'majority' or 'hungarian', got {matching!r}")
+    n_classes = confusion.shape[0]
+    class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)  # truth × predicted class
+    matched = mapping >= 0
+    np.add.at(class_conf.T, mapping[matched], confusion[:, matched].T)
+    tp = np.diag(class_conf).astype(np.float64)
+    # Pixels of unmatched clusters count against their true class (gt totals use confusion).
+    gt_total = confusion.sum(axis=1).astype(np.float64)
+    union = gt_total + class_conf.sum(axis=0) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    total = gt_total.sum()
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "per_class_iou": iou,
+        "mapping": mapping,
+    }
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Window offsets covering ``[0, length)``; the last window is flush with the end."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def sliding_window_scores(segmenter, image: np.ndarray, *, window: int,
+                          stride: int) -> np.ndarray:
+    """Full-resolution label scores of one image, averaged over overlapping windows.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        Fitted segmenter (its :meth:`~spectralnet_seg.Segmenter.predict_scores` is used).
+    image : ndarray of shape (H, W, 3)
+        The image.
+    window : int
+        Side of the square windows (clipped to the image size).
+    stride : int
+        Step between windows.
+
+    Returns
+    -------
+    ndarray of shape (H, W, n_labels)
+        Mean score of each label over the windows covering each pixel.
+    """
+    H, W = image.shape[:2]
+    wh, ww = min(window, H), min(window, W)
+    boxes = [(top, left) for top in _window_starts(H, wh, stride)
+             for left in _window_starts(W, ww, stride)]
+    crops = [image[t:t + wh, s:s + ww] for t, s in boxes]
+    total = None
+    count = np.zeros((H, W, 1), dtype=np.float32)
+    for (top, left), scores in zip(boxes, segmenter.predict_scores(crops), strict=True):
+        if total is None:
+            total = np.zeros((H, W, scores.shape[2]), dtype=np.float32)
+        total[top:top + wh, left:left + ww] += scores
+        count[top:top + wh, left:left + ww] += 1.0
+    return total / count
+
+
+@validate_params(
+    {
+        "segmenter": "no_validation",
+        "dataset": "no_validation",
+        "matching": [StrOptions({"majority", "hungarian"})],
+        "protocol": [StrOptions({"reco", "sliding"}), None, callable],
+        "crop_size": [Interval(Integral, 1, None, closed="left")],
+        "stride": [Interval(Integral, 1, None, closed="left"), None],
+        "fit": ["boolean"],
+        "max_images": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "return_predictions": ["boolean"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def evaluate(segmenter, dataset, *, matching: str = "majority",
+             protocol: str | Callable | None = "reco", crop_size: int = 320,
+             stride: int | None = None, fit: bool = False, max_images: int | None = None,
+             batch_size: int = 8, return_predictions: bool = False,
+             verbose: bool = False) -> dict:
+    """Predict every image of ``dataset`` and score the label maps against its masks.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        A fitted segmenter (or any object with ``predict(images) -> list of label maps``;
+        sliding-window inference also needs ``predict_scores``).
+    dataset : SegmentationDataset or sequence of (image, mask)
+        Items ``(image (H, W, 3), mask (H, W))``, masks with class ids and 255 = ignore;
+        ``n_classes`` and ``class_names`` are used when present.
+    matching : {"majority", "hungarian"}, default="majority"
+        Cluster→class mapping fitted on the evaluation set: many-to-one vote by IoU (the
+        paper's choice when clusters outnumber classes) or one-to-one Hungarian assignment.
+    protocol : {"reco", "sliding"}, callable or None, default="reco"
+        ``"reco"``: resize the short side to ``crop_size`` and centre-crop
+        ``crop_size × crop_size`` (Pascal Context, Cityscapes in the paper); ``"sliding"``:
+        resize the short side to ``crop_size`` and predict overlapping
+        ``crop_size × crop_size`` windows, averaging their scores; a callable
+        ``(image, mask) -> (image, mask)`` is applied before predicting the whole image;
+        None predicts the images as they are.
+    crop_size : int, default=320
+        Side of the protocol's crop / window.
+    stride : int, optional
+        Window step of ``"sliding"``; ``crop_size // 2`` by default.
+    fit : bool, default=False
+        Fit the segmenter on the (transformed) evaluation images first (transductive use);
+        by default it must already be fitted, e.g. on a training split.
+    max_images : int, optional
+        Evaluate only the first ``max_images`` items.
+    batch_size : int, default=8
+        Images predicted per call (bounds memory).
+    return_predictions : bool, default=False
+        Also return the label maps (cluster ids) under ``"predictions"``.
+    verbose : bool, default=False
+        Progress bar over batches.
+
+    Returns
+    -------
+    dict
+        ``pixel_accuracy`` and ``mean_iou`` (floats in [0, 1]), ``per_class_iou``
+        (ndarray of shape (n_classes,), NaN for classes absent from truth and prediction),
+        ``class_names``, ``mapping`` (cluster → class, -1 unmatched), ``confusion``
+        (classes × clusters), ``matching``, ``protocol``, ``n_images``, ``n_clusters``,
+        ``predict_time`` (seconds) and, if asked, ``predictions``.
+
+    Examples
+    --------
+    >>> from sklearn.cluster import KMeans
+    >>> from spectralnet_seg import Segmenter
+    >>> from spectralnet_seg.datasets import TextureMosaics
+    >>> from spectralnet_seg.features import PixelExtractor
+    >>> data = TextureMosaics(n_images=3, image_size=48, seed=0)
+    >>> seg = Segmenter(PixelExtractor(), KMeans(6, n_init=2, random_state=0))
+    >>> scores = evaluate(seg, data, protocol=None, fit=True)
+    >>> 0.0 <= scores["mean_iou"] <= 1.0
+    True
+    """
+    n_items = len(dataset)
+    if n_items == 0:
+        raise ValueError("the dataset is empty; nothing to evaluate.")
+    n_items = min(n_items, max_images) if max_images is not None else n_items
+    stride = stride if stride is not None else max(1, crop_size // 2)
+
+    def prepare(index: int):
+        image, mask = dataset[index]
+        image, mask = np.asarray(image), np.asarray(mask)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"item {index}: mask shape {mask.shape} does not match image "
+                             f"shape {image.shape[:2]}")
+        if protocol == "reco":
+            return reco_protocol(image, mask, size=crop_size)
+        if protocol == "sliding":
+            return resize_short_side(image, mask, crop_size)
+        if callable(protocol):
+            return protocol(image, mask)
+        return image, mask
+
+    if fit:
+        segmenter.fit([prepare(i)[0] for i in range(n_items)])
+    elif hasattr(segmenter, "get_params"):
+        try:
+            check_is_fitted(segmenter)
+        except NotFittedError:
+            raise NotFittedError(
+                "the segmenter is not fitted: call segmenter.fit(train_images) first, or pass "
+                "fit=True to fit it on the evaluation images.") from None
+
+    n_classes = getattr(dataset, "n_classes", None)
+    n_clusters = getattr(segmenter, "n_labels_", None)
+    ignore_index = getattr(dataset, "ignore_index", 255)
+    confusion = None
+    predictions: list[np.ndarray] = []
+    predict_time = 0.0
+    starts = range(0, n_items, batch_size)
+    for start in progress(starts, verbose=verbose, desc="evaluating", total=len(starts)):
+        pairs = [prepare(i) for i in range(start, min(start + batch_size, n_items))]
+        images = [image for image, _ in pairs]
+        tic = time.perf_counter()
+        if protocol == "sliding":
+            labels = [sliding_window_scores(segmenter, image, window=crop_size,
+                                            stride=stride).argmax(axis=2) for image in images]
+        else:
+            labels = segmenter.predict(images)
+        predict_time += time.perf_counter() - tic
+        for (_, mask), pred in zip(pairs, labels, strict=True):
+            if pred.shape != mask.shape:
+                raise ValueError(f"the segmenter returned a {pred.shape} label map for a "
+                                 f"{mask.shape} mask; label maps must be at full resolution")
+            if n_classes is None:
+                n_classes = int(mask[mask != ignore_index].max(initial=-1)) + 1
+            k = n_clusters if n_clusters is not None else int(pred.max()) + 1
+            part = confusion_matrix(mask, pred, n_classes, k, ignore_index)
+            if confusion is None:
+                confusion = part
+            else:  # without n_labels_, later images may show more clusters
+                grown = np.zeros((n_classes, max(confusion.shape[1], part.shape[1])), np.int64)
+                grown[:, :confusion.shape[1]] += confusion
+                grown[:, :part.shape[1]] += part
+                confusion = grown
+            if return_predictions:
+                predictions.append(pred)
+
+    scores = scores_from_confusion(confusion, matching)
+    class_names = list(getattr(dataset, "class_names", [f"class {c}" for c in range(n_classes)]))
+    result = {
+        **scores,
+        "class_names": class_names,
+        "confusion": confusion,
+        "matching": matching,
+        "protocol": protocol if isinstance(protocol, str) or protocol is None else "custom",
+        "n_images": n_items,
+        "n_clusters": int(confusion.shape[1]),
+        "predict_time": predict_time,
+    }
+    if return_predictions:
+        result["predictions"] = predictions
+    return result

@@ -1,0 +1,237 @@
+"""The feature-extractor contract and the helpers every extractor shares.
+
+An extractor turns a batch of images into a dense grid of token features per image plus
+the per-token context the pixel kernel needs (token colour and position). All images of one
+``extract`` call share a single token grid ``(h, w)``: extractors resize every image to a
+common input size first (or require equal sizes), which keeps batching simple; the original
+sizes travel along in ``image_sizes`` so label maps can be upsampled back to them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+__all__ = ["ExtractedFeatures", "FeatureExtractor", "token_positions", "cell_means",
+           "resize_image"]
+
+
+@dataclass
+class ExtractedFeatures:
+    """Dense token features of a batch of images.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_images, h, w, d)
+        Token (patch or pixel-cell) features, float32.
+    colors : ndarray of shape (n_images, h, w, 3)
+        Mean RGB in ``[0, 1]`` of the image area each token covers (input of the pixel
+        kernel).
+    positions : ndarray of shape (n_images, h, w, 2)
+        Token centre ``(y, x)`` normalised to ``[0, 1]``.
+    image_sizes : list of (int, int)
+        Original ``(H, W)`` of each image, to upsample label maps back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spectralnet_seg.features import ExtractedFeatures, token_positions
+    >>> out = ExtractedFeatures(np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 3)),
+    ...                         np.broadcast_to(token_positions(3, 4), (2, 3, 4, 2)),
+    ...                         [(30, 40), (30, 40)])
+    >>> out.flatten().shape, out.grid_shape
+    ((24, 5), (3, 4))
+    """
+
+    features: np.ndarray
+    colors: np.ndarray
+    positions: np.ndarray
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.features = np.ascontiguousarray(self.features, dtype=np.float32)
+        self.colors = np.ascontiguousarray(self.colors, dtype=np.float32)
+        self.positions = np.ascontiguousarray(self.positions, dtype=np.float32)
+        if self.features.ndim != 4:
+            raise ValueError(
+                f"features must have shape (n_images, h, w, d); got {self.features.shape}")
+        n, h, w, _ = self.features.shape
+        if self.colors.shape != (n, h, w, 3):
+            raise ValueError(f"colors must have shape {(n, h, w, 3)}; got {self.colors.shape}")
+        if self.positions.shape != (n, h, w, 2):
+            raise ValueError(
+                f"positions must have shape {(n, h, w, 2)}; got {self.positions.shape}")
+        if not self.image_sizes:
+            self.image_sizes = [(h, w)] * n
+        self.image_sizes = [(int(a), int(b)) for a, b in self.image_sizes]
+        if len(self.image_sizes) != n:
+            raise ValueError(
+                f"image_sizes has {len(self.image_sizes)} entries for {n} images")
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def n_images(self) -> int:
+        """Number of images."""
+        return self.features.shape[0]
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Token grid ``(h, w)`` shared by all images."""
+        return self.features.shape[1], self.features.shape[2]
+
+    @property
+    def n_features(self) -> int:
+        """Feature dimension ``d``."""
+        return self.features.shape[3]
+
+    @property
+    def n_tokens(self) -> int:
+        """Total number of tokens ``n_images * h * w``."""
+        n, h, w, _ = self.features.shape
+        return n * h * w
+
+    # ------------------------------------------------------------------ views
+    def flatten(self) -> np.ndarray:
+        """Features as a matrix of shape ``(n_images * h * w, d)`` (image-major order)."""
+        return self.features.reshape(-1, self.n_features)
+
+    def flatten_colors(self) -> np.ndarray:
+        """Token colours as a matrix of shape ``(n_images * h * w, 3)``."""
+        return self.colors.reshape(-1, 3)
+
+    def flatten_positions(self) -> np.ndarray:
+        """Token positions as a matrix of shape ``(n_images * h * w, 2)``."""
+        return self.positions.reshape(-1, 2)
+
+    def image_index(self) -> np.ndarray:
+        """Image number of each flattened token, shape ``(n_images * h * w,)``."""
+        h, w = self.grid_shape
+        return np.repeat(np.arange(self.n_images), h * w)
+
+    def unflatten(self, values: np.ndarray) -> np.ndarray:
+        """Reshape per-token values ``(n_images * h * w, ...)`` to ``(n_images, h, w, ...)``."""
+        values = np.asarray(values)
+        if values.shape[0] != self.n_tokens:
+            raise ValueError(
+                f"expected {self.n_tokens} rows (one per token), got {values.shape[0]}")
+        return values.reshape(self.n_images, *self.grid_shape, *values.shape[1:])
+
+    def select(self, indices) -> ExtractedFeatures:
+        """The features of a subset of images (``indices`` into ``range(n_images)``)."""
+        indices = np.asarray(indices, dtype=np.intp).reshape(-1)
+        return ExtractedFeatures(self.features[indices], self.colors[indices],
+                                 self.positions[indices],
+                                 [self.image_sizes[i] for i in indices])
+
+    @classmethod
+    def concatenate(cls, parts) -> ExtractedFeatures:
+        """Join several results with the same grid and feature dimension along images."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        shapes = {p.features.shape[1:] for p in parts}
+        if len(shapes) != 1:
+            raise ValueError(f"cannot concatenate features of different shapes {sorted(shapes)}")
+        return cls(np.concatenate([p.features for p in parts]),
+                   np.concatenate([p.colors for p in parts]),
+                   np.concatenate([p.positions for p in parts]),
+                   [s for p in parts for s in p.image_sizes])
+
+
+class FeatureExtractor(BaseEstimator, ABC):
+    """Base class of feature extractors: images in, :class:`ExtractedFeatures` out.
+
+    Subclasses follow scikit-learn conventions: ``__init__`` stores its keyword parameters
+    unchanged; validation happens in :meth:`extract` (``self._validate_params()``); state
+    built lazily (e.g. a network) lives in attributes ending in ``_``.
+    """
+
+    @abstractmethod
+    def extract(self, images) -> ExtractedFeatures:
+        """Dense features of ``images``.
+
+        Parameters
+        ----------
+        images : list of (path, PIL image or ndarray of shape (H, W, 3)), or ndarray of \
+shape (n_images, H, W, 3)
+            The images; see :func:`spectralnet_seg.images.load_image` for accepted forms.
+
+        Returns
+        -------
+        ExtractedFeatures
+        """
+
+
+# ---------------------------------------------------------------------------- helpers
+def token_positions(h: int, w: int) -> np.ndarray:
+    """Centres ``(y, x)`` of an ``h x w`` token grid, normalised to ``[0, 1]``.
+
+    Returns
+    -------
+    ndarray of shape (h, w, 2), float32
+    """
+    ys = (np.arange(h, dtype=np.float32) + 0.5) / h
+    xs = (np.arange(w, dtype=np.float32) + 0.5) / w
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([yy, xx], axis=-1)
+
+
+def _bin_edges(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    # Same bins as torch's adaptive_avg_pool: [floor(i*n/m), ceil((i+1)*n/m)).
+    i = np.arange(n_out)
+    return (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+
+
+def cell_means(array: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Average ``array`` over the cells of a ``grid`` (adaptive average pooling).
+
+    Uses a summed-area table, so the cost does not depend on the cell size.
+
+    Parameters
+    ----------
+    array : ndarray of shape (H, W, C)
+        Per-pixel values.
+    grid : (int, int)
+        Output grid ``(h, w)``, at most ``(H, W)``.
+
+    Returns
+    -------
+    ndarray of shape (h, w, C), float32
+    """
+    height, width = array.shape[:2]
+    h, w = grid
+    table = np.zeros((height + 1, width + 1, array.shape[2]), dtype=np.float64)
+    table[1:, 1:] = array.astype(np.float64).cumsum(0).cumsum(1)
+    r0, r1 = _bin_edges(height, h)
+    c0, c1 = _bin_edges(width, w)
+    sums = (table[r1][:, c1] - table[r0][:, c1] - table[r1][:, c0] + table[r0][:, c0])
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
+    return (sums / area).astype(np.float32)
+
+
+def resize_image(image: np.ndarray, size_hw: tuple[int, int],
+                 interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an RGB ``uint8`` image to ``size_hw = (H, W)`` with Pillow (antialiased).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H0, W0, 3), uint8
+    size_hw : (int, int)
+    interpolation : {"bilinear", "bicubic", "nearest", "lanczos"}, default="bilinear"
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8
+    """
+    from PIL import Image
+
+    if tuple(image.shape[:2]) == tuple(size_hw):
+        return image
+    methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+               "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+    resample = methods.get(interpolation, Image.BILINEAR)
+    out = Image.fromarray(image).resize((int(size_hw[1]), int(size_hw[0])), resample)
+    return np.asarray(out)

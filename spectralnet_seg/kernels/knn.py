@@ -1,0 +1,389 @@
+"""k-nearest-neighbour affinity (faiss for the full graph, torch ``topk`` inside a minibatch).
+
+Also holds the small helpers the other feature kernels share: minibatch validation,
+sparse and dense symmetrisation, and building a CSR matrix from neighbour lists.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..neighbors import _as_2d, knn_search
+from ._base import Kernel
+from ._registry import register_kernel
+
+# Floor of the local scale: duplicated points have a zero distance to their neighbours, and
+# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN.
+_TINY_SCALE = float(np.finfo(np.float32).tiny)
+_KNN_SEARCH_PARAMS = {"batch_size", "hnsw_m", "ef_search", "n_lists", "n_probe",
+                      "max_memory_bytes", "random_state", "n_threads"}
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _as_float32(X, name: str = "X") -> np.ndarray:
+    """2-D float32 C-contiguous array; float32 memmaps pass through without a copy.
+
+    Finiteness is checked by :func:`~spectralnet_seg.neighbors.knn_search` (in chunks).
+    """
+    X = _as_2d(X, name)
+    if X.dtype != np.float32 or not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    return X
+
+
+def _as_batch(X_batch, name: str = "X_batch"):
+    """Validate a minibatch as a 2-D, non-empty, finite floating torch tensor."""
+    import torch
+
+    if not isinstance(X_batch, torch.Tensor):
+        X_batch = torch.as_tensor(np.asarray(X_batch))
+    if X_batch.ndim != 2 or X_batch.shape[0] == 0 or X_batch.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D tensor of shape (batch_size, "
+                         f"n_features), got shape {tuple(X_batch.shape)}.")
+    if not torch.is_floating_point(X_batch):
+        X_batch = X_batch.float()
+    if not bool(torch.isfinite(X_batch).all()):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return X_batch
+
+
+def _compute_dtype(X_batch):
+    """Half precision is not accurate enough for distances: compute in float32 at least."""
+    import torch
+
+    return torch.float64 if X_batch.dtype == torch.float64 else torch.float32
+
+
+def _symmetrize_sparse(W: sp.csr_matrix, mode: str) -> sp.csr_matrix:
+    if mode == "mean":
+        W = (W + W.T) * 0.5
+    elif mode == "max":
+        W = W.maximum(W.T)
+    else:  # "mutual": an edge survives only when both endpoints chose it
+        W = W.minimum(W.T)
+    W = sp.csr_matrix(W)
+    W.eliminate_zeros()
+    W.sort_indices()
+    return W
+
+
+def _symmetrize_dense(W, mode: str):
+    import torch
+
+    if mode == "mean":
+        return (W + W.T) * 0.5
+    if mode == "max":
+        return torch.maximum(W, W.T)
+    return torch.minimum(W, W.T)
+
+
+def _neighbor_csr(weights: np.ndarray, indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """CSR (n_rows, n_columns) with ``weights[i, j]`` at column ``indices[i, j]``, no zeros."""
+    n_rows, k = indices.shape
+    indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
+    W = sp.csr_matrix((weights.astype(np.float64).ravel(), indices.ravel(), indptr),
+                      shape=(n_rows, n_columns))
+    W.sum_duplicates()
+    W.eliminate_zeros()
+    return W
+
+
+def _drop_diagonal(W: sp.spmatrix) -> sp.csr_matrix:
+    W = sp.coo_matrix(W)
+    keep = W.row != W.col
+    return sp.csr_matrix((W.data[keep], (W.row[keep], W.col[keep])), shape=W.shape)
+
+
+def _check_fitted(kernel, attribute: str) -> None:
+    """Kernels have no ``fit`` (sklearn's check_is_fitted needs one): ``graph`` fits them."""
+    if not hasattr(kernel, attribute):
+        raise NotFittedError(f"this {type(kernel).__name__} has no fitted points yet; call "
+                             "graph(X) before cross(Y).")
+
+
+def _check_neighbors_fit(k: int, n: int, what: str) -> None:
+    if k >= n:
+        raise ValueError(f"{what} needs {k} neighbours per point but there are only {n} points "
+                         f"({n - 1} neighbours each); lower n_neighbors / local_scale_neighbor "
+                         f"or use more points.")
+
+
+def _batch_topk(X, k: int, metric: str):
+    """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
+
+    ``cos`` is the (b, b) cosine-similarity matrix when it was needed anyway, else ``None``.
+    """
+    import torch
+
+    if metric == "cosine":
+        norms = X.norm(dim=1)
+        if not bool((norms > 0).all()):
+            raise ValueError("X_batch has an all-zero row; the cosine metric is undefined for "
+                             "zero vectors (remove them or use metric='l2').")
+        Xn = X / norms[:, None]
+        cos = Xn @ Xn.T
+        scores = cos.clone()
+        scores.fill_diagonal_(-torch.inf)
+        sim, ind = scores.topk(k, dim=1)
+        return (1.0 - sim).clamp_min(0.0), ind, cos
+    sq = (X * X).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+    d2.fill_diagonal_(torch.inf)
+    d2_k, ind = d2.topk(k, dim=1, largest=False)
+    return d2_k.sqrt(), ind, None
+
+
+# ----------------------------------------------------------------------------- the kernel
+@register_kernel("knn")
+class KNNKernel(Kernel):
+    """k-nearest-neighbour graph, optionally weighted (the paper's feature graph by default).
+
+    Each point is joined to its ``n_neighbors`` nearest other points (faiss for the full graph,
+    exact ``topk`` inside a minibatch); edges are weighted, then the directed graph is
+    symmetrised. There are no self-loops.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=10
+        Neighbours per point (the paper uses 256 for minibatches of patch tokens).
+    metric : {"cosine", "l2"}, default="cosine"
+        Distance used to find neighbours: ``1 - cos`` or Euclidean.
+    weighting : {"cosine", "binary", "gaussian"}, default="cosine"
+        Edge weight: ``max(cos(x_i, x_j), 0)`` (the paper: negatives clamped to 0), 1, or the
+        self-tuning Gaussian ``exp(-d_ij^2 / (sigma_i sigma_j))`` of the metric's distance,
+        with ``sigma_i`` the distance of ``x_i`` to its ``local_scale_neighbor``-th neighbour.
+    symmetrize : {"mean", "max", "mutual"}, default="mean"
+        ``(W + W^T) / 2`` (the paper; one-sided edges keep half weight), ``max(W, W^T)``
+        (union) or ``min(W, W^T)`` (mutual neighbours only).
+    local_scale_neighbor : int, default=7
+        Which neighbour sets the local scale of the Gaussian weighting (Zelnik-Manor & Perona
+        use the 7th). Unused by the other weightings.
+    index : {"flat", "hnsw", "ivf"}, default="flat"
+        faiss index of :meth:`graph` and :meth:`cross` (see
+        :func:`~spectralnet_seg.neighbors.knn_search`); approximate indexes scale to millions.
+    index_params : dict, optional
+        More :func:`~spectralnet_seg.neighbors.knn_search` options: ``batch_size``,
+        ``hnsw_m``, ``ef_search``, ``n_lists``, ``n_probe``, ``max_memory_bytes``,
+        ``random_state``, ``n_threads``.
+    device : str, default="auto"
+        Device of the faiss search (GPU index when faiss has GPU support). :meth:`batch` runs
+        on the device of its input.
+    verbose : bool, default=False
+        Memory estimate and progress bar of the faiss search.
+
+    Attributes
+    ----------
+    X_fit_ : ndarray of shape (n_samples_fit, n_features), float32
+        Points of the last :meth:`graph` call (the database of :meth:`cross`).
+    n_features_in_ : int
+        Number of features.
+    local_scale_ : ndarray of shape (n_samples_fit,)
+        ``sigma_i`` of the fitted points (only with ``weighting="gaussian"``).
+
+    Notes
+    -----
+    :meth:`batch` over a whole data set equals :meth:`graph` (both are exact with
+    ``index="flat"``). Inside a minibatch the neighbours are those *in the batch*, so the batch
+    graph is the kNN graph of the sample, not a sub-block of the full graph.
+    :meth:`cross` does not exclude exact matches: a training point passed to ``cross`` finds
+    itself as its first neighbour.
+
+    References
+    ----------
+    Zelnik-Manor & Perona, "Self-Tuning Spectral Clustering", NIPS 2004.
+    Deng & Luo, "Learning Neural Eigenfunctions for Unsupervised Semantic Segmentation",
+    ICCV 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spectralnet_seg.kernels import KNNKernel
+    >>> X = np.random.default_rng(0).normal(size=(50, 3))
+    >>> W = KNNKernel(n_neighbors=5, weighting="binary").graph(X)
+    >>> W.shape, bool(abs(W - W.T).max() == 0), float(W.diagonal().max())
+    ((50, 50), True, 0.0)
+    """
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "metric": [StrOptions({"cosine", "l2"})],
+        "weighting": [StrOptions({"binary", "cosine", "gaussian"})],
+        "symmetrize": [StrOptions({"mean", "max", "mutual"})],
+        "local_scale_neighbor": [Interval(Integral, 1, None, closed="left")],
+        "index": [StrOptions({"flat", "hnsw", "ivf"})],
+        "index_params": [dict, None],
+        "device": "no_validation",  # str or torch.device, resolved by knn_search
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, n_neighbors: int = 10, *, metric: str = "cosine",
+                 weighting: str = "cosine", symmetrize: str = "mean",
+                 local_scale_neighbor: int = 7, index: str = "flat",
+                 index_params: dict | None = None, device: str = "auto",
+                 verbose: bool = False):
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.weighting = weighting
+        self.symmetrize = symmetrize
+        self.local_scale_neighbor = local_scale_neighbor
+        self.index = index
+        self.index_params = index_params
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ helpers
+    def _n_search(self) -> int:
+        """Neighbours to search: the Gaussian scale may need more than ``n_neighbors``."""
+        if self.weighting == "gaussian":
+            return max(self.n_neighbors, self.local_scale_neighbor)
+        return self.n_neighbors
+
+    def _search(self, X, Y=None):
+        params = dict(self.index_params or {})
+        unknown = set(params) - _KNN_SEARCH_PARAMS
+        if unknown:
+            raise ValueError(f"unknown index_params {sorted(unknown)}; allowed: "
+                             f"{sorted(_KNN_SEARCH_PARAMS)}.")
+        return knn_search(X, Y, n_neighbors=self._n_search(), metric=self.metric,
+                          index=self.index, device=self.device, verbose=self.verbose, **params)
+
+    def _weights(self, dist, ind, queries, database, query_scale, database_scale):
+        """Edge weights (n_queries, n_neighbors) float64 for the first n_neighbors columns."""
+        k = self.n_neighbors
+        dist, ind = dist[:, :k].astype(np.float64), ind[:, :k]
+        if self.weighting == "binary":
+            return np.ones_like(dist)
+        if self.weighting == "gaussian":
+            scale = query_scale[:, None] * database_scale[ind]
+            return np.exp(-(dist**2) / scale)
+        if self.metric == "cosine":
+            return np.clip(1.0 - dist, 0.0, None)
+        return np.clip(_pair_cosine(queries, database, ind), 0.0, None)
+
+    # ------------------------------------------------------------------ contract
+    def graph(self, X, context: Any = None) -> sp.csr_matrix:
+        """Symmetric kNN affinity of the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature vectors (a float32 ``numpy.memmap`` is not copied).
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        W : scipy.sparse.csr_matrix of shape (n_samples, n_samples), float64
+            Symmetric, non-negative, zero diagonal.
+        """
+        self._validate_params()
+        X = _as_float32(X)
+        _check_neighbors_fit(self._n_search(), X.shape[0], "KNNKernel.graph")
+        dist, ind = self._search(X)
+        scale = None
+        if self.weighting == "gaussian":
+            scale = np.maximum(dist[:, self.local_scale_neighbor - 1].astype(np.float64),
+                               _TINY_SCALE)
+            self.local_scale_ = scale
+        weights = self._weights(dist, ind, X, X, scale, scale)
+        W = _neighbor_csr(weights, ind[:, : self.n_neighbors], X.shape[0])
+        self.X_fit_ = X
+        self.n_features_in_ = X.shape[1]
+        return _drop_diagonal(_symmetrize_sparse(W, self.symmetrize))
+
+    def cross(self, Y, context: Any = None) -> sp.csr_matrix:
+        """Weighted kNN of each row of ``Y`` among the fitted points (not symmetrised).
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_queries, n_features)
+            New points.
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        C : scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit), float64
+            ``n_neighbors`` non-negative entries per row (fewer where weights are 0).
+        """
+        _check_fitted(self, "X_fit_")
+        Y = _as_float32(Y, "Y")
+        if Y.shape[1] != self.n_features_in_:
+            raise ValueError(f"Y has {Y.shape[1]} features but the kernel was fitted on "
+                             f"{self.n_features_in_}.")
+        dist, ind = self._search(self.X_fit_, Y)
+        query_scale = None
+        if self.weighting == "gaussian":
+            query_scale = np.maximum(dist[:, self.local_scale_neighbor - 1].astype(np.float64),
+                                     _TINY_SCALE)
+        weights = self._weights(dist, ind, Y, self.X_fit_, query_scale,
+                                getattr(self, "local_scale_", None))
+        return _neighbor_csr(weights, ind[:, : self.n_neighbors], self.X_fit_.shape[0])
+
+    def batch(self, X_batch, context: Any = None):
+        """Dense kNN affinity inside a minibatch, on the batch's device.
+
+        Parameters
+        ----------
+        X_batch : torch.Tensor of shape (batch_size, n_features)
+            Minibatch (an array is converted).
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        W : torch.Tensor of shape (batch_size, batch_size)
+            Symmetric, non-negative, zero diagonal, dtype of ``X_batch`` (float32 if it was
+            not floating), no gradient.
+        """
+        import torch
+
+        self._validate_params()
+        X_batch = _as_batch(X_batch)
+        b, k = X_batch.shape[0], self.n_neighbors
+        _check_neighbors_fit(self._n_search(), b, "KNNKernel.batch")
+        with torch.no_grad():
+            X = X_batch.to(_compute_dtype(X_batch))
+            dist, ind, cos = _batch_topk(X, self._n_search(), self.metric)
+            if self.weighting == "binary":
+                weights = torch.ones_like(dist[:, :k])
+            elif self.weighting == "gaussian":
+                scale = dist[:, self.local_scale_neighbor - 1].clamp_min(_TINY_SCALE)
+                weights = torch.exp(-dist[:, :k] ** 2 / (scale[:, None] * scale[ind[:, :k]]))
+            else:
+                if cos is None:
+                    norms = X.norm(dim=1, keepdim=True)
+                    if not bool((norms > 0).all()):
+                        raise ValueError("cosine weighting is undefined for all-zero rows; "
+                                         "remove them or use weighting='binary' or 'gaussian'.")
+                    Xn = X / norms
+                    cos = Xn @ Xn.T
+                weights = cos.gather(1, ind[:, :k]).clamp_min(0.0)
+            W = torch.zeros((b, b), dtype=X.dtype, device=X.device)
+            W.scatter_(1, ind[:, :k], weights)
+            W = _symmetrize_dense(W, self.symmetrize)
+            W.fill_diagonal_(0.0)
+        return W.to(X_batch.dtype)
+
+
+def _pair_cosine(queries: np.ndarray, database: np.ndarray, ind: np.ndarray) -> np.ndarray:
+    """cos(queries[i], database[ind[i, j]]) for each listed pair, in bounded-memory chunks."""
+    out = np.empty(ind.shape, dtype=np.float64)
+    step = max(1, (32 * 2**20) // (4 * ind.shape[1] * queries.shape[1]))
+    for start in range(0, ind.shape[0], step):
+        q = np.asarray(queries[start:start + step], dtype=np.float64)
+        neighbors = np.asarray(database[ind[start:start + step].ravel()], dtype=np.float64)
+        neighbors = neighbors.reshape(q.shape[0], ind.shape[1], -1)
+        dots = np.einsum("qd,qkd->qk", q, neighbors)
+        norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(neighbors, axis=2)
+        if not np.all(norms > 0):
+            raise ValueError("cosine weighting is undefined for all-zero rows; remove them or "
+                             "use weighting='binary' or 'gaussian'.")
+        out[start:start + step] = dots / norms
+    return out

@@ -1,0 +1,159 @@
+"""A user-supplied affinity matrix, validated and used as is."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_array
+
+from ._base import Kernel
+from ._registry import register_kernel
+from .knn import _check_fitted, _drop_diagonal
+
+# Relative asymmetry (to the largest entry) tolerated before symmetrising with a warning.
+_SYMMETRY_RTOL = 1e-6
+
+
+def _as_affinity(W, name: str, *, square: bool) -> sp.csr_matrix:
+    """Validate an affinity (dense, sparse or torch) as a finite, non-negative float64 CSR."""
+    if hasattr(W, "detach") and hasattr(W, "cpu"):
+        W = W.detach().cpu().numpy()
+    W = check_array(W, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
+                    ensure_all_finite=True, input_name=name, ensure_min_samples=1)
+    W = sp.csr_matrix(W)
+    if square and W.shape[0] != W.shape[1]:
+        raise ValueError(f"{name} must be a square (n_samples, n_samples) affinity matrix, got "
+                         f"shape {W.shape}.")
+    if W.nnz and W.data.min() < 0:
+        raise ValueError(f"{name} has negative entries (min {W.data.min():.3g}); affinities must "
+                         "be non-negative (e.g. clip them, or use exp(-distance)).")
+    W.eliminate_zeros()
+    return W
+
+
+def _is_asymmetric(diff_max: float, scale: float) -> bool:
+    return diff_max > _SYMMETRY_RTOL * max(scale, np.finfo(np.float64).tiny)
+
+
+@register_kernel("precomputed")
+class PrecomputedKernel(Kernel):
+    """The affinity matrix itself, given in place of features.
+
+    ``graph(W)`` takes the ``(n, n)`` affinity (dense or sparse), ``cross(C)`` the
+    ``(n_queries, n)`` affinities of new points to the fitted ones and ``batch(W_b)`` the dense
+    ``(b, b)`` block of the affinity for a minibatch. Inputs must be finite and non-negative;
+    a non-symmetric square input is replaced by ``(W + W^T) / 2`` with a warning, and the
+    diagonal is dropped (no self-loops, as for every kernel).
+
+    Notes
+    -----
+    Because its inputs are affinities, not features, the neural estimators (whose network
+    consumes features) cannot train on this kernel; they should refuse it with a clear error.
+    The class attribute ``input_is_affinity = True`` lets callers detect that.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spectralnet_seg.kernels import PrecomputedKernel
+    >>> W = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]])
+    >>> PrecomputedKernel().graph(W).toarray()
+    array([[0. , 0.5, 0. ],
+           [0.5, 0. , 0.2],
+           [0. , 0.2, 0. ]])
+    """
+
+    input_is_affinity = True
+    _parameter_constraints: dict = {}
+
+    def __init__(self):
+        pass
+
+    def graph(self, X, context: Any = None) -> sp.csr_matrix:
+        """Validate and return the affinity ``X`` (here the matrix itself).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_samples)
+            Affinity matrix.
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        W : scipy.sparse.csr_matrix of shape (n_samples, n_samples), float64
+            Symmetric, non-negative, zero diagonal.
+        """
+        W = _as_affinity(X, "the precomputed affinity", square=True)
+        diff = abs(W - W.T)
+        if diff.nnz and _is_asymmetric(diff.max(), W.data.max()):
+            warnings.warn(f"the precomputed affinity is not symmetric (max |W - W^T| = "
+                          f"{diff.max():.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=2)
+        W = (W + W.T) * 0.5  # also removes rounding-level asymmetry
+        W = _drop_diagonal(W)
+        W.eliminate_zeros()
+        W.sort_indices()
+        self.n_samples_fit_ = W.shape[0]
+        self.n_features_in_ = W.shape[0]
+        return W
+
+    def cross(self, Y, context: Any = None) -> sp.csr_matrix:
+        """Validate the affinities of new points to the fitted points.
+
+        Parameters
+        ----------
+        Y : {array-like, sparse matrix} of shape (n_queries, n_samples_fit)
+            Cross-affinity matrix.
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        C : scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit), float64
+        """
+        _check_fitted(self, "n_samples_fit_")
+        C = _as_affinity(Y, "the precomputed cross-affinity", square=False)
+        if C.shape[1] != self.n_samples_fit_:
+            raise ValueError(f"the cross-affinity has {C.shape[1]} columns but the kernel was "
+                             f"fitted on {self.n_samples_fit_} points; pass shape "
+                             f"(n_queries, {self.n_samples_fit_}).")
+        return C
+
+    def batch(self, X_batch, context: Any = None):
+        """Validate a dense ``(b, b)`` affinity block and zero its diagonal.
+
+        Parameters
+        ----------
+        X_batch : torch.Tensor of shape (batch_size, batch_size)
+            The affinity among the minibatch's points (an array is converted).
+        context : object, optional
+            Ignored.
+
+        Returns
+        -------
+        W : torch.Tensor of shape (batch_size, batch_size)
+            Symmetric, non-negative, zero diagonal, no gradient.
+        """
+        import torch
+
+        W = X_batch if isinstance(X_batch, torch.Tensor) else torch.as_tensor(np.asarray(X_batch))
+        if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+            raise ValueError("the precomputed batch affinity must be a non-empty square "
+                             f"(batch_size, batch_size) matrix, got shape {tuple(W.shape)}.")
+        if not torch.is_floating_point(W):
+            W = W.float()
+        with torch.no_grad():
+            if not bool(torch.isfinite(W).all()):
+                raise ValueError("the precomputed batch affinity contains NaN or infinity.")
+            if bool((W < 0).any()):
+                raise ValueError("the precomputed batch affinity has negative entries; "
+                                 "affinities must be non-negative.")
+            diff = float((W - W.T).abs().max())
+            if _is_asymmetric(diff, float(W.max())):
+                warnings.warn(f"the precomputed batch affinity is not symmetric (max |W - W^T| = "
+                              f"{diff:.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=2)
+            W = (W + W.T) * 0.5
+            W.fill_diagonal_(0.0)
+        return W

@@ -1,0 +1,430 @@
+"""The per-image pixel graph of Deng & Luo (ICCV 2023) and the paper's combined kernel.
+
+Tokens of a feature grid carry more than their feature vector: the colour of the image
+region they cover and their position in the image. :class:`TokenContext` holds that side
+information; :class:`SpatialColorKernel` turns it into the paper's *pixel graph* Ã — per
+image, binary k-nearest-neighbour graphs on ``[r, g, b, λx, λy]`` (``k = 10, λ = 2.0``: local,
+spatially coherent neighbours; ``k = 5, λ = 0.1``: same-colour neighbours anywhere in the
+image), OR-combined, symmetric, without self-edges and block-diagonal across images, the
+KNN-matting affinity used by Deep Spectral Methods (Melas-Kyriazi et al., CVPR 2022).
+
+:func:`paper_kernel` builds the full kernel of the paper,
+
+    G = D^{-1/2} A D^{-1/2} + α D̃^{-1/2} Ã D̃^{-1/2},   α = 0.3,
+
+with A the cosine kNN graph of the features (k = 256), as one :class:`Kernel` object that
+both the eigsh baseline (``graph``/``cross``) and the neural estimators (``batch``) use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils._param_validation import Interval, validate_params
+
+from ._base import Kernel
+from ._registry import register_kernel
+
+__all__ = ["SpatialColorKernel", "TokenContext", "as_token_context", "paper_kernel",
+           "requires_context"]
+
+
+@dataclass(frozen=True)
+class TokenContext:
+    """Per-token side information: colour, position and the image each token comes from.
+
+    Parameters
+    ----------
+    colors : ndarray of shape (n_tokens, 3)
+        Mean RGB colour of the region a token covers, in [0, 1].
+    positions : ndarray of shape (n_tokens, 2)
+        Token centre ``(y, x)``, normalised to [0, 1] by the image height and width (the
+        scale the λ weights of :class:`SpatialColorKernel` assume).
+    image_ids : ndarray of shape (n_tokens,)
+        Integer id of the image of each token; tokens of different images never connect.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ctx = TokenContext(np.zeros((4, 3)), np.zeros((4, 2)), np.array([0, 0, 1, 1]))
+    >>> len(ctx), len(ctx[np.array([1, 2])])
+    (4, 2)
+    """
+
+    colors: np.ndarray
+    positions: np.ndarray
+    image_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        colors = np.asarray(self.colors, dtype=np.float32)
+        positions = np.asarray(self.positions, dtype=np.float32)
+        image_ids = np.asarray(self.image_ids)
+        if colors.ndim != 2 or colors.shape[1] != 3:
+            raise ValueError(f"TokenContext.colors must have shape (n_tokens, 3), got {colors.shape}")
+        if positions.ndim != 2 or positions.shape[1] != 2:
+            raise ValueError(
+                f"TokenContext.positions must have shape (n_tokens, 2), got {positions.shape}"
+            )
+        if image_ids.ndim != 1 or not np.issubdtype(image_ids.dtype, np.integer):
+            raise ValueError(
+                "TokenContext.image_ids must be a 1-D integer array, got shape "
+                f"{image_ids.shape} and dtype {image_ids.dtype}"
+            )
+        if not (len(colors) == len(positions) == len(image_ids)):
+            raise ValueError(
+                "TokenContext arrays must have the same length, got colors "
+                f"{len(colors)}, positions {len(positions)}, image_ids {len(image_ids)}"
+            )
+        if not (np.isfinite(colors).all() and np.isfinite(positions).all()):
+            raise ValueError("TokenContext.colors and positions must be finite (no NaN/inf)")
+        # frozen dataclass: write the converted arrays through object.__setattr__
+        object.__setattr__(self, "colors", colors)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "image_ids", image_ids.astype(np.int64, copy=False))
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index) -> TokenContext:
+        """The context of a subset of tokens (index array, boolean mask, slice or tensor)."""
+        if hasattr(index, "detach"):  # torch tensor of indices from a minibatch sampler
+            index = index.detach().cpu().numpy()
+        return TokenContext(self.colors[index], self.positions[index], self.image_ids[index])
+
+    @classmethod
+    def from_features(cls, extracted: Any, *, image_id_offset: int = 0) -> TokenContext:
+        """Build the context of an :class:`~spectralnet_seg.features.ExtractedFeatures`.
+
+        Parameters
+        ----------
+        extracted : ExtractedFeatures
+            With ``colors`` of shape (n_images, h, w, 3) and ``positions`` of shape
+            (n_images, h, w, 2); tokens are taken in the row-major order of
+            ``extracted.flatten()``.
+        image_id_offset : int, default=0
+            Added to the image ids (to keep ids unique across several extractions).
+
+        Returns
+        -------
+        TokenContext
+        """
+        colors = getattr(extracted, "colors", None)
+        positions = getattr(extracted, "positions", None)
+        if colors is None or positions is None:
+            raise TypeError(
+                "TokenContext.from_features needs an object with 'colors' and 'positions' "
+                f"arrays (an ExtractedFeatures), got {type(extracted).__name__}"
+            )
+        colors = np.asarray(colors, dtype=np.float32)
+        positions = np.asarray(positions, dtype=np.float32)
+        if colors.ndim != 4 or positions.ndim != 4:
+            raise ValueError(
+                "expected colors (n_images, h, w, 3) and positions (n_images, h, w, 2), got "
+                f"shapes {colors.shape} and {positions.shape}"
+            )
+        n_images, h, w = colors.shape[:3]
+        image_ids = np.repeat(np.arange(n_images, dtype=np.int64) + image_id_offset, h * w)
+        return cls(colors.reshape(-1, 3), positions.reshape(-1, 2), image_ids)
+
+
+def as_token_context(context: Any, n_tokens: int, *, owner: str) -> TokenContext:
+    """Coerce ``context`` to a :class:`TokenContext` of ``n_tokens`` tokens, or explain why not.
+
+    Accepts a :class:`TokenContext` or an ``ExtractedFeatures`` (converted with
+    :meth:`TokenContext.from_features`).
+    """
+    if context is None:
+        raise ValueError(
+            f"{owner} needs the token context (colour, position and image id of every token), "
+            "but context=None was passed. Build it with "
+            "TokenContext.from_features(extracted) and pass it to the estimator's fit, or "
+            "use Segmenter, which does this for you; for plain feature vectors use a "
+            "feature-only kernel such as 'knn'."
+        )
+    if not isinstance(context, TokenContext):
+        if hasattr(context, "colors") and hasattr(context, "positions"):
+            context = TokenContext.from_features(context)
+        else:
+            raise TypeError(
+                f"{owner} expects a TokenContext (or ExtractedFeatures) as context, got "
+                f"{type(context).__name__}"
+            )
+    if len(context) != n_tokens:
+        raise ValueError(
+            f"{owner}: the context describes {len(context)} tokens but X has {n_tokens} rows; "
+            "pass the context of exactly these tokens, in the same order."
+        )
+    return context
+
+
+def requires_context(kernel: Any) -> bool:
+    """Whether ``kernel`` (or a kernel nested in it, e.g. in a ``SumKernel``) needs a context.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        Any kernel; combined kernels are searched through their parameters.
+
+    Returns
+    -------
+    bool
+        True when a :class:`SpatialColorKernel` is involved.
+    """
+    if isinstance(kernel, SpatialColorKernel):
+        return True
+    if not isinstance(kernel, Kernel):
+        return False
+    for value in kernel.get_params(deep=False).values():
+        members = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(m, Kernel) and requires_context(m) for m in members):
+            return True
+    return False
+
+
+_KNN_PARAM = [Interval(Integral, 1, None, closed="left")]
+_LAMBDA_PARAM = [Interval(Real, 0, None, closed="left")]
+
+
+@register_kernel("spatial_color")
+class SpatialColorKernel(Kernel):
+    """The paper's per-image pixel graph on ``[r, g, b, λx, λy]`` (binary, OR-combined).
+
+    For every image and every pair ``(k, λ)`` of ``n_neighbors`` and ``spatial_weights``,
+    each token is linked to its ``k`` nearest other tokens of the same image in the space
+    ``[r, g, b, λ·y, λ·x]``; the graphs are OR-combined and symmetrised (``max(W, Wᵀ)``), so
+    every edge has weight 1. The features ``X`` are not used, only the context.
+
+    Parameters
+    ----------
+    n_neighbors : sequence of int, default=(10, 5)
+        Neighbours per token for each graph (capped by the image's token count − 1).
+    spatial_weights : sequence of float, default=(2.0, 0.1)
+        λ for each graph: the weight of the normalised position against the colour.
+
+    Notes
+    -----
+    *Out-of-sample.* The pixel graph only links tokens of the same image, and a new image
+    shares no image with the fitted tokens, so :meth:`cross` returns an all-zero
+    ``(n_queries, n_fit)`` matrix: in :func:`paper_kernel` the feature part alone carries the
+    Nyström extension of the eigsh baseline, while the neural estimators, which were
+    *trained* with the pixel graph, embed new images with a forward pass.
+
+    *Scale.* ``graph`` searches neighbours image by image (faiss through
+    :func:`spectralnet_seg.neighbors.knn_search`); ``batch`` uses exact dense distances in
+    torch, masked to same-image pairs, as minibatches are small.
+
+    References
+    ----------
+    Deng & Luo, "Learning Neural Eigenfunctions for Unsupervised Semantic Segmentation",
+    ICCV 2023. Chen, Li & Tang, "KNN Matting", TPAMI 2013.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ctx = TokenContext(rng.random((50, 3)), rng.random((50, 2)), np.repeat([0, 1], 25))
+    >>> W = SpatialColorKernel().graph(np.zeros((50, 1), np.float32), ctx)
+    >>> bool((W != W.T).nnz == 0), W[:25, 25:].nnz
+    (True, 0)
+    """
+
+    def __init__(self, n_neighbors: Sequence[int] = (10, 5),
+                 spatial_weights: Sequence[float] = (2.0, 0.1)) -> None:
+        self.n_neighbors = n_neighbors
+        self.spatial_weights = spatial_weights
+
+    # ------------------------------------------------------------------ helpers
+    def _pairs(self) -> list[tuple[int, float]]:
+        ks = list(np.atleast_1d(self.n_neighbors))
+        lambdas = np.atleast_1d(np.asarray(self.spatial_weights, dtype=float)).tolist()
+        if len(ks) == 0 or len(ks) != len(lambdas):
+            raise ValueError(
+                "n_neighbors and spatial_weights must be non-empty and of equal length, got "
+                f"{self.n_neighbors!r} and {self.spatial_weights!r}"
+            )
+        if any(isinstance(k, bool) or not isinstance(k, Integral) or k < 1 for k in ks):
+            raise ValueError(f"n_neighbors must be positive integers, got {self.n_neighbors!r}")
+        if any(not np.isfinite(lam) or lam < 0 for lam in lambdas):
+            raise ValueError(
+                f"spatial_weights must be finite and non-negative, got {self.spatial_weights!r}"
+            )
+        return [(int(k), float(lam)) for k, lam in zip(ks, lambdas, strict=True)]
+
+    @staticmethod
+    def _embedding(colors: np.ndarray, positions: np.ndarray, lam: float) -> np.ndarray:
+        """The ``[r, g, b, λy, λx]`` coordinates of tokens, shape (n, 5)."""
+        return np.ascontiguousarray(np.hstack([colors, lam * positions]), dtype=np.float32)
+
+    # ------------------------------------------------------------------ Kernel API
+    def graph(self, X: np.ndarray, context: Any = None) -> sp.csr_matrix:
+        """Block-diagonal pixel graph over all tokens.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_tokens, n_features)
+            Token features; only the number of rows is used.
+        context : TokenContext or ExtractedFeatures
+            Colour, position and image id of each row of ``X``.
+
+        Returns
+        -------
+        W : scipy.sparse.csr_matrix of shape (n_tokens, n_tokens)
+            Symmetric binary affinity, zero diagonal, no edges across images.
+        """
+        from ..neighbors import knn_search
+
+        n = int(np.shape(X)[0])
+        ctx = as_token_context(context, n, owner=type(self).__name__)
+        pairs = self._pairs()
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        for image in np.unique(ctx.image_ids):
+            members = np.flatnonzero(ctx.image_ids == image)  # (n_i,)
+            n_i = len(members)
+            if n_i < 2:
+                continue
+            for k, lam in pairs:
+                k_i = min(k, n_i - 1)
+                emb = self._embedding(ctx.colors[members], ctx.positions[members], lam)
+                # Ask for one more neighbour and drop the token itself: robust to how the
+                # search orders exact ties, and exact when positions are distinct.
+                _, idx = knn_search(emb, n_neighbors=k_i + 1, metric="l2", device="cpu",
+                                    exclude_self=False)
+                local = np.arange(n_i)[:, None]
+                keep = (idx != local) & (idx >= 0)
+                keep &= np.cumsum(keep, axis=1) <= k_i
+                r, c = np.nonzero(keep)
+                rows.append(members[r])
+                cols.append(members[idx[r, c]])
+        self.n_fit_ = n
+        if not rows:
+            return sp.csr_matrix((n, n), dtype=np.float32)
+        r = np.concatenate(rows)
+        c = np.concatenate(cols)
+        # OR over graphs and symmetrisation in one step: every (i, j) or (j, i) edge -> 1
+        ij = np.concatenate([r, c])
+        ji = np.concatenate([c, r])
+        W = sp.csr_matrix((np.ones(len(ij), dtype=np.float32), (ij, ji)), shape=(n, n))
+        W.data[:] = 1.0  # duplicates were summed; self-edges were dropped above
+        return W
+
+    def cross(self, Y: np.ndarray, context: Any = None) -> sp.csr_matrix:
+        """All-zero affinities between new tokens and the fitted ones (see Notes).
+
+        Parameters
+        ----------
+        Y : ndarray of shape (n_queries, n_features)
+            New token features; only the number of rows is used.
+        context : TokenContext, optional
+            Ignored: tokens of new images have no same-image partner among fitted tokens.
+
+        Returns
+        -------
+        C : scipy.sparse.csr_matrix of shape (n_queries, n_fit)
+        """
+        if not hasattr(self, "n_fit_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"{type(self).__name__}.cross needs a previous call to graph() on the fitted tokens"
+            )
+        return sp.csr_matrix((int(np.shape(Y)[0]), self.n_fit_), dtype=np.float32)
+
+    def batch(self, X_batch, context: Any = None):
+        """Pixel graph within a minibatch, block-diagonal over the batch's images.
+
+        Parameters
+        ----------
+        X_batch : torch.Tensor of shape (batch_size, n_features)
+            Token features; sets device and dtype of the result.
+        context : TokenContext or ExtractedFeatures
+            Context of the rows of ``X_batch``.
+
+        Returns
+        -------
+        W : torch.Tensor of shape (batch_size, batch_size)
+            Symmetric binary affinity, zero diagonal.
+        """
+        import torch
+
+        b = int(X_batch.shape[0])
+        ctx = as_token_context(context, b, owner=type(self).__name__)
+        pairs = self._pairs()
+        device, dtype = X_batch.device, X_batch.dtype
+        with torch.no_grad():
+            colors = torch.as_tensor(ctx.colors, device=device, dtype=torch.float32)
+            positions = torch.as_tensor(ctx.positions, device=device, dtype=torch.float32)
+            ids = torch.as_tensor(ctx.image_ids, device=device)
+            same_image = ids[:, None] == ids[None, :]
+            same_image.fill_diagonal_(False)  # no self-edges
+            W = torch.zeros((b, b), device=device, dtype=torch.bool)
+            rows = torch.arange(b, device=device)[:, None]
+            for k, lam in pairs:
+                emb = torch.cat([colors, lam * positions], dim=1)  # (b, 5)
+                dist = torch.cdist(emb, emb).masked_fill(~same_image, float("inf"))
+                k_b = min(k, b - 1)
+                if k_b < 1:
+                    continue
+                d_k, idx = torch.topk(dist, k_b, dim=1, largest=False)  # (b, k_b)
+                # Rows of small images have fewer than k partners: drop the inf picks.
+                hit = torch.zeros_like(W)
+                hit[rows.expand_as(idx), idx] = torch.isfinite(d_k)
+                W |= hit
+            W = W | W.T
+        return W.to(dtype)
+
+
+@validate_params(
+    {
+        "n_neighbors": _KNN_PARAM,
+        "pixel_weight": _LAMBDA_PARAM,
+        "pixel_neighbors": ["array-like"],
+        "spatial_weights": ["array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def paper_kernel(n_neighbors: int = 256, pixel_weight: float = 0.3, *,
+                 pixel_neighbors: Sequence[int] = (10, 5),
+                 spatial_weights: Sequence[float] = (2.0, 0.1)) -> Kernel:
+    """The combined feature + pixel kernel of Deng & Luo (ICCV 2023).
+
+    ``G = D^{-1/2} A D^{-1/2} + α D̃^{-1/2} Ã D̃^{-1/2}`` where ``A`` is the symmetrised cosine
+    kNN graph of the features (negative cosines dropped, weights = cosine) and ``Ã`` the
+    :class:`SpatialColorKernel` pixel graph.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=256
+        Neighbours per token in the feature graph (the paper's k = 256); capped by the
+        number of tokens available (the kNN kernel caps it at n − 1).
+    pixel_weight : float, default=0.3
+        α, the weight of the normalised pixel graph.
+    pixel_neighbors, spatial_weights : sequence, default=(10, 5) and (2.0, 0.1)
+        Parameters of the :class:`SpatialColorKernel`.
+
+    Returns
+    -------
+    Kernel
+        A :class:`~spectralnet_seg.kernels.SumKernel` of a ``KNNKernel`` and a
+        ``SpatialColorKernel``; it needs the token context (see :class:`TokenContext`).
+
+    Examples
+    --------
+    >>> k = paper_kernel(n_neighbors=32)
+    >>> [type(m).__name__ for m in k.kernels]
+    ['KNNKernel', 'SpatialColorKernel']
+    """
+    from . import KNNKernel, SumKernel
+
+    feature = KNNKernel(n_neighbors=n_neighbors, metric="cosine", weighting="cosine")
+    pixel = SpatialColorKernel(n_neighbors=tuple(pixel_neighbors),
+                               spatial_weights=tuple(spatial_weights))
+    return SumKernel(kernels=[feature, pixel], weights=[1.0, float(pixel_weight)])
+
+
+register_kernel("paper")(paper_kernel)

@@ -1,0 +1,502 @@
+"""``Segmenter``: images in, label maps out — a feature extractor plus a spectral estimator.
+
+``fit`` extracts token features from a *set* of images and fits one clustering across all of
+them, so cluster ids mean the same thing in every image (semantic, not per-image, segments).
+``predict`` extracts the features of (new) images, assigns their tokens to the fitted
+clusters and brings the low-resolution token grid back to each image's full resolution:
+per-token scores (the estimator's probabilities, or one-hot labels) are upsampled bilinearly
+and the label is their argmax, which gives smooth borders instead of the blocky ones of
+nearest-neighbour upsampling of labels. An optional dense CRF (Krähenbühl & Koltun, 2011)
+refines the result with the image's colours.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from ._utils import progress
+from .images import is_image_like, load_image
+from .kernels.spatial_color import TokenContext, requires_context
+
+__all__ = ["Segmenter", "upsample_scores", "dense_crf", "CRF_DEFAULTS"]
+
+CRF_DEFAULTS: dict = {
+    "n_iter": 10,
+    "pos_xy_std": 1.0,
+    "pos_weight": 3.0,
+    "bi_xy_std": 67.0,
+    "bi_rgb_std": 3.0,
+    "bi_weight": 4.0,
+}
+"""Dense-CRF parameters of unsupervised segmentation work (STEGO, Deng & Luo 2023)."""
+
+# Bound on the float32 score block upsampled at once (rows of the output are processed in
+# strips), so K = 512 clusters on a large image do not need K x H x W floats at once.
+_UPSAMPLE_BYTES = 64 * 2**20
+
+
+def _interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights with half-pixel centres.
+
+    The 1-D factor of ``torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False)``: output pixel ``i`` samples input coordinate
+    ``(i + 0.5) n_in / n_out - 0.5``, clamped to the border.
+    """
+    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0.0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (src - lo).astype(np.float32)
+    M = np.zeros((n_out, n_in), dtype=np.float32)
+    np.add.at(M, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(M, (np.arange(n_out), hi), frac)
+    return M
+
+
+def upsample_scores(scores: np.ndarray, size: tuple[int, int], *, mode: str = "bilinear",
+                    return_scores: bool = False):
+    """Upsample a grid of per-token scores to ``size`` and take the argmax label.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (h, w, K)
+        Scores (probabilities, one-hot labels, ...) of K labels on the token grid.
+    size : (int, int)
+        Output ``(H, W)``.
+    mode : {"bilinear", "nearest"}, default="bilinear"
+        Interpolation of the scores (``"nearest"`` copies each token's argmax label).
+    return_scores : bool, default=False
+        Also return the upsampled scores (H, W, K), float32.
+
+    Returns
+    -------
+    labels : ndarray of shape (H, W), int64
+    scores : ndarray of shape (H, W, K)
+        Only when ``return_scores=True``.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim != 3:
+        raise ValueError(f"scores must have shape (h, w, K), got {scores.shape}")
+    h, w, K = scores.shape
+    H, W = int(size[0]), int(size[1])
+    if mode == "nearest":
+        rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(int), h - 1)
+        cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(int), w - 1)
+        labels = scores.argmax(axis=2)[rows[:, None], cols[None, :]].astype(np.int64)
+        if return_scores:
+            return labels, scores[rows[:, None], cols[None, :]]
+        return labels
+    if mode != "bilinear":
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    Ry = _interpolation_matrix(H, h)  # (H, h)
+    Rx = _interpolation_matrix(W, w)  # (W, w)
+    # Separable interpolation: first along x for the whole grid (h, W, K) ...
+    along_x = np.einsum("Xw,hwk->hXk", Rx, scores, optimize=True)
+    labels = np.empty((H, W), dtype=np.int64)
+    out = np.empty((H, W, K), dtype=np.float32) if return_scores else None
+    strip = max(1, _UPSAMPLE_BYTES // max(1, 4 * W * K))
+    for top in range(0, H, strip):
+        # ... then along y, one strip of output rows at a time.
+        block = np.einsum("Yh,hXk->YXk", Ry[top:top + strip], along_x, optimize=True)
+        labels[top:top + strip] = block.argmax(axis=2)
+        if out is not None:
+            out[top:top + strip] = block
+    return (labels, out) if return_scores else labels
+
+
+def _import_densecrf():
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_softmax
+    except ImportError as exc:
+        raise ImportError(
+            "dense CRF post-processing needs the 'pydensecrf' module, which is not installed. "
+            "Install the optional extra with `pip install spectralnet-seg[crf]` (it installs "
+            "pydensecrf2, which imports as pydensecrf), or use crf=None."
+        ) from exc
+    return dcrf, unary_from_softmax
+
+
+def dense_crf(image: np.ndarray, probabilities: np.ndarray, **params) -> np.ndarray:
+    """Refine per-pixel label probabilities with a fully connected CRF.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), uint8
+        The image (its colours drive the bilateral term).
+    probabilities : ndarray of shape (H, W, K)
+        Per-pixel label probabilities (rows need not be normalised exactly).
+    **params
+        Override :data:`CRF_DEFAULTS`: ``n_iter``, ``pos_xy_std``, ``pos_weight``,
+        ``bi_xy_std``, ``bi_rgb_std``, ``bi_weight``.
+
+    Returns
+    -------
+    ndarray of shape (H, W), int64
+        Labels after mean-field inference.
+    """
+    unknown = set(params) - set(CRF_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown CRF parameters {sorted(unknown)}; allowed: "
+                         f"{sorted(CRF_DEFAULTS)}")
+    p = {**CRF_DEFAULTS, **params}
+    dcrf, unary_from_softmax = _import_densecrf()
+    H, W, K = probabilities.shape
+    prob = np.clip(probabilities.transpose(2, 0, 1), 1e-6, None)
+    prob = prob / prob.sum(axis=0, keepdims=True)
+    crf = dcrf.DenseCRF2D(W, H, K)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob.astype(np.float32))))
+    crf.addPairwiseGaussian(sxy=p["pos_xy_std"], compat=p["pos_weight"])
+    crf.addPairwiseBilateral(sxy=p["bi_xy_std"], srgb=p["bi_rgb_std"],
+                             rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+                             compat=p["bi_weight"])
+    q = np.asarray(crf.inference(int(p["n_iter"])), dtype=np.float32).reshape(K, H, W)
+    return q.argmax(axis=0).astype(np.int64)
+
+
+def _as_image_list(images) -> list:
+    """A list of single images from a path/PIL/array, a 4-D batch array or an iterable."""
+    if is_image_like(images):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ValueError(
+                f"an array of images must have shape (n_images, H, W, C); got {images.shape}")
+        return list(images)
+    if isinstance(images, (str, bytes)) or not isinstance(images, (Sequence, np.ndarray)):
+        try:
+            images = list(images)
+        except TypeError:
+            raise TypeError(
+                "images must be a path, a PIL image, an array, or a list of those; got "
+                f"{type(images).__name__}") from None
+    images = list(images)
+    if not images:
+        raise ValueError("no images were given; pass at least one image.")
+    return images
+
+
+def _method_accepts(method, name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class Segmenter(BaseEstimator):
+    """Unsupervised semantic segmentation: a feature extractor and a spectral estimator.
+
+    Parameters
+    ----------
+    extractor : FeatureExtractor or str
+        Produces token features; a string is built with
+        :func:`spectralnet_seg.features.make_extractor` (``"pixel"``, ``"timm:<name>"``).
+    estimator : estimator with ``fit`` and ``predict``
+        A clustering estimator (e.g. :class:`~spectralnet_seg.EigshSpectralClustering`,
+        :class:`~spectralnet_seg.NeuralEigenClustering`,
+        :class:`~spectralnet_seg.DiscreteNeuralEigenClustering`, scikit-learn's ``KMeans``);
+        it is cloned in :meth:`fit`. When its kernel needs the token context (e.g. the pixel
+        graph of :func:`~spectralnet_seg.kernels.paper_kernel`), the estimator must accept
+        ``fit(X, context=...)``.
+    upsample : {"bilinear", "nearest"}, default="bilinear"
+        How token scores reach full resolution: bilinear interpolation of the per-token
+        probabilities (``predict_proba`` of the estimator, else one-hot labels) followed by
+        argmax, or nearest-neighbour copying of token labels.
+    crf : None, True or dict, default=None
+        Dense-CRF post-processing (needs ``pip install spectralnet-seg[crf]``); a dict
+        overrides :data:`CRF_DEFAULTS`.
+    batch_size : int, default=16
+        Images per call of the extractor (bounds the memory of feature maps).
+    verbose : bool, default=False
+        Progress bars over image batches.
+
+    Attributes
+    ----------
+    extractor_ : FeatureExtractor
+        The extractor used (built from the name when ``extractor`` is a string).
+    estimator_ : estimator
+        The fitted clone of ``estimator``.
+    n_labels_ : int
+        Number of labels (clusters) that label maps can hold.
+    grid_shape_ : (int, int)
+        Token grid of the training images.
+    n_features_in_ : int
+        Dimension of the token features.
+    uses_context_ : bool
+        Whether the token context was passed to the estimator.
+
+    Examples
+    --------
+    >>> from sklearn.cluster import KMeans
+    >>> from spectralnet_seg.datasets import TextureMosaics
+    >>> from spectralnet_seg.features import PixelExtractor
+    >>> images = TextureMosaics(n_images=2, image_size=32).images()
+    >>> seg = Segmenter(PixelExtractor(), KMeans(3, n_init=1, random_state=0)).fit(images)
+    >>> [m.shape for m in seg.predict(images)]
+    [(32, 32), (32, 32)]
+    """
+
+    _parameter_constraints: dict = {
+        "extractor": [HasMethods(["extract"]), str],
+        "estimator": [HasMethods(["fit", "predict"])],
+        "upsample": [StrOptions({"bilinear", "nearest"})],
+        "crf": [None, "boolean", dict],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, extractor, estimator, *, upsample: str = "bilinear", crf=None,
+                 batch_size: int = 16, verbose: bool = False):
+        self.extractor = extractor
+        self.estimator = estimator
+        self.upsample = upsample
+        self.crf = crf
+        self.batch_size = batch_size
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ features
+    def _build_extractor(self):
+        if isinstance(self.extractor, str):
+            from .features import make_extractor
+
+            return make_extractor(self.extractor)
+        return self.extractor
+
+    def extract(self, images):
+        """Token features of ``images``, extracted in batches of ``batch_size`` images.
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+            The images (see :func:`spectralnet_seg.images.load_image`).
+
+        Returns
+        -------
+        ExtractedFeatures
+            Features (n_images, h, w, d), colours, positions and original image sizes.
+        """
+        from .features import ExtractedFeatures
+
+        extractor = getattr(self, "extractor_", None) or self._build_extractor()
+        images = _as_image_list(images)
+        starts = range(0, len(images), self.batch_size)
+        parts = [extractor.extract(images[s:s + self.batch_size])
+                 for s in progress(starts, verbose=self.verbose, desc="extracting features",
+                                   total=len(starts))]
+        return parts[0] if len(parts) == 1 else ExtractedFeatures.concatenate(parts)
+
+    # ------------------------------------------------------------------ fit
+    def _needs_context(self, estimator) -> bool:
+        kernel = getattr(estimator, "kernel", None)
+        if kernel is None or isinstance(kernel, str):
+            from .kernels import make_kernel
+
+            try:
+                kernel = make_kernel(kernel) if isinstance(kernel, str) else None
+            except (ValueError, TypeError):
+                return False
+        return kernel is not None and requires_context(kernel)
+
+    def fit(self, images, y=None):
+        """Extract features of ``images`` and fit one clustering across all their tokens.
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray of shape (n_images, H, W, 3) or list of images
+            Training images (any sizes; the extractor brings them to one token grid).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : Segmenter
+        """
+        self._validate_params()
+        self.extractor_ = self._build_extractor()
+        extracted = self.extract(images)
+        self._fit_extracted(extracted)
+        return self
+
+    def _fit_extracted(self, extracted) -> None:
+        estimator = clone(self.estimator)
+        X = extracted.flatten()
+        if X.shape[0] < 2:
+            raise ValueError(
+                f"the images gave {X.shape[0]} token(s) in total; clustering needs at least 2. "
+                "Use more or larger images, or an extractor with a finer grid.")
+        self.uses_context_ = self._needs_context(estimator)
+        if self.uses_context_:
+            if not _method_accepts(estimator.fit, "context"):
+                raise TypeError(
+                    f"the kernel of {type(estimator).__name__} needs the token context (it "
+                    "contains a SpatialColorKernel), but "
+                    f"{type(estimator).__name__}.fit does not accept a 'context' argument. "
+                    "Use a feature-only kernel (e.g. 'knn') with this estimator.")
+            estimator.fit(X, context=TokenContext.from_features(extracted))
+        else:
+            estimator.fit(X)
+        self.estimator_ = estimator
+        self.grid_shape_ = extracted.grid_shape
+        self.n_features_in_ = extracted.n_features
+        self.n_labels_ = self._count_labels(estimator)
+
+    @staticmethod
+    def _count_labels(estimator) -> int:
+        for attr in ("n_clusters", "n_components"):
+            value = getattr(estimator, attr, None)
+            if isinstance(value, Integral):
+                return int(value)
+        labels = getattr(estimator, "labels_", None)
+        if labels is not None:
+            return int(np.max(labels)) + 1
+        raise TypeError(f"cannot tell how many clusters {type(estimator).__name__} makes: it "
+                        "has no integer n_clusters / n_components and no labels_")
+
+    # ------------------------------------------------------------------ inference
+    def _call(self, method: str, X, extracted):
+        """``estimator_.<method>(X)``, with the token context when the estimator takes it."""
+        func = getattr(self.estimator_, method)
+        if self.uses_context_ and _method_accepts(func, "context"):
+            return func(X, context=TokenContext.from_features(extracted))
+        return func(X)
+
+    def _token_scores(self, extracted) -> np.ndarray:
+        """Per-token scores (n_images, h, w, n_labels): probabilities or one-hot labels."""
+        X = extracted.flatten()
+        if hasattr(self.estimator_, "predict_proba"):
+            scores = np.asarray(self._call("predict_proba", X, extracted), dtype=np.float32)
+        else:
+            labels = np.asarray(self._call("predict", X, extracted)).astype(np.int64)
+            if labels.size and (labels.min() < 0 or labels.max() >= self.n_labels_):
+                raise ValueError(f"{type(self.estimator_).__name__} predicted labels outside "
+                                 f"[0, {self.n_labels_})")
+            scores = np.zeros((len(labels), self.n_labels_), dtype=np.float32)
+            scores[np.arange(len(labels)), labels] = 1.0
+        return extracted.unflatten(scores)
+
+    def _check_extracted(self, extracted) -> None:
+        if extracted.n_features != self.n_features_in_:
+            raise ValueError(f"the extractor produced {extracted.n_features} features per token "
+                             f"but the segmenter was fitted on {self.n_features_in_}")
+
+    def _iter_predictions(self, images, *, want_scores: bool):
+        """Yield (label map, full-resolution scores or None) per image, batch by batch."""
+        check_is_fitted(self, "estimator_")
+        images = _as_image_list(images)
+        use_crf = self.crf is not None and self.crf is not False
+        crf_params = self.crf if isinstance(self.crf, dict) else {}
+        if use_crf:
+            _import_densecrf()  # fail before any work when the extra is missing
+        starts = range(0, len(images), self.batch_size)
+        for s in progress(starts, verbose=self.verbose, desc="segmenting", total=len(starts)):
+            chunk = images[s:s + self.batch_size]
+            extracted = self.extractor_.extract(chunk)
+            self._check_extracted(extracted)
+            scores = self._token_scores(extracted)
+            for i, size in enumerate(extracted.image_sizes):
+                need = want_scores or use_crf
+                out = upsample_scores(scores[i], size, mode=self.upsample, return_scores=need)
+                labels, full = out if need else (out, None)
+                if use_crf:
+                    labels = dense_crf(load_image(chunk[i]), full, **crf_params)
+                yield labels, full
+
+    def predict(self, images) -> list[np.ndarray]:
+        """Label map of each image at its full resolution.
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+            Images to segment (new or seen).
+
+        Returns
+        -------
+        list of ndarray of shape (H_i, W_i), int64
+            Cluster id of every pixel, in ``[0, n_labels_)``.
+        """
+        return [labels for labels, _ in self._iter_predictions(images, want_scores=False)]
+
+    def _has_proba(self) -> bool:
+        return hasattr(self.estimator, "predict_proba")
+
+    @available_if(_has_proba)
+    def predict_proba(self, images) -> list[np.ndarray]:
+        """Per-pixel cluster probabilities at full resolution (bilinearly upsampled).
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+
+        Returns
+        -------
+        list of ndarray of shape (H_i, W_i, n_labels_), float32
+        """
+        return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
+
+    def predict_scores(self, images) -> list[np.ndarray]:
+        """Per-pixel label scores at full resolution: probabilities or smoothed one-hot labels.
+
+        What :meth:`predict` takes the argmax of (before any CRF); used for sliding-window
+        inference, where the scores of overlapping windows are averaged.
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+
+        Returns
+        -------
+        list of ndarray of shape (H_i, W_i, n_labels_), float32
+        """
+        return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
+
+    def fit_predict(self, images, y=None) -> list[np.ndarray]:
+        """Fit on ``images`` and return their label maps (:meth:`fit` then :meth:`predict`).
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+        y : Ignored
+
+        Returns
+        -------
+        list of ndarray of shape (H_i, W_i), int64
+        """
+        return self.fit(images).predict(images)
+
+    def _has_transform(self) -> bool:
+        return hasattr(self.estimator, "transform")
+
+    @available_if(_has_transform)
+    def transform(self, images) -> list[np.ndarray]:
+        """The estimator's embedding of every token, as maps on the token grid.
+
+        For the neural and eigsh estimators these are the eigenfunctions ψ_j (see
+        :func:`spectralnet_seg.plotting.plot_eigenfunctions`).
+
+        Parameters
+        ----------
+        images : path, PIL image, ndarray or a list of those
+
+        Returns
+        -------
+        list of ndarray of shape (h, w, n_components), float32
+        """
+        check_is_fitted(self, "estimator_")
+        out: list[np.ndarray] = []
+        images = _as_image_list(images)
+        for s in range(0, len(images), self.batch_size):
+            extracted = self.extractor_.extract(images[s:s + self.batch_size])
+            self._check_extracted(extracted)
+            emb = np.asarray(self._call("transform", extracted.flatten(), extracted),
+                             dtype=np.float32)
+            out.extend(extracted.unflatten(emb))
+        return out

@@ -1,0 +1,286 @@
+"""EigshSpectralClustering and its free functions: quality, agreement, Nyström, invariances."""
+
+from __future__ import annotations
+
+import doctest
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.linalg import eigh, subspace_angles
+from sklearn.cluster import SpectralClustering
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import kneighbors_graph
+
+from spectralnet_seg.cluster import (
+    DisconnectedGraphWarning,
+    EigenSolverConvergenceError,
+    EigshSpectralClustering,
+    IsolatedPointWarning,
+    _assign,
+    _eigsh,
+    _spectral_embedding,
+    normalized_affinity,
+    nystrom_extension,
+    spectral_clustering,
+    spectral_embedding,
+)
+from spectralnet_seg.kernels import KNNKernel
+
+
+def _knn_affinity(X, k=10):
+    """Symmetric binary kNN affinity without self-loops (scikit-learn's construction)."""
+    A = kneighbors_graph(X, n_neighbors=k, include_self=False)
+    return sp.csr_matrix(0.5 * (A + A.T))
+
+
+def _l2_knn(k=10):
+    return KNNKernel(n_neighbors=k, metric="l2", weighting="binary")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def digits_fit(digits):
+    X, _ = digits
+    return EigshSpectralClustering(n_clusters=10, kernel=_l2_knn(), random_state=0).fit(X)
+
+
+# ---------------------------------------------------------------------------- free functions
+
+
+def test_normalized_affinity_is_symmetric_normalisation():
+    W = sp.csr_matrix(np.array([[0, 2.0, 0], [2, 0, 1], [0, 1, 0]]))
+    M, degree = normalized_affinity(W)
+    assert_allclose(degree, [2, 3, 1])
+    D = np.diag(1 / np.sqrt(degree))
+    assert_allclose(M.toarray(), D @ W.toarray() @ D)
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lobpcg", "amg"])
+def test_spectral_embedding_matches_dense_eigh(digits, solver):
+    W = _knn_affinity(digits[0][:400])
+    values, vectors = spectral_embedding(W, 6, eigen_solver=solver, random_state=0)
+    M, _ = normalized_affinity(W)
+    ref_values, ref_vectors = eigh(M.toarray())
+    assert_allclose(values, ref_values[::-1][:6], atol=1e-6)
+    assert np.all(np.diff(values) <= 0)  # decreasing order
+    assert_allclose(np.linalg.norm(vectors, axis=0), 1.0)
+    assert subspace_angles(vectors, ref_vectors[:, ::-1][:, :6]).max() < 1e-3
+    # Deterministic sign: the largest-magnitude entry of each column is positive.
+    assert np.all(vectors[np.abs(vectors).argmax(axis=0), np.arange(6)] > 0)
+
+
+def test_small_graphs_use_the_dense_solver():
+    W = np.ones((5, 5)) - np.eye(5)
+    values, vectors = spectral_embedding(W, 5)  # K = n: iterative solvers cannot do this
+    assert_allclose(values, [1, -0.25, -0.25, -0.25, -0.25], atol=1e-12)
+    assert_allclose(vectors.T @ vectors, np.eye(5), atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lobpcg"])
+def test_non_convergence_is_a_clear_error(digits, solver):
+    W = _knn_affinity(digits[0][:400])
+    with pytest.raises(EigenSolverConvergenceError, match="eigen_tol.*n_components"):
+        spectral_embedding(W, 8, eigen_solver=solver, max_iter=1, random_state=0)
+
+
+def test_amg_without_pyamg_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyamg", None)  # makes `import pyamg` fail
+    with pytest.raises(ImportError, match=r"spectralnet-seg\[amg\]"):
+        spectral_embedding(np.ones((4, 4)), 2, eigen_solver="amg")
+
+
+def test_spectral_embedding_bad_arguments():
+    with pytest.raises(ValueError, match="eigen_solver must be one of"):
+        spectral_embedding(np.ones((4, 4)), 2, eigen_solver="eigh")
+    with pytest.raises(ValueError, match="n_components=5 must be between 1 and"):
+        spectral_embedding(np.ones((4, 4)), 5)
+    with pytest.raises(ValueError, match="symmetric"):
+        spectral_clustering(np.triu(np.ones((4, 4))), 2)
+    with pytest.raises(ValueError, match="negative"):
+        spectral_clustering(-np.ones((4, 4)), 2)
+
+
+def test_nystrom_extension_reproduces_training_eigenvectors(digits):
+    W = _knn_affinity(digits[0][:300])
+    values, vectors = spectral_embedding(W, 5, random_state=0)
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    assert_allclose(nystrom_extension(W, degree, vectors, values), vectors, atol=1e-8)
+
+
+def test_nystrom_isolated_query_is_zero_with_warning():
+    W = np.ones((4, 4)) - np.eye(4)
+    values, vectors = spectral_embedding(W, 2)
+    C = np.array([[1.0, 0, 0, 0], [0, 0, 0, 0]])
+    with pytest.warns(IsolatedPointWarning, match="1 of 2 new points"):
+        U = nystrom_extension(C, W.sum(axis=1), vectors, values)
+    assert_array_equal(U[1], 0.0)
+    assert np.abs(U[0]).sum() > 0
+    with pytest.raises(ValueError, match="n_samples_fit"):
+        nystrom_extension(C[:, :3], W.sum(axis=1), vectors, values)
+
+
+def test_spectral_clustering_function_agrees_with_estimator(digits):
+    X, y = digits[0][:500], digits[1][:500]
+    W = _knn_affinity(X)
+    labels, values, vectors = spectral_clustering(W, 10, random_state=0,
+                                                  return_embedding=True)
+    est = EigshSpectralClustering(10, kernel="precomputed", random_state=0).fit(W)
+    assert_array_equal(labels, est.labels_)
+    assert_allclose(values, est.eigenvalues_)
+    assert normalized_mutual_info_score(y, labels) >= 0.8
+
+
+def test_assign_label_helpers():
+    E = np.array([[1.0, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0, 0]])
+    assert_allclose(np.linalg.norm(_assign.normalize_embedding(E)[:4], axis=1), 1.0)
+    assert_array_equal(_assign.normalize_embedding(E)[4], 0.0)  # zero rows stay zero
+    assert_allclose(_assign.normalize_embedding(E, np.full(5, 4.0), norm="degree"), E / 2)
+    labels = _assign.cluster_qr(E[:4])
+    assert adjusted_rand_score([0, 0, 1, 1], labels) == 1.0
+    centers = np.array([[1.0, 0], [np.nan, np.nan], [0, 1]])  # empty cluster 1 is skipped
+    assert_array_equal(_assign.nearest_centroid(E[:4], centers), [0, 0, 2, 2])
+    with pytest.raises(ValueError, match="n_components >= n_clusters"):
+        _assign.assign_labels(E, 3, method="cluster_qr")
+
+
+# ---------------------------------------------------------------------------- quality
+
+
+def test_digits_nmi_with_knn_kernel(digits, digits_fit):
+    X, y = digits
+    ours = normalized_mutual_info_score(y, digits_fit.labels_)
+    sk = SpectralClustering(n_clusters=10, affinity="nearest_neighbors", n_neighbors=10,
+                            random_state=0).fit(X)
+    theirs = normalized_mutual_info_score(y, sk.labels_)
+    print(f"digits NMI: ours {ours:.4f}, sklearn SpectralClustering {theirs:.4f}")
+    assert ours >= 0.85
+    assert digits_fit.embedding_.shape == (1797, 10)
+    assert digits_fit.affinity_matrix_.shape == (1797, 1797)
+    assert digits_fit.labels_.dtype == np.int32 and set(digits_fit.labels_) == set(range(10))
+    assert digits_fit.eigenvalues_[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("assign", ["discretize", "cluster_qr"])
+def test_other_label_assignments(digits, assign):
+    X, y = digits
+    est = EigshSpectralClustering(10, kernel=_l2_knn(), assign_labels=assign,
+                                  random_state=0).fit(X)
+    assert normalized_mutual_info_score(y, est.labels_) >= 0.8
+    # predict uses the nearest training-cluster mean: it agrees with labels_ on X.
+    assert adjusted_rand_score(est.labels_, est.predict(X)) >= 0.9
+
+
+def test_precomputed_affinity_agrees_with_sklearn(digits):
+    X, y = digits
+    W = _knn_affinity(X)
+    sk = SpectralClustering(n_clusters=10, affinity="precomputed", random_state=0).fit(W)
+    # embedding_norm="degree" clusters the same vectors as scikit-learn (D^-1/2 u); the
+    # default row normalisation (Ng-Jordan-Weiss) is a different, here better, algorithm.
+    ours = EigshSpectralClustering(10, kernel="precomputed", embedding_norm="degree",
+                                   random_state=0).fit(W)
+    ari = adjusted_rand_score(sk.labels_, ours.labels_)
+    print(f"precomputed: ARI(ours with embedding_norm='degree', sklearn) = {ari:.4f}; "
+          f"NMI sklearn {normalized_mutual_info_score(y, sk.labels_):.4f}, "
+          f"ours {normalized_mutual_info_score(y, ours.labels_):.4f}")
+    assert ari >= 0.99
+
+
+def test_precomputed_transform_is_exact_on_training_affinity(digits):
+    W = _knn_affinity(digits[0][:500])
+    est = EigshSpectralClustering(10, kernel="precomputed", random_state=0).fit(W)
+    assert est.n_features_in_ == 500
+    assert_allclose(est.transform(W), est.embedding_, atol=1e-8)
+    assert_array_equal(est.predict(W), est.labels_)
+    # A dense affinity gives the same result as the sparse one.
+    dense = EigshSpectralClustering(10, kernel="precomputed", random_state=0).fit(W.toarray())
+    assert_array_equal(dense.labels_, est.labels_)
+    assert_array_equal(dense.predict(W.toarray()[:20]), est.labels_[:20])
+    with pytest.raises(ValueError, match="X has 499 features.*expecting 500"):
+        est.predict(W[:, :499])
+
+
+def test_nystrom_holdout_matches_in_sample(digits):
+    X, y = digits
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, stratify=y,
+                                              random_state=0)
+    est = EigshSpectralClustering(10, kernel=_l2_knn(), random_state=0).fit(X_tr)
+    nmi_in = normalized_mutual_info_score(y_tr, est.labels_)
+    nmi_out = normalized_mutual_info_score(y_te, est.predict(X_te))
+    print(f"Nystrom: in-sample NMI {nmi_in:.4f}, held-out NMI {nmi_out:.4f}")
+    assert abs(nmi_in - nmi_out) <= 0.05
+    assert nmi_out >= 0.8
+
+
+def test_transform_on_training_set_approximates_embedding(digits, digits_fit):
+    X, _ = digits
+    U, E = digits_fit.embedding_, digits_fit.transform(X)
+    cosine = (U * E).sum(axis=0) / np.linalg.norm(U, axis=0) / np.linalg.norm(E, axis=0)
+    assert cosine.min() >= 0.95
+    assert E.dtype == np.float64
+    assert adjusted_rand_score(digits_fit.labels_, digits_fit.predict(X)) >= 0.95
+    assert_array_equal(digits_fit.fit_predict(X), digits_fit.labels_)
+
+
+# ---------------------------------------------------------------------------- invariances
+
+
+def test_deterministic_under_random_state(digits):
+    X = digits[0][:600]
+    a = EigshSpectralClustering(10, kernel=_l2_knn(), random_state=3).fit(X)
+    b = EigshSpectralClustering(10, kernel=_l2_knn(), random_state=3).fit(X)
+    assert_array_equal(a.labels_, b.labels_)
+    assert_allclose(a.embedding_, b.embedding_)
+    assert_array_equal(a.predict(X[:50]), b.predict(X[:50]))
+
+
+def test_partition_invariant_to_sample_permutation():
+    X, y = make_blobs(n_samples=300, centers=[[0, 0], [6, 0], [0, 6]], cluster_std=1.0,
+                      random_state=0)
+    perm = np.random.default_rng(0).permutation(len(X))
+    a = EigshSpectralClustering(3, kernel=_l2_knn(15), random_state=0).fit(X)
+    b = EigshSpectralClustering(3, kernel=_l2_knn(15), random_state=0).fit(X[perm])
+    assert adjusted_rand_score(a.labels_[perm], b.labels_) == 1.0
+    assert adjusted_rand_score(y, a.labels_) >= 0.95
+    assert_allclose(a.eigenvalues_, b.eigenvalues_, atol=1e-10)
+    # The sign rule does not depend on the order of the rows.
+    assert_allclose(a.embedding_[perm][:, :1], b.embedding_[:, :1], atol=1e-8)
+
+
+def test_disconnected_graph_warns_and_still_clusters():
+    X, y = make_blobs(n_samples=[30, 30], centers=[[0, 0], [100, 100]], random_state=0)
+    est = EigshSpectralClustering(2, kernel=_l2_knn(3), random_state=0)
+    with pytest.warns(DisconnectedGraphWarning, match=r"has \d+ connected components"):
+        est.fit(X)
+    assert adjusted_rand_score(y, est.labels_) == 1.0
+
+
+def test_tiny_data_clips_neighbour_count_with_warning():
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    est = EigshSpectralClustering(2, kernel=_l2_knn(10), random_state=0)
+    with pytest.warns(UserWarning, match="exceed n_samples - 1 = 5; using 5"):
+        est.fit(X)
+    assert est.kernel_.n_neighbors == 5
+    assert est.kernel.n_neighbors == 10  # the user's kernel is not modified
+    assert est.labels_.shape == (6,)
+
+
+def test_verbose_prints_stages(capsys):
+    X, _ = make_blobs(n_samples=40, random_state=0)
+    EigshSpectralClustering(3, kernel=_l2_knn(5), verbose=True, random_state=0).fit(X)
+    out = capsys.readouterr().out
+    assert "affinity graph: 40 nodes" in out and "labels by 'kmeans'" in out
+
+
+@pytest.mark.parametrize("module", [_eigsh, _spectral_embedding])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,346 @@
+"""Tests of the kernels: graph / cross / batch agree, match references, and fail clearly."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics.pairwise import cosine_similarity, rbf_kernel
+from sklearn.neighbors import NearestNeighbors, kneighbors_graph
+
+from spectralnet_seg.kernels import (
+    CosineKernel,
+    Kernel,
+    KNNKernel,
+    PrecomputedKernel,
+    RBFKernel,
+    SumKernel,
+    degree_normalize,
+    list_kernels,
+    make_kernel,
+    resolve_kernel,
+)
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(200, 6)).astype(np.float32)
+
+
+FEATURE_KERNELS = [
+    KNNKernel(8, metric="l2", weighting="binary"),
+    KNNKernel(8, metric="cosine", weighting="cosine"),
+    KNNKernel(8, metric="l2", weighting="gaussian", symmetrize="max"),
+    KNNKernel(8, metric="cosine", weighting="gaussian", symmetrize="mutual"),
+    KNNKernel(8, metric="l2", weighting="cosine", local_scale_neighbor=12),
+    KNNKernel(3, metric="l2", weighting="gaussian", local_scale_neighbor=7),
+    RBFKernel(),
+    RBFKernel(gamma=0.5),
+    RBFKernel(bandwidth="self-tuning"),
+    RBFKernel(sparsify_neighbors=8),
+    RBFKernel(bandwidth="self-tuning", sparsify_neighbors=5),
+    CosineKernel(),
+    CosineKernel("shift"),
+    CosineKernel(sparsify_neighbors=8),
+    SumKernel([KNNKernel(8), RBFKernel()], weights=[1.0, 0.3]),
+]
+
+
+def _ids(kernel) -> str:
+    return repr(kernel).replace(" ", "").replace("\n", "")
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry():
+    assert {"knn", "rbf", "cosine", "precomputed", "sum"} <= set(list_kernels())
+    kernel = make_kernel("knn", n_neighbors=5)
+    assert isinstance(kernel, KNNKernel) and kernel.n_neighbors == 5
+    assert isinstance(make_kernel("rbf", gamma=0.1), RBFKernel)
+    assert isinstance(make_kernel("sum", kernels=["knn", "rbf"]), SumKernel)
+    with pytest.raises(ValueError, match="unknown kernel 'gauss'.*knn"):
+        make_kernel("gauss")
+    original = KNNKernel(4)
+    copy = resolve_kernel(original)
+    assert copy is not original and copy.get_params() == original.get_params()
+
+
+@pytest.mark.parametrize("kernel", FEATURE_KERNELS + [PrecomputedKernel()], ids=_ids)
+def test_clone_and_get_params(kernel):
+    cloned = clone(kernel)
+    assert type(cloned) is type(kernel)
+    assert repr(cloned.get_params()) == repr(kernel.get_params())
+
+
+# ----------------------------------------------------------------------------- graph
+@pytest.mark.parametrize("kernel", FEATURE_KERNELS, ids=_ids)
+def test_graph_properties_and_batch_agree(kernel, X):
+    """graph is symmetric, non-negative, without self-loops; batch on all points equals it."""
+    kernel = clone(kernel)
+    W = kernel.graph(X)
+    assert sp.issparse(W) and W.format == "csr" and W.dtype == np.float64
+    assert W.shape == (200, 200)
+    assert abs(W - W.T).max() == 0
+    assert W.data.min() >= 0 and np.all(W.diagonal() == 0)
+    assert np.all(np.asarray(W.sum(axis=1)).ravel() > 0)  # no isolated points here
+    B = kernel.batch(torch.from_numpy(X))
+    assert isinstance(B, torch.Tensor) and B.shape == (200, 200) and B.dtype == torch.float32
+    np.testing.assert_allclose(B.numpy(), W.toarray(), atol=1e-5)
+
+
+def test_knn_graph_matches_sklearn(X):
+    A = kneighbors_graph(X, 10, mode="connectivity", include_self=False)
+    for symmetrize, expected in [("mean", (A + A.T) / 2), ("max", A.maximum(A.T)),
+                                 ("mutual", A.minimum(A.T))]:
+        W = KNNKernel(10, metric="l2", weighting="binary", symmetrize=symmetrize).graph(X)
+        np.testing.assert_array_equal(W.toarray(), expected.toarray())
+    A = kneighbors_graph(X, 10, metric="cosine", include_self=False)
+    W = KNNKernel(10, metric="cosine", weighting="binary").graph(X)
+    np.testing.assert_array_equal(W.toarray(), ((A + A.T) / 2).toarray())
+
+
+def test_knn_weights(X):
+    """Cosine weights are max(cos, 0); Gaussian ones use the self-tuning local scale."""
+    A = kneighbors_graph(X, 10, include_self=False).toarray() > 0
+    cos = cosine_similarity(X)
+    W = KNNKernel(10, metric="l2", weighting="cosine", symmetrize="max").graph(X).toarray()
+    expected = np.where(A | A.T, np.clip(cos, 0, None), 0.0)
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(W, expected, atol=1e-6)
+    assert (cos[A] < 0).any()  # the clamp is exercised
+
+    kernel = KNNKernel(4, metric="l2", weighting="gaussian", symmetrize="max",
+                       local_scale_neighbor=7)
+    W = kernel.graph(X).toarray()
+    dist, _ = NearestNeighbors(n_neighbors=7).fit(X).kneighbors()
+    sigma = dist[:, 6]
+    np.testing.assert_allclose(kernel.local_scale_, sigma, rtol=1e-5)
+    D2 = ((X[:, None, :].astype(np.float64) - X[None, :, :]) ** 2).sum(-1)
+    A = kneighbors_graph(X, 4, include_self=False).toarray() > 0
+    expected = np.where(A | A.T, np.exp(-D2 / np.outer(sigma, sigma)), 0.0)
+    np.testing.assert_allclose(W, expected, atol=1e-5)
+
+
+def test_knn_batch_is_the_papers_feature_graph(X):
+    """Top-k of the clamped cosine similarity, diagonal removed, (S_k + S_k^T) / 2."""
+    f = torch.nn.functional.normalize(torch.from_numpy(X), dim=1)
+    S = f @ f.T
+    S.fill_diagonal_(-np.inf)
+    values, idx = S.topk(16, dim=1)
+    S_k = torch.zeros_like(S).scatter_(1, idx, values.clamp_min(0))
+    expected = (S_k + S_k.T) / 2
+    got = KNNKernel(16).batch(torch.from_numpy(X))
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_knn_cross(X):
+    rng = np.random.default_rng(1)
+    Y = rng.normal(size=(30, 6))
+    kernel = KNNKernel(6, metric="l2", weighting="binary")
+    kernel.graph(X)
+    C = kernel.cross(Y)
+    assert C.shape == (30, 200) and C.dtype == np.float64
+    _, ref = NearestNeighbors(n_neighbors=6).fit(X).kneighbors(Y)
+    for row, neighbours in zip(C.tolil().rows, ref, strict=True):
+        assert set(row) == set(neighbours)
+    np.testing.assert_array_equal(C.data, 1.0)
+    gaussian = KNNKernel(6, metric="l2", weighting="gaussian")
+    gaussian.graph(X)
+    C = gaussian.cross(Y)
+    assert C.data.min() > 0 and C.data.max() <= 1
+
+
+def test_knn_graph_keeps_memmap_without_copy(X, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kernel = KNNKernel(5)
+    W = kernel.graph(mm)
+    assert np.shares_memory(kernel.X_fit_, mm)
+    np.testing.assert_array_equal(W.toarray(), KNNKernel(5).graph(X).toarray())
+
+
+def test_knn_separated_blobs_have_no_cross_edges():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 20])
+    W = KNNKernel(10, metric="l2", weighting="gaussian").graph(X)
+    assert W[:60, 60:].nnz == 0 and W[:60, :60].nnz > 0
+
+
+# ----------------------------------------------------------------------------- dense kernels
+def test_rbf_matches_sklearn_and_batch_is_a_subblock(X):
+    kernel = RBFKernel(gamma=0.2)
+    W = kernel.graph(X).toarray()
+    expected = rbf_kernel(X.astype(np.float64), gamma=0.2)
+    np.fill_diagonal(expected, 0)  # zero diagonal by convention
+    np.testing.assert_allclose(W, expected, atol=1e-10)
+    assert RBFKernel().graph(X) is not None and RBFKernel().graph(X).shape == (200, 200)
+    np.testing.assert_allclose(
+        RBFKernel().graph(X).toarray()[0, 1], rbf_kernel(X[:2], gamma=1 / 6)[0, 1], rtol=1e-6)
+    # Minibatch training samples the same operator: a batch is exactly a sub-block.
+    idx = np.random.default_rng(0).choice(200, size=50, replace=False)
+    B = kernel.batch(torch.from_numpy(X[idx]))
+    np.testing.assert_allclose(B.numpy(), W[np.ix_(idx, idx)], atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [RBFKernel(gamma=0.3), RBFKernel(bandwidth="self-tuning"),
+                                    CosineKernel(), CosineKernel("shift")], ids=_ids)
+def test_dense_cross_matches_graph_rows(kernel, X):
+    W = kernel.graph(X).toarray()
+    C = kernel.cross(X[:20]).toarray()
+    off_diagonal = ~np.eye(20, 200, dtype=bool)
+    if kernel._n_scale():  # a query's own local scale counts itself as a neighbour
+        assert C.shape == (20, 200)
+        dist, _ = NearestNeighbors(n_neighbors=7).fit(X).kneighbors(X[:20])
+        np.testing.assert_allclose(C[0, 5], np.exp(-((X[0] - X[5]) ** 2).sum() / (
+            dist[0, 6] * kernel.local_scale_[5])), rtol=1e-5)
+    else:
+        np.testing.assert_allclose(C[off_diagonal], W[:20][off_diagonal], atol=1e-12)
+    np.testing.assert_allclose(C[~off_diagonal], 1.0, atol=1e-6)  # exact matches kept
+
+
+def test_self_tuning_rbf_scale(X):
+    kernel = RBFKernel(bandwidth="self-tuning", local_scale_neighbor=5)
+    W = kernel.graph(X).toarray()
+    dist, _ = NearestNeighbors(n_neighbors=5).fit(X).kneighbors()
+    np.testing.assert_allclose(kernel.local_scale_, dist[:, 4], rtol=1e-5)
+    d2 = ((X[3] - X[17]) ** 2).sum()
+    np.testing.assert_allclose(W[3, 17], np.exp(-d2 / (dist[3, 4] * dist[17, 4])), rtol=1e-5)
+
+
+def test_cosine_kernel_values(X):
+    cos = cosine_similarity(X)
+    np.fill_diagonal(cos, np.nan)
+    clip = CosineKernel().graph(X).toarray()
+    shift = CosineKernel("shift").graph(X).toarray()
+    off = ~np.isnan(cos)
+    np.testing.assert_allclose(clip[off], np.clip(cos[off], 0, None), atol=1e-6)
+    np.testing.assert_allclose(shift[off], (1 + cos[off]) / 2, atol=1e-6)
+    W = CosineKernel(sparsify_neighbors=5).graph(X)
+    assert W.nnz <= 2 * 5 * 200 and W.nnz >= 5 * 200
+
+
+# ----------------------------------------------------------------------------- sum, precomputed
+def test_sum_kernel_normalisation(X):
+    knn = KNNKernel(8)
+    kernel = SumKernel([knn, "rbf"], weights=[1.0, 0.3])
+    G = kernel.graph(X)
+    expected = degree_normalize(knn.graph(X)) + 0.3 * degree_normalize(RBFKernel().graph(X))
+    np.testing.assert_allclose(G.toarray(), expected.toarray(), atol=1e-12)
+    assert not hasattr(knn, "X_fit_") or knn.X_fit_ is not None  # members are cloned
+    assert all(m is not knn for m in kernel.kernels_)
+    # One member with weight 1: the normalised affinity has top eigenvalue 1.
+    single = SumKernel([RBFKernel(gamma=0.3)]).graph(X).toarray()
+    assert np.isclose(np.linalg.eigvalsh(single).max(), 1.0)
+    # cross: rows of the same operator for new points.
+    Y = np.random.default_rng(5).normal(size=(10, 6))
+    C = kernel.cross(Y).toarray()
+    parts = []
+    for member, weight in zip(kernel.kernels_, [1.0, 0.3], strict=True):
+        c = member.cross(Y).toarray()
+        d = np.asarray(member.graph(X).sum(axis=1)).ravel()
+        parts.append(weight * c / np.sqrt(c.sum(1, keepdims=True)) / np.sqrt(d)[None, :])
+    np.testing.assert_allclose(C, parts[0] + parts[1], atol=1e-12)
+
+
+def test_precomputed_kernel(X):
+    A = rbf_kernel(X, gamma=0.5)
+    kernel = make_kernel("precomputed")
+    assert kernel.input_is_affinity
+    W = kernel.graph(A)
+    expected = A.copy()
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(W.toarray(), expected, atol=1e-12)
+    np.testing.assert_allclose(kernel.graph(sp.csr_matrix(A)).toarray(), expected, atol=1e-12)
+    asym = A.copy()
+    asym[0, 1] += 0.5
+    with pytest.warns(UserWarning, match="not symmetric"):
+        W = kernel.graph(asym)
+    assert abs(W - W.T).max() == 0 and np.isclose(W[0, 1], A[0, 1] + 0.25)
+    C = kernel.cross(A[:5])
+    assert C.shape == (5, 200)
+    B = kernel.batch(torch.from_numpy(A[:30, :30]))
+    assert torch.all(B.diagonal() == 0) and torch.equal(B, B.T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernel.graph(A)  # a symmetric input gives no warning
+
+
+# ----------------------------------------------------------------------------- batch details
+def test_batch_device_dtype_and_no_grad(X):
+    Xb = torch.from_numpy(X[:40]).double().requires_grad_(True)
+    for kernel in (KNNKernel(5), RBFKernel(), CosineKernel(),
+                   SumKernel([KNNKernel(5), RBFKernel()])):
+        W = kernel.batch(Xb)
+        assert W.dtype == torch.float64 and W.device == Xb.device and not W.requires_grad
+    W = KNNKernel(5).batch(X[:40])  # numpy input is accepted
+    assert isinstance(W, torch.Tensor) and W.shape == (40, 40)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_errors(X):
+    with pytest.raises(ValueError, match="n_neighbors"):
+        KNNKernel(n_neighbors=200).graph(X)
+    with pytest.raises(ValueError, match="needs 10 neighbours .* only 10 points"):
+        KNNKernel(n_neighbors=10).batch(torch.from_numpy(X[:10]))
+    with pytest.raises(ValueError, match="local_scale_neighbor"):
+        KNNKernel(3, weighting="gaussian", local_scale_neighbor=7).batch(X[:7])
+    with pytest.raises(ValueError, match="'metric' parameter"):
+        KNNKernel(metric="manhattan").graph(X)
+    with pytest.raises(ValueError, match="unknown index_params"):
+        KNNKernel(index_params={"nprobe": 3}).graph(X)
+    with pytest.raises(NotFittedError, match="call graph"):
+        KNNKernel().cross(X)
+    with pytest.raises(NotFittedError):
+        RBFKernel().cross(X)
+    fitted = KNNKernel(5)
+    fitted.graph(X)
+    with pytest.raises(ValueError, match="3 features but the kernel was fitted on 6"):
+        fitted.cross(X[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        KNNKernel().batch(torch.full((20, 3), float("nan")))
+    with pytest.raises(ValueError, match="2-D"):
+        RBFKernel().batch(torch.ones(20))
+    bad = X.copy()
+    bad[0, 0] = np.inf
+    for kernel in (KNNKernel(), RBFKernel(), CosineKernel()):
+        with pytest.raises(ValueError, match="NaN|infinity"):
+            kernel.graph(bad)
+    zero = X.copy()
+    zero[4] = 0
+    for kernel in (KNNKernel(), CosineKernel()):
+        with pytest.raises(ValueError, match="zero"):
+            kernel.graph(zero)
+    with pytest.raises(ValueError, match="sparsify_neighbors=k"):
+        RBFKernel(max_dense_samples=100).graph(X)
+    with pytest.raises(ValueError, match="gamma is only used"):
+        RBFKernel(gamma=1.0, bandwidth="self-tuning").graph(X)
+    with pytest.raises(ValueError, match="'gamma' parameter"):
+        RBFKernel(gamma=-1.0).graph(X)
+    with pytest.raises(ValueError, match="one weight per kernel"):
+        SumKernel([KNNKernel(), RBFKernel()], weights=[1.0]).graph(X)
+    with pytest.raises(ValueError, match="non-negative"):
+        SumKernel([KNNKernel()], weights=[-1.0]).graph(X)
+    with pytest.raises(ValueError, match="at least one"):
+        SumKernel([]).graph(X)
+    with pytest.raises(TypeError, match="Kernel objects or registered names"):
+        SumKernel([3]).graph(X)
+    pre = PrecomputedKernel()
+    with pytest.raises(ValueError, match="square"):
+        pre.graph(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="negative"):
+        pre.graph(-np.ones((3, 3)))
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        pre.graph(np.full((3, 3), np.nan))
+    with pytest.raises(NotFittedError):
+        pre.cross(np.ones((2, 3)))
+    pre.graph(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="columns"):
+        pre.cross(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="square"):
+        pre.batch(torch.ones(3, 4))
+    assert issubclass(KNNKernel, Kernel)

@@ -1,0 +1,179 @@
+"""Cluster→class matching and segmentation scores on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from spectralnet_seg import metrics
+from spectralnet_seg.metrics import (
+    apply_mapping,
+    confusion_matrix,
+    hungarian_match,
+    majority_match,
+    match_clusters,
+    mean_iou,
+    pixel_accuracy,
+    segmentation_scores,
+)
+
+
+def test_confusion_matrix_counts_and_ignore_index():
+    y_true = np.array([[0, 0, 1], [1, 255, 2]])
+    y_pred = np.array([[1, 1, 0], [2, 2, 2]])
+    conf = confusion_matrix(y_true, y_pred, n_classes=3, n_clusters=3)
+    expected = np.array([[0, 2, 0],
+                         [1, 0, 1],
+                         [0, 0, 1]])
+    assert_array_equal(conf, expected)
+    assert conf.sum() == 5  # the ignored pixel is not counted
+    # ignore_index=None keeps every pixel, so 255 is then an out-of-range class.
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(y_true, y_pred, n_classes=3, n_clusters=3, ignore_index=None)
+
+
+def test_confusion_matrix_shapes_and_lists_of_maps():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 4, (2, 5, 6)), rng.integers(0, 4, (7, 3))
+    pa, pb = rng.integers(0, 3, a.shape), rng.integers(0, 3, b.shape)
+    conf = confusion_matrix([a, b], [pa, pb], n_classes=4, n_clusters=3)
+    flat = confusion_matrix(np.concatenate([a.ravel(), b.ravel()]),
+                            np.concatenate([pa.ravel(), pb.ravel()]), 4, 3)
+    assert_array_equal(conf, flat)
+    assert conf.shape == (4, 3) and conf.sum() == a.size + b.size
+
+
+@pytest.mark.parametrize("y_true, y_pred, match", [
+    (np.zeros((2, 3), int), np.zeros((3, 2), int), "same shape"),
+    ([0, 1], [0.5, 1.0], "integer labels"),
+    ([0, -1], [0, 1], "outside"),
+    ([0, 1], [0, -2], "outside"),
+])
+def test_confusion_matrix_bad_input(y_true, y_pred, match):
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(y_true, y_pred)
+
+
+def test_permuted_labels_score_perfectly_with_both_matchings():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 5, size=(4, 16, 16))
+    perm = rng.permutation(5)
+    y_pred = perm[y_true]
+    for matching in ("hungarian", "majority"):
+        s = segmentation_scores(y_true, y_pred, n_classes=5, matching=matching)
+        assert s["pixel_accuracy"] == 1.0
+        assert s["mean_iou"] == 1.0
+        assert_array_equal(s["mapping"][perm], np.arange(5))  # cluster perm[c] -> class c
+    assert metrics.normalized_mutual_info_score(y_true.ravel(), y_pred.ravel()) == 1.0
+    assert metrics.adjusted_rand_score(y_true.ravel(), y_pred.ravel()) == 1.0
+
+
+def test_ignore_index_pixels_do_not_count():
+    y_true = np.array([0, 0, 1, 1, 255, 255])
+    y_pred = np.array([1, 1, 0, 0, 0, 1])  # the ignored pixels are "wrong" either way
+    s = segmentation_scores(y_true, y_pred, n_classes=2)
+    assert s["pixel_accuracy"] == 1.0 and s["mean_iou"] == 1.0
+    assert s["confusion"].sum() == 4
+    # Without the ignore index, 255 would be a class id out of range.
+    with pytest.raises(ValueError, match="outside"):
+        segmentation_scores(y_true, y_pred, n_classes=2, ignore_index=None)
+
+
+def test_hungarian_more_clusters_than_classes_leaves_extra_unmatched():
+    # 2 classes, 3 clusters: cluster 2 is a small part of class 0 and gets no class.
+    y_true = np.array([0] * 6 + [1] * 4)
+    y_pred = np.array([1, 1, 1, 1, 2, 2, 0, 0, 0, 0])
+    conf = confusion_matrix(y_true, y_pred, 2, 3)
+    mapping = hungarian_match(conf)
+    assert_array_equal(mapping, [1, 0, -1])
+    s = segmentation_scores(y_true, y_pred, n_classes=2, matching="hungarian")
+    assert s["pixel_accuracy"] == pytest.approx(0.8)  # the 2 pixels of cluster 2 are errors
+    # class 0: tp 4, gt 6, pred 4 -> 4/6; class 1: tp 4, gt 4, pred 4 -> 1.
+    assert_allclose(s["per_class_iou"], [4 / 6, 1.0])
+    assert s["mean_iou"] == pytest.approx((4 / 6 + 1) / 2)
+    # Majority voting may send two clusters to the same class: then everything is right.
+    s = segmentation_scores(y_true, y_pred, n_classes=2, matching="majority")
+    assert_array_equal(s["mapping"], [1, 0, 0])
+    assert s["pixel_accuracy"] == 1.0 and s["mean_iou"] == 1.0
+
+
+def test_hungarian_fewer_clusters_than_classes():
+    # 3 classes, 2 clusters: class 2 receives no cluster and scores IoU 0.
+    y_true = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    s = segmentation_scores(y_true, y_pred, n_classes=3, matching="hungarian")
+    assert_array_equal(s["mapping"], [0, 1])
+    assert_allclose(s["per_class_iou"], [1.0, 3 / 5, 0.0])
+    assert s["pixel_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_majority_is_by_iou_not_raw_counts():
+    # Cluster 1 has more pixels of big class 0 (6) than of class 1 (4), but its IoU with
+    # class 1 (4 / 4 + ... ) is higher, so IoU voting gives it to class 1.
+    y_true = np.array([0] * 40 + [1] * 4)
+    y_pred = np.array([0] * 34 + [1] * 6 + [1] * 4)
+    conf = confusion_matrix(y_true, y_pred, 2, 2)
+    assert conf[0, 1] > conf[1, 1]
+    # IoU(cluster 1, class 0) = 6 / (40 + 10 - 6) = 0.136; with class 1 = 4 / (4 + 10 - 4) = 0.4
+    assert_array_equal(majority_match(conf), [0, 1])
+    # An empty cluster maps to -1.
+    assert_array_equal(majority_match(np.array([[3, 0], [0, 0]])), [0, -1])
+
+
+def test_many_to_one_majority_scores():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # 5 clusters over 3 classes
+    mapping = match_clusters(y_true, y_pred, method="majority")
+    assert_array_equal(mapping, [0, 0, 1, 1, 2])
+    assert_array_equal(apply_mapping(y_pred, mapping), y_true)
+    s = segmentation_scores(y_true, y_pred, n_classes=3, matching="majority")
+    assert s["pixel_accuracy"] == 1.0 and s["mean_iou"] == 1.0
+
+
+def test_absent_classes_are_nan_and_excluded_from_mean():
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 0, 1, 0])
+    miou, per_class = mean_iou(y_true, y_pred, n_classes=4, return_per_class=True)
+    # class 0: tp 2, union 3; class 1: tp 1, union 2; classes 2, 3 absent everywhere.
+    assert_allclose(per_class[:2], [2 / 3, 1 / 2])
+    assert np.isnan(per_class[2:]).all()
+    assert miou == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # A class predicted but absent from the truth counts as IoU 0 (it is not excluded).
+    miou = mean_iou(y_true, np.array([0, 0, 1, 3]), n_classes=4)
+    assert miou == pytest.approx((1 + 1 / 2 + 0) / 3)
+
+
+def test_class_id_scores_and_no_class_predictions():
+    y_true = np.array([0, 1, 1, 255])
+    assert pixel_accuracy(y_true, np.array([0, 1, 0, 1])) == pytest.approx(2 / 3)
+    # 255 (an unmatched cluster after apply_mapping) is "no class": an error, not a class.
+    y_pred = np.array([0, 255, 1, 1])
+    assert pixel_accuracy(y_true, y_pred) == pytest.approx(2 / 3)
+    assert_allclose(mean_iou(y_true, y_pred, n_classes=2, return_per_class=True)[1],
+                    [1.0, 0.5])
+
+
+def test_identity_and_given_mapping():
+    y_true = np.array([0, 1, 2, 2])
+    y_pred = np.array([0, 1, 2, 1])
+    s = segmentation_scores(y_true, y_pred, n_classes=3, matching=None)
+    assert s["pixel_accuracy"] == pytest.approx(0.75)
+    assert s["mean_iou"] == pytest.approx(mean_iou(y_true, y_pred, n_classes=3))
+    s = segmentation_scores(y_true, y_pred, n_classes=3, matching=np.array([0, 2, 1]))
+    assert s["pixel_accuracy"] == pytest.approx(0.5)  # mapped: [0, 2, 1, 2]
+    with pytest.raises(ValueError, match="matching array must have shape"):
+        segmentation_scores(y_true, y_pred, n_classes=3, matching=np.array([0, 1]))
+    with pytest.raises(ValueError, match="matching must be one of"):
+        segmentation_scores(y_true, y_pred, n_classes=3, matching="greedy")
+
+
+def test_scores_agree_with_sklearn_on_random_labels():
+    from sklearn.metrics import confusion_matrix as sk_confusion, jaccard_score
+
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.integers(0, 4, 500), rng.integers(0, 4, 500)
+    assert_array_equal(confusion_matrix(y_true, y_pred, 4, 4),
+                       sk_confusion(y_true, y_pred, labels=range(4)))
+    _, per_class = mean_iou(y_true, y_pred, 4, return_per_class=True)
+    assert_allclose(per_class, jaccard_score(y_true, y_pred, average=None))

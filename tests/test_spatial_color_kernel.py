@@ -1,0 +1,167 @@
+"""SpatialColorKernel (the paper's pixel graph), TokenContext and the combined paper kernel."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.spatial.distance import cdist
+from sklearn.exceptions import NotFittedError
+
+from spectralnet_seg.kernels import degree_normalize, make_kernel
+from spectralnet_seg.kernels.spatial_color import (
+    SpatialColorKernel,
+    TokenContext,
+    paper_kernel,
+)
+
+
+def _grid_context(n_images=3, h=6, w=7, seed=0):
+    """Tokens on a grid with random colours: distinct distances, so kNN sets are unique."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+    pos = np.stack([ys, xs], -1).reshape(-1, 2)
+    colors = rng.random((n_images * h * w, 3))
+    positions = np.tile(pos, (n_images, 1))
+    ids = np.repeat(np.arange(n_images), h * w)
+    return TokenContext(colors, positions, ids)
+
+
+def _reference_graph(ctx, ks=(10, 5), lams=(2.0, 0.1)):
+    """Brute-force pixel graph: per image, k nearest others in [rgb, λ pos], OR, symmetric."""
+    n = len(ctx)
+    W = np.zeros((n, n), dtype=bool)
+    for image in np.unique(ctx.image_ids):
+        members = np.flatnonzero(ctx.image_ids == image)
+        for k, lam in zip(ks, lams):
+            emb = np.hstack([ctx.colors[members], lam * ctx.positions[members]]).astype(np.float64)
+            d = cdist(emb, emb)
+            np.fill_diagonal(d, np.inf)
+            k_i = min(k, len(members) - 1)
+            nn = np.argsort(d, axis=1)[:, :k_i]
+            for row, cols in enumerate(nn):
+                W[members[row], members[cols]] = True
+    return W | W.T
+
+
+def test_graph_matches_brute_force_and_is_a_clean_block_diagonal_graph():
+    ctx = _grid_context()
+    X = np.zeros((len(ctx), 4), np.float32)
+    W = SpatialColorKernel().graph(X, ctx)
+    assert sp.issparse(W) and W.shape == (len(ctx), len(ctx))
+    dense = W.toarray()
+    np.testing.assert_array_equal(dense > 0, _reference_graph(ctx))
+    assert set(np.unique(W.data)) == {1.0}  # binary
+    assert np.all(np.diag(dense) == 0)  # no self-edges
+    np.testing.assert_array_equal(dense, dense.T)
+    cross_image = ctx.image_ids[:, None] != ctx.image_ids[None, :]
+    assert not dense[cross_image].any()
+    # union of a 10-NN and a 5-NN graph, symmetrised: every token has >= 10 neighbours
+    assert dense.sum(1).min() >= 10
+
+
+def test_batch_agrees_with_graph_and_is_block_diagonal_on_a_subset():
+    ctx = _grid_context(seed=1)
+    kernel = SpatialColorKernel()
+    dense = kernel.graph(np.zeros((len(ctx), 2), np.float32), ctx).toarray()
+    Xb = torch.zeros(len(ctx), 2, dtype=torch.float64)
+    Wb = kernel.batch(Xb, ctx)
+    assert Wb.dtype == torch.float64 and Wb.shape == (len(ctx), len(ctx))
+    np.testing.assert_array_equal(Wb.numpy(), dense)
+
+    # a minibatch of tokens drawn from several images: the graph of that subset
+    idx = np.random.default_rng(2).choice(len(ctx), size=60, replace=False)
+    sub = ctx[torch.as_tensor(idx)]  # index with a tensor, as a sampler would
+    Wsub = kernel.batch(torch.zeros(60, 2), sub).numpy()
+    np.testing.assert_array_equal(Wsub > 0, _reference_graph(sub))
+
+
+def test_small_images_get_complete_graphs_and_singletons_stay_isolated():
+    # image 0: 4 tokens (< k), image 1: one token
+    ctx = TokenContext(np.random.default_rng(0).random((5, 3)), np.zeros((5, 2)),
+                       np.array([0, 0, 0, 0, 1]))
+    for W in (SpatialColorKernel().graph(np.zeros((5, 1), np.float32), ctx).toarray(),
+              SpatialColorKernel().batch(torch.zeros(5, 1), ctx).numpy()):
+        np.testing.assert_array_equal(W[:4, :4], 1 - np.eye(4))
+        assert W[4].sum() == 0 and W[:, 4].sum() == 0
+
+
+def test_cross_is_zero_out_of_sample_and_needs_a_fitted_graph():
+    ctx = _grid_context(n_images=2)
+    kernel = SpatialColorKernel()
+    with pytest.raises(NotFittedError, match="graph"):
+        kernel.cross(np.zeros((3, 1), np.float32))
+    kernel.graph(np.zeros((len(ctx), 1), np.float32), ctx)
+    C = kernel.cross(np.zeros((7, 1), np.float32), None)
+    assert C.shape == (7, len(ctx)) and C.nnz == 0
+
+
+def test_missing_or_mismatched_context_gives_clear_errors():
+    kernel = SpatialColorKernel()
+    X = np.zeros((10, 2), np.float32)
+    with pytest.raises(ValueError, match="TokenContext"):
+        kernel.graph(X, None)
+    with pytest.raises(ValueError, match="TokenContext"):
+        kernel.batch(torch.zeros(10, 2))
+    with pytest.raises(TypeError, match="TokenContext"):
+        kernel.graph(X, np.zeros((10, 5)))
+    with pytest.raises(ValueError, match="10 rows"):
+        kernel.graph(X, _grid_context(n_images=1, h=2, w=2))
+    with pytest.raises(ValueError, match="equal length"):
+        SpatialColorKernel(n_neighbors=(10,), spatial_weights=(1.0, 2.0)).graph(
+            X, _grid_context(n_images=1, h=2, w=5))
+    with pytest.raises(ValueError, match="positive integers"):
+        SpatialColorKernel(n_neighbors=(0, 5)).graph(X, _grid_context(n_images=1, h=2, w=5))
+    with pytest.raises(ValueError, match="shape"):
+        TokenContext(np.zeros((3, 4)), np.zeros((3, 2)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="same length"):
+        TokenContext(np.zeros((3, 3)), np.zeros((2, 2)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="integer"):
+        TokenContext(np.zeros((3, 3)), np.zeros((3, 2)), np.zeros(3))
+
+
+def test_context_from_extracted_features_follows_row_major_token_order():
+    rng = np.random.default_rng(0)
+    colors = rng.random((2, 3, 4, 3)).astype(np.float32)
+    positions = rng.random((2, 3, 4, 2)).astype(np.float32)
+    extracted = SimpleNamespace(features=np.zeros((2, 3, 4, 5)), colors=colors,
+                                positions=positions)
+    ctx = TokenContext.from_features(extracted)
+    assert len(ctx) == 24
+    np.testing.assert_array_equal(ctx.colors[13], colors[1, 0, 1])
+    np.testing.assert_array_equal(ctx.positions[13], positions[1, 0, 1])
+    np.testing.assert_array_equal(ctx.image_ids, np.repeat([0, 1], 12))
+    # kernels accept the extracted features directly as context
+    W = SpatialColorKernel().graph(np.zeros((24, 1), np.float32), extracted)
+    assert W[:12, 12:].nnz == 0
+
+
+def test_paper_kernel_is_normalised_feature_graph_plus_weighted_pixel_graph():
+    rng = np.random.default_rng(0)
+    ctx = _grid_context(n_images=2, h=5, w=6)
+    X = rng.normal(size=(len(ctx), 8)).astype(np.float32)
+    kernel = make_kernel("paper", n_neighbors=12)
+    assert type(kernel).__name__ == "SumKernel"
+    G = kernel.graph(X, ctx).toarray()
+    A = make_kernel("knn", n_neighbors=12, metric="cosine", weighting="cosine").graph(X)
+    P = SpatialColorKernel().graph(X, ctx)
+    expected = degree_normalize(A).toarray() + 0.3 * degree_normalize(P).toarray()
+    np.testing.assert_allclose(G, expected, atol=1e-5)
+
+    # the minibatch view of the same kernel, on the whole set, is the same matrix
+    Gb = kernel.batch(torch.from_numpy(X), ctx).numpy()
+    np.testing.assert_allclose(Gb, expected, atol=1e-4)
+
+    # out of sample: only the feature part links new tokens to fitted ones
+    C = kernel.cross(X[:5], ctx[np.arange(5)])
+    assert C.shape == (5, len(ctx)) and C.nnz > 0
+
+
+def test_paper_kernel_validates_its_parameters():
+    with pytest.raises(ValueError):
+        paper_kernel(n_neighbors=0)
+    with pytest.raises(ValueError):
+        paper_kernel(pixel_weight=-1.0)
