@@ -43,7 +43,7 @@ def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         if len(y_true) != len(y_pred):
             raise ValueError(f"y_true has {len(y_true)} label maps but y_pred has "
                              f"{len(y_pred)}.")
-        pairs = [_flatten_pair(np.asarray(t), np.asarray(p)) for t, p in zip(y_true, y_pred)]
+        pairs = [_flatten_pair(np.asarray(t), np.asarray(p)) for t, p in zip(y_true, y_pred, strict=True)]
         return (np.concatenate([t for t, _ in pairs]),
                 np.concatenate([p for _, p in pairs]))
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)

@@ -316,66 +316,64 @@ def test_loader_argument_errors(data):
 
 
 # ------------------------------------------------------------------------ memory bound
-_RESET_PEAK = textwrap.dedent("""
-    import resource
-    def current_rss_mb():
+# The peak is read from the child's own VmHWM after resetting it once the imports are done.
+# ru_maxrss (RUSAGE_CHILDREN, wait4) would not do: Linux carries into it the RSS of the
+# forked copy of the parent before exec, i.e. the size of this pytest process.
+_PEAK_TOOLS = textwrap.dedent("""
+    def _status_mb(field):
         with open("/proc/self/status") as fh:
-            return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) / 1024
-    try:  # start the peak-RSS counter afresh, so the import peak does not hide growth
+            return next(int(l.split()[1]) for l in fh if l.startswith(field + ":")) / 1024
+    def reset_peak():
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
-        baseline_mb = current_rss_mb()
-    except OSError:
-        baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return _status_mb("VmRSS")
+    def peak():
+        return _status_mb("VmHWM")
 """)
 
 # Streams the file through both file-backed sources: finiteness check, a chunked pass and a
 # full shuffled epoch of make_loader minibatches.
-_STREAM_SCRIPT = textwrap.dedent("""
-    import json, os, sys
+_STREAM_SCRIPT = _PEAK_TOOLS + textwrap.dedent("""
+    import json, sys
     import numpy as np
     from spectralnet_seg.data import ArraySource, NpyShardSource, check_finite_chunked, make_loader
     path = sys.argv[1]
-""") + _RESET_PEAK + textwrap.dedent("""
-    report = {"baseline_mb": baseline_mb}
+    report = {"baseline_mb": reset_peak()}  # after importing torch and the package
     for k, source in enumerate([ArraySource(np.load(path, mmap_mode="r")),
                                 NpyShardSource([path])]):
         check_finite_chunked(source, chunk_size=4096)
         report[f"col0_sum_{k}"] = sum(float(c[:, 0].sum(dtype=np.float64))
                                       for c in source.iter_chunks(4096))
         report[f"rows_{k}"] = sum(len(b) for b in make_loader(source, 2048, random_state=0))
-    print(json.dumps(report), flush=True)
-    os._exit(0)  # skip interpreter teardown, whose allocations are not the streaming's
+    report["peak_mb"] = peak()
+    print(json.dumps(report))
 """)
 
 # Control: the same shuffled epoch by indexing the np.memmap directly (no torch needed).
-_CONTROL_SCRIPT = textwrap.dedent("""
+_CONTROL_SCRIPT = _PEAK_TOOLS + textwrap.dedent("""
     import json, sys
     import numpy as np
     path = sys.argv[1]
-""") + _RESET_PEAK + textwrap.dedent("""
+    baseline = reset_peak()
     array = np.load(path, mmap_mode="r")
     order = np.random.default_rng(0).permutation(len(array))
     rows = sum(len(array[np.sort(order[i:i + 2048])]) for i in range(0, len(order), 2048))
-    print(json.dumps({"baseline_mb": baseline_mb, "rows_0": rows}))
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak(), "rows_0": rows}))
 """)
 
 
-def _run_child(script: str, path: Path) -> tuple[dict, float]:
-    """Run ``script`` on ``path``; return its report and its peak RSS in MiB (from wait4)."""
+def _run_child(script: str, path: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", script, str(path)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out, err = child.stdout.read(), child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
-    child.returncode = os.waitstatus_to_exitcode(status)
-    assert child.returncode == 0, err.decode()
-    return json.loads(out), usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 (POSIX)")
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                    reason="peak-RSS reset needs Linux /proc/self/clear_refs")
 def test_streaming_a_memmap_larger_than_the_budget_keeps_rss_bounded(tmp_path):
     n, d = 102400, 1024  # 400 MiB of float32 (d as for concatenated ViT tokens)
     path = tmp_path / "features.npy"
@@ -388,14 +386,14 @@ def test_streaming_a_memmap_larger_than_the_budget_keeps_rss_bounded(tmp_path):
             fh.write((rows * 1e-3 + columns).tobytes())
     file_mb = path.stat().st_size / 2**20
 
-    report, peak_mb = _run_child(_STREAM_SCRIPT, path)
-    growth = peak_mb - report["baseline_mb"]
-    control, control_peak = _run_child(_CONTROL_SCRIPT, path)
-    control_growth = control_peak - control["baseline_mb"]
+    report = _run_child(_STREAM_SCRIPT, path)
+    growth = report["peak_mb"] - report["baseline_mb"]
+    control = _run_child(_CONTROL_SCRIPT, path)
+    control_growth = control["peak_mb"] - control["baseline_mb"]
     print(f"\nfile {file_mb:.0f} MiB; sources (finite check + chunked pass + 1 shuffled "
           f"epoch, array and shard source): baseline {report['baseline_mb']:.0f} MiB, peak "
-          f"{peak_mb:.0f} MiB, growth {growth:.0f} MiB; control (indexing the memmap): "
-          f"growth {control_growth:.0f} MiB")
+          f"{report['peak_mb']:.0f} MiB, growth {growth:.0f} MiB; control (indexing the "
+          f"memmap): growth {control_growth:.0f} MiB")
 
     expected_col0 = float(np.arange(n, dtype=np.float32).astype(np.float64).sum() * 1e-3)
     for k in (0, 1):

@@ -169,7 +169,8 @@ def test_identity_and_given_mapping():
 
 
 def test_scores_agree_with_sklearn_on_random_labels():
-    from sklearn.metrics import confusion_matrix as sk_confusion, jaccard_score
+    from sklearn.metrics import confusion_matrix as sk_confusion
+    from sklearn.metrics import jaccard_score
 
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 4, 500), rng.integers(0, 4, 500)

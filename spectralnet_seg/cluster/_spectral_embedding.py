@@ -22,6 +22,8 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh, lobpcg
 from sklearn.utils import check_random_state
 
 from ..kernels import degree_normalize
+from ._assign import assign_labels as _assign_labels
+from ._assign import normalize_embedding
 
 __all__ = [
     "DisconnectedGraphWarning",
@@ -416,8 +418,6 @@ def spectral_clustering(
     >>> spectral_clustering(W, n_clusters=2, random_state=0)
     array([1, 1, 1, 0, 0, 0], dtype=int32)
     """
-    from ._assign import assign_labels as _assign, normalize_embedding
-
     W = check_affinity(affinity)
     if n_clusters > W.shape[0]:
         raise ValueError(f"n_clusters={n_clusters} is larger than n_samples={W.shape[0]}.")
@@ -427,7 +427,8 @@ def spectral_clustering(
         random_state=rs)
     degree = np.asarray(W.sum(axis=1)).ravel()
     E = normalize_embedding(vectors, degree, norm=embedding_norm)
-    labels, _ = _assign(E, n_clusters, method=assign_labels, n_init=n_init, random_state=rs)
+    labels, _ = _assign_labels(E, n_clusters, method=assign_labels, n_init=n_init,
+                               random_state=rs)
     if return_embedding:
         return labels, values, vectors
     return labels
