@@ -296,9 +296,11 @@ def run_local(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
               backend: str = "gloo") -> list[Any]:
     """Run ``fn(*args)`` on ``world_size`` local processes joined in one process group.
 
-    A single-machine stand-in for ``torchrun`` (tests, notebooks): processes are started
-    with the ``spawn`` method, rank ``r`` runs with ``RANK=LOCAL_RANK=r``, and the group is
-    initialised with ``backend`` before ``fn`` is called.
+    A single-machine stand-in for ``torchrun`` (tests, notebooks): rank ``r`` runs with
+    ``RANK=LOCAL_RANK=r``, and the group is initialised with ``backend`` before ``fn`` is
+    called. Processes come from a ``forkserver`` that has imported torch once (so later
+    calls start in well under a second, and nothing is forked from a process whose
+    thread pools are running); where there is no forkserver (Windows), from ``spawn``.
 
     Parameters
     ----------
@@ -321,6 +323,8 @@ def run_local(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
     torch.multiprocessing.ProcessRaisedException
         With the child's traceback, when ``fn`` raises on any rank.
     """
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
     if int(world_size) < 1:
@@ -329,8 +333,15 @@ def run_local(fn: Callable[..., Any], world_size: int, args: tuple = (), *,
     with tempfile.TemporaryDirectory(prefix="spectralnet_run_local_") as result_dir:
         # Results go through files, not a queue: a large result in a pipe would block the
         # child on exit while the parent waits in join.
-        mp.spawn(_local_worker, nprocs=world_size, join=True,
-                 args=(fn, args, world_size, find_free_port(), backend, result_dir))
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        if method == "forkserver":  # only takes effect when the server is first started
+            preload = ["torch", __name__]
+            if getattr(fn, "__module__", "__main__") != "__main__":
+                preload.append(fn.__module__)  # children then start with fn imported
+            multiprocessing.get_context(method).set_forkserver_preload(preload)
+        mp.start_processes(_local_worker, nprocs=world_size, join=True, start_method=method,
+                           args=(fn, args, world_size, find_free_port(), backend, result_dir))
         results = []
         for rank in range(world_size):
             with open(Path(result_dir) / f"rank{rank}.pkl", "rb") as fh:

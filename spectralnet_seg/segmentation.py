@@ -336,7 +336,7 @@ class Segmenter(BaseEstimator):
         self.uses_context_ = self._needs_context(estimator)
         if self.uses_context_:
             if not _method_accepts(estimator.fit, "context"):
-                raise TypeError(
+                raise ValueError(
                     f"the kernel of {type(estimator).__name__} needs the token context (it "
                     "contains a SpatialColorKernel), but "
                     f"{type(estimator).__name__}.fit does not accept a 'context' argument. "

@@ -178,3 +178,10 @@ def test_scores_agree_with_sklearn_on_random_labels():
                        sk_confusion(y_true, y_pred, labels=range(4)))
     _, per_class = mean_iou(y_true, y_pred, 4, return_per_class=True)
     assert_allclose(per_class, jaccard_score(y_true, y_pred, average=None))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(metrics)
+    assert result.attempted > 0 and result.failed == 0

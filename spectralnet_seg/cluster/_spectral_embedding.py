@@ -374,7 +374,9 @@ def spectral_clustering(
 
     Embeds the points with the top ``n_components`` eigenvectors of
     ``D^{-1/2} W D^{-1/2}`` (:func:`spectral_embedding`), normalises the embedding
-    (``embedding_norm``) and assigns labels (``assign_labels``).
+    (``embedding_norm``) and assigns labels (``assign_labels``). ``W`` is used as given,
+    diagonal included; ``EigshSpectralClustering(kernel="precomputed")`` drops the
+    diagonal first (no self-loops, like every kernel).
 
     Parameters
     ----------

@@ -1,0 +1,161 @@
+"""torch.distributed helpers: single-process no-ops and a real 2-process gloo group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spectralnet_seg import distributed as dist
+from spectralnet_seg.data import make_loader
+
+# ---------------------------------------------------------------------------- one process
+
+
+def test_single_process_answers(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not dist.is_distributed()
+    assert (dist.get_rank(), dist.get_world_size(), dist.get_local_rank()) == (0, 1, 0)
+    assert dist.is_main_process()
+    assert dist.init_from_env() is False  # not under torchrun: nothing to do
+    x = torch.tensor([1, 2, 3])
+    mean = dist.all_reduce_mean(x)
+    assert mean.dtype == torch.float32 and torch.equal(mean, x.float())
+    total = dist.all_reduce_sum(x)
+    assert torch.equal(total, x) and total is not x
+    assert dist.broadcast_object({"a": 1}) == {"a": 1}
+    dist.barrier()
+    assert dist.rank_zero_only(lambda v: v + 1)(1) == 2
+    module = torch.nn.Linear(2, 2)
+    assert dist.wrap_ddp(module) is module and dist.unwrap_model(module) is module
+    assert dist.local_device().type in ("cpu", "cuda")
+
+
+def test_seed_for_rank_is_distinct_and_reproducible():
+    seeds = [dist.seed_for_rank(7, rank=r) for r in range(512)]
+    assert len(set(seeds)) == len(seeds)
+    assert seeds == [dist.seed_for_rank(7, rank=r) for r in range(512)]
+    assert all(0 <= s < 2**32 for s in seeds)
+    np.random.RandomState(seeds[-1])  # valid for numpy (and torch.manual_seed)
+    # Nearby random_states do not reuse each other's rank seeds.
+    others = {dist.seed_for_rank(8, rank=r) for r in range(512)}
+    assert not others & set(seeds)
+    assert dist.seed_for_rank(np.random.RandomState(3), 1) == \
+        dist.seed_for_rank(np.random.RandomState(3), 1)
+    assert dist.seed_for_rank(7) == seeds[0]  # default rank: this process's (0)
+    with pytest.raises(ValueError, match="non-negative"):
+        dist.seed_for_rank(0, rank=-1)
+
+
+def test_setup_errors(monkeypatch):
+    with pytest.raises(ValueError, match="backend='ucc' is not supported"):
+        dist.init_from_env("ucc")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ValueError, match=r"lacks \['MASTER_ADDR', 'MASTER_PORT'\]"):
+        dist.init_from_env("gloo")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            dist.init_from_env("nccl")
+    with pytest.raises(ValueError, match="world_size"):
+        dist.run_local(_ranks_report, 0)
+
+
+def test_find_free_port():
+    port = dist.find_free_port()
+    assert 0 < port < 65536
+
+
+# ---------------------------------------------------------------------------- two processes
+@dist.rank_zero_only
+def _only_on_main(rank):
+    return f"written by {rank}"
+
+
+def _ranks_report():
+    """Runs on each rank of a 2-process gloo group; returns what the parent checks."""
+    rank = dist.get_rank()
+    out = {"rank": rank, "world": dist.get_world_size(), "main": dist.is_main_process(),
+           "distributed": dist.is_distributed(), "local_rank": dist.get_local_rank()}
+    out["mean"] = dist.all_reduce_mean(torch.tensor([rank + 1.0, 10.0 * rank])).tolist()
+    out["sum"] = dist.all_reduce_sum(torch.tensor([rank + 1])).tolist()
+    out["broadcast"] = dist.broadcast_object({"from": rank, "payload": list(range(rank + 3))})
+    out["rank_seed"] = dist.seed_for_rank(0)
+    out["shared_seed"] = dist.shared_seed(None)  # random on each rank, then rank 0's
+    out["side_effect"] = _only_on_main(rank)
+
+    # Each rank draws its own rows of one shared permutation (random_state=None: the seed
+    # comes from rank 0), so together they see every row once.
+    data = np.arange(40, dtype=np.float32).reshape(20, 2)
+    loader = make_loader(data, batch_size=3, drop_last=False, return_indices=True)
+    out["rows"] = [int(i) for indices, _ in loader for i in indices]
+
+    # DDP: gradients are averaged over ranks; each rank sees different data.
+    torch.manual_seed(0)  # same initial weights everywhere
+    model = torch.nn.Linear(3, 1)
+    generator = torch.Generator().manual_seed(dist.seed_for_rank(0))
+    x = torch.randn(8, 3, generator=generator)
+    model(x).pow(2).mean().backward()
+    out["local_grad"] = model.weight.grad.clone()
+    model.zero_grad()
+    ddp = dist.wrap_ddp(model)
+    out["wrapped"] = ddp is not model and dist.unwrap_model(ddp) is model
+    ddp(x).pow(2).mean().backward()
+    out["ddp_grad"] = model.weight.grad.clone()
+    dist.barrier()
+    return out
+
+
+def _fail_on_rank_one():
+    if dist.get_rank() == 1:
+        raise RuntimeError("rank one broke")
+    return "ok"
+
+
+@pytest.fixture(scope="module")
+def two_rank_reports():
+    return dist.run_local(_ranks_report, 2, backend="gloo")
+
+
+def test_two_ranks_identify_themselves(two_rank_reports):
+    r0, r1 = two_rank_reports
+    assert (r0["rank"], r1["rank"]) == (0, 1) and r0["world"] == r1["world"] == 2
+    assert r0["main"] and not r1["main"] and r0["distributed"] and r1["distributed"]
+    assert (r0["local_rank"], r1["local_rank"]) == (0, 1)
+    assert (r0["side_effect"], r1["side_effect"]) == ("written by 0", None)
+
+
+def test_two_ranks_collectives(two_rank_reports):
+    for report in two_rank_reports:
+        assert report["mean"] == [1.5, 5.0]  # mean of [1, 0] and [2, 10]
+        assert report["sum"] == [3]
+        assert report["broadcast"] == {"from": 0, "payload": [0, 1, 2]}
+    r0, r1 = two_rank_reports
+    assert r0["rank_seed"] != r1["rank_seed"]
+    assert r0["rank_seed"] == dist.seed_for_rank(0, rank=0)
+    assert r1["rank_seed"] == dist.seed_for_rank(0, rank=1)
+    assert r0["shared_seed"] == r1["shared_seed"]
+
+
+def test_two_ranks_split_the_rows(two_rank_reports):
+    rows0, rows1 = (r["rows"] for r in two_rank_reports)
+    assert len(rows0) == len(rows1) == 10
+    assert not set(rows0) & set(rows1)
+    assert set(rows0) | set(rows1) == set(range(20))
+
+
+def test_ddp_averages_gradients(two_rank_reports):
+    r0, r1 = two_rank_reports
+    assert r0["wrapped"] and r1["wrapped"]
+    assert not torch.allclose(r0["local_grad"], r1["local_grad"])  # different data
+    expected = (r0["local_grad"] + r1["local_grad"]) / 2
+    for report in two_rank_reports:
+        torch.testing.assert_close(report["ddp_grad"], expected)
+
+
+def test_run_local_reports_a_failing_rank():
+    with pytest.raises(Exception, match="rank one broke"):
+        dist.run_local(_fail_on_rank_one, 2)
