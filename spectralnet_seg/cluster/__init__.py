@@ -1,7 +1,9 @@
 """Spectral clustering estimators: the eigsh baseline and the neural eigenfunction variants."""
 
 from ._assign import assign_labels, cluster_qr, nearest_centroid, normalize_embedding
+from ._discrete import DiscreteNeuralEigenClustering
 from ._eigsh import EigshSpectralClustering
+from ._neural import NeuralEigenClustering
 from ._spectral_embedding import (
     DisconnectedGraphWarning,
     EigenSolverConvergenceError,
@@ -13,6 +15,8 @@ from ._spectral_embedding import (
 )
 
 __all__ = [
+    "DiscreteNeuralEigenClustering",
+    "NeuralEigenClustering",
     "DisconnectedGraphWarning",
     "EigenSolverConvergenceError",
     "EigshSpectralClustering",
