@@ -219,20 +219,20 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
                 f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning, stacklevel=3)
             kernel.set_params(**dict.fromkeys(too_big, n_samples - 1))
 
-    def _embed_new(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_new(self, X, context=None) -> tuple[np.ndarray, np.ndarray]:
         """Nyström eigenvectors of new points, and their degrees to the fitted points."""
         check_is_fitted(self)
         if _is_precomputed(self.kernel_):
             X = self._validate_affinity_input(X, reset=False)
         else:
             X = self._validate_predict_input(X)
-        C = sp.csr_matrix(self.kernel_.cross(X), dtype=np.float64)
+        C = sp.csr_matrix(self.kernel_.cross(X, context), dtype=np.float64)
         U = nystrom_extension(C, self.degree_, self.embedding_, self.eigenvalues_)
         return U, np.asarray(C.sum(axis=1)).ravel()
 
     # ------------------------------------------------------------------ API
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, context=None):
         """Cluster ``X`` (features, or an affinity with ``kernel="precomputed"``).
 
         Parameters
@@ -242,6 +242,11 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
             Training data, or the symmetric non-negative affinity.
         y : Ignored
             Not used, present for API consistency.
+        context : object, optional
+            Per-sample side information for kernels that use it, e.g. the token colours
+            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
+            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            kernels.
 
         Returns
         -------
@@ -265,7 +270,7 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
                 f"got n_components={n_components} < n_clusters={self.n_clusters}.")
         self._clip_neighbors(kernel, n_samples)
 
-        W = check_affinity(kernel.graph(X), name=f"{type(kernel).__name__}.graph(X)")
+        W = check_affinity(kernel.graph(X, context), name=f"{type(kernel).__name__}.graph(X)")
         self._log(f"affinity graph: {n_samples} nodes, {W.nnz} non-zeros", start)
         rs = check_random_state(self.random_state)
         values, vectors = spectral_embedding(
@@ -287,7 +292,7 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
         self.labels_ = labels
         return self
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X, *, context=None) -> np.ndarray:
         """Nyström embedding of new points (eigenvector coordinates, like ``embedding_``).
 
         Parameters
@@ -295,15 +300,20 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
         X : array-like of shape (n_queries, n_features), or {array-like, sparse matrix} \
 of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
             New points, or their affinities to the fitted points.
+        context : object, optional
+            Side information of the new points for kernels that use it, e.g. the token colours
+            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
+            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            kernels.
 
         Returns
         -------
         embedding : ndarray of shape (n_queries, n_components), float64
             Zero rows for points with no affinity to any fitted point (with a warning).
         """
-        return self._embed_new(X)[0]
+        return self._embed_new(X, context)[0]
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, *, context=None) -> np.ndarray:
         """Cluster of new points: nearest centre of their normalised Nyström embedding.
 
         Parameters
@@ -311,14 +321,33 @@ of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
         X : array-like of shape (n_queries, n_features), or {array-like, sparse matrix} \
 of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
             New points, or their affinities to the fitted points.
+        context : object, optional
+            Side information of the new points for kernels that use it, e.g. the token colours
+            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
+            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            kernels.
 
         Returns
         -------
         labels : ndarray of shape (n_queries,), int32
         """
-        U, query_degree = self._embed_new(X)
+        U, query_degree = self._embed_new(X, context)
         E = normalize_embedding(U, query_degree, norm=self.embedding_norm)
         return nearest_centroid(E, self.cluster_centers_)
+
+    def fit_transform(self, X, y=None, *, context=None) -> np.ndarray:
+        """Fit on ``X`` and return the Nyström embedding of ``X`` (see :meth:`transform`).
+
+        Parameters
+        ----------
+        X, y, context
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components), float64
+        """
+        return self.fit(X, context=context).transform(X, context=context)
 
     @property
     def _n_features_out(self) -> int:

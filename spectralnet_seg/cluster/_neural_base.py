@@ -18,6 +18,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,17 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .. import distributed as dist_utils
 from .._utils import progress, resolve_device
-from ..eigenfunctions import ColumnNormalization, MLPEigenfunctions, neuralef_loss
-from ..kernels import degree_normalize_dense
+from ..eigenfunctions import (
+    ColumnNormalization,
+    MLPEigenfunctions,
+    diffusion_operator,
+    eigenvalues_from_diffusion,
+    minibatch_operator,
+    neuralef_loss,
+)
+from ..kernels import as_token_context, requires_context
 from . import _neural_io as io
 from ._base import BaseSpectralClustering
 
@@ -53,6 +62,10 @@ class _TrainingRun:
     eigenvalues: torch.Tensor | None = None  # EMA of diag(R), shape (K,)
     loss_curve: list[float] = field(default_factory=list)
     checkpoint: Path | None = None
+    model: nn.Module | None = None  # ``network`` in DDP when distributed (forward only)
+    context: Any = None  # per-sample kernel side information (e.g. TokenContext), not saved
+    batch_context: Any = None  # ``context`` of the current minibatch's rows
+    full_batch_operator: torch.Tensor | None = None  # G when every batch is the whole set
 
     def state_dict(self) -> dict:
         return io.to_cpu({
@@ -94,6 +107,9 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         **BaseSpectralClustering._base_constraints,
         "network": [None, StrOptions({"mlp"}), nn.Module],
         "hidden_layer_sizes": [tuple, list],
+        "fourier_features": [Interval(Integral, 0, None, closed="left")],
+        "fourier_scale": [Interval(Real, 0, None, closed="neither")],
+        "diffusion_steps": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -109,6 +125,9 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
     }
 
     # ------------------------------------------------------------------ subclass hooks
+    #: Stop-gradient on the earlier function of each penalty pair (eigenfunction ordering).
+    _penalty_stop_gradient: bool = True
+
     @abstractmethod
     def _n_outputs(self) -> int:
         """Number K of network outputs."""
@@ -131,7 +150,7 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
 
     # ------------------------------------------------------------------ public API
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, context=None):
         """Train the eigenfunction network on ``X`` (resuming from a checkpoint if any).
 
         Parameters
@@ -141,6 +160,11 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             and never copied as a whole (nor moved to the device).
         y : Ignored
             Not used, present for API consistency.
+        context : object, optional
+            Per-sample side information for kernels that use it, e.g. the token colours and
+            positions (:class:`~spectralnet_seg.kernels.TokenContext`) of the paper's
+            pixel kernel; each minibatch's kernel gets the rows of its samples. Ignored by
+            plain feature kernels; not needed by :meth:`predict` / :meth:`transform`.
 
         Returns
         -------
@@ -159,6 +183,8 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             state = io.load_checkpoint(run.checkpoint)
             if state is not None:
                 run.load_state_dict(state)
+                self._rank_streams_after_resume(run)
+        run.context = self._check_context(context, n_samples)
         self._train(run, X, n_steps=total_steps - run.step)
         self.n_train_samples_ = n_samples
         self._store_run(run)
@@ -166,7 +192,7 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, *, context=None):
         """One pass of training over a chunk of a stream (``ceil(n_chunk / batch_size)`` steps).
 
         The first call initialises the network like :meth:`fit`; later calls continue from
@@ -182,6 +208,11 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             A chunk of training data.
         y : Ignored
             Not used, present for API consistency.
+        context : object, optional
+            Per-sample side information for kernels that use it, e.g. the token colours and
+            positions (:class:`~spectralnet_seg.kernels.TokenContext`) of the paper's
+            pixel kernel; each minibatch's kernel gets the rows of its samples. Ignored by
+            plain feature kernels; not needed by :meth:`predict` / :meth:`transform`.
 
         Returns
         -------
@@ -199,6 +230,7 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             self.n_train_samples_ = 0
         else:
             run = self._resume_run(X)
+        run.context = self._check_context(context, X.shape[0])
         self._train(run, X, n_steps=n_steps)
         self.n_train_samples_ += X.shape[0]
         self._store_run(run)
@@ -206,6 +238,12 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         return self
 
     # ------------------------------------------------------------------ setup
+    def _check_context(self, context, n_samples: int):
+        """The context for the kernel: checked against ``X`` when the kernel needs one."""
+        if not requires_context(self.kernel_):
+            return None
+        return as_token_context(context, n_samples, owner=type(self.kernel_).__name__)
+
     def _check_n_clusters(self, n_samples: int) -> None:
         if self.n_clusters > n_samples:
             raise ValueError(
@@ -217,7 +255,9 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         """Seeds for network initialisation, the training generator and k-means."""
         rng = check_random_state(self.random_state)
         init, train, kmeans = rng.randint(0, np.iinfo(np.int32).max, size=3)
-        return int(init), int(train), int(kmeans)
+        # Distributed: every rank uses rank 0's seeds (random_state=None would otherwise
+        # give the ranks different k-means seeds, hence different labels).
+        return dist_utils.broadcast_object((int(init), int(train), int(kmeans)))
 
     def _orthogonality_weight(self) -> float:
         if self.orthogonality_weight is None:
@@ -236,7 +276,9 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            return MLPEigenfunctions(n_features, K, hidden=hidden)
+            return MLPEigenfunctions(n_features, K, hidden=hidden,
+                                     fourier_features=self.fourier_features,
+                                     fourier_scale=self.fourier_scale)
 
     def _check_network_output(self, network: nn.Module, X, device: torch.device) -> None:
         """Run two rows through a user network to give a clear error for a wrong shape."""
@@ -268,7 +310,8 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
     def _fingerprint(self, X, total_steps: int) -> dict:
         network = self.network
         desc = repr(network) if isinstance(network, nn.Module) else (
-            f"mlp{tuple(self.hidden_layer_sizes)}")
+            f"mlp{tuple(self.hidden_layer_sizes)}, fourier "
+            f"{self.fourier_features} x {self.fourier_scale}")
         seed = self.random_state if isinstance(self.random_state, Integral) else None
         return {
             "estimator": type(self).__name__, "data": io.data_checksum(X),
@@ -277,13 +320,14 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
             "beta": self._orthogonality_weight(), "normalize_penalty": self.normalize_penalty,
             "momentum": self.eigenvalue_momentum, "random_state": seed,
+            "diffusion_steps": self.diffusion_steps,
             **self._fingerprint_extra(),
         }
 
     def _start_run(self, X, *, total_steps: int, cosine_schedule: bool,
                    use_checkpoints: bool = True) -> _TrainingRun:
         """Build kernel, network, optimiser, schedule and generator for a new run."""
-        device = resolve_device(self.device)
+        device = self._training_device()
         init_seed, train_seed, kmeans_seed = self._seeds()
         self._kmeans_seed = kmeans_seed
         self.kernel_ = self._resolve_kernel()
@@ -294,7 +338,7 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
                                      weight_decay=self.weight_decay)
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                      if cosine_schedule else None)
-        generator = torch.Generator().manual_seed(train_seed)
+        generator = torch.Generator().manual_seed(self._rank_seed(train_seed))
         checkpoint = None
         if use_checkpoints and self.checkpoint_dir is not None:
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
@@ -303,11 +347,11 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
                             optimizer=optimizer, scheduler=scheduler, generator=generator,
                             device=device, total_steps=total_steps,
                             batch_size=min(self.batch_size, X.shape[0]), n_samples=X.shape[0],
-                            checkpoint=checkpoint)
+                            checkpoint=checkpoint, model=dist_utils.wrap_ddp(network))
 
     def _resume_run(self, X) -> _TrainingRun:
         """Rebuild the run of previous ``partial_fit`` calls from the stored CPU state."""
-        device = resolve_device(self.device)
+        device = self._training_device()
         network = self.network_.to(device)
         normalizer = self.normalizer_.to(device)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate,
@@ -320,7 +364,8 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
                             total_steps=self._schedule_horizon,
                             batch_size=min(self.batch_size, X.shape[0]), n_samples=X.shape[0],
                             step=self.n_iter_, eigenvalues=self._eigenvalue_ema,
-                            loss_curve=list(self.loss_curve_))
+                            loss_curve=list(self.loss_curve_),
+                            model=dist_utils.wrap_ddp(network))
 
     def _store_run(self, run: _TrainingRun) -> None:
         """Keep the trained modules and the optimiser/generator state, all on the CPU."""
@@ -344,7 +389,7 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         for _ in steps:
             batch = self._sample_batch(run, X)
             loss, rayleigh = self._train_step(run, batch)
-            loss, rayleigh = self._sync_statistics(loss, rayleigh)
+            loss, rayleigh = self._sync_statistics(run, loss, rayleigh)
             self._update_statistics(run, loss, rayleigh)
             run.step += 1
             if hasattr(steps, "set_postfix") and run.step % 10 == 0:
@@ -361,35 +406,47 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             run.position = 0
         indices = run.permutation[run.position:run.position + b]
         run.position += b
-        rows = io.gather_rows(X, np.sort(indices.numpy()))
+        indices = np.sort(indices.numpy())
+        run.batch_context = None if run.context is None else run.context[indices]
+        rows = io.gather_rows(X, indices)
         return rows.to(run.device, non_blocking=True)
 
-    def _batch_operator(self, X_batch: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """G = D_b^{-1/2} W_b D_b^{-1/2} / b on a minibatch of b of the n training points.
+    def _batch_operator(self, X_batch: torch.Tensor, n_samples: int,
+                        context: Any = None) -> torch.Tensor:
+        """G ≈ (D^{-1/2} W D^{-1/2})^t / n on a minibatch of b of the n training points.
 
-        A batch holds a fraction s = (b-1)/(n-1) of each point's neighbours, so batch degrees
-        are D_b ≈ s D and D_b^{-1/2} W_b D_b^{-1/2} ≈ M_b / s, with M = D^{-1/2} W D^{-1/2} on
-        all n points. A point's affinity to itself, though, is always in its batch: its
-        weight is scaled by s too (exact when b = n), or kernels with W_ii > 0 would inflate
-        every Rayleigh quotient by O(1/b). For unit-second-moment ψ_j ≈ √n u_j (u_j a unit
-        eigenvector of M) this gives E[ψ_jᵀ G ψ_j] ≈ λ_j, so diag(R) estimates the
-        eigenvalues of M on the full data — the scale of the eigsh baseline.
+        See :func:`~spectralnet_seg.eigenfunctions.minibatch_operator`: with unit-second-moment
+        ψ_j ≈ √n u_j, E[ψ_jᵀ G ψ_j] ≈ λ_j, so diag(R) estimates the eigenvalues of the
+        normalised affinity on the full data — the scale of the eigsh baseline. With
+        ``diffusion_steps`` t > 1 the batch operator is raised to the power t
+        (:func:`~spectralnet_seg.eigenfunctions.diffusion_operator`), and diag(R) ≈ λ_j^t.
         """
-        b = X_batch.shape[0]
         with torch.no_grad():
-            W = self.kernel_.batch(X_batch)
-            if b < n_samples:
-                scale = (b - 1) / (n_samples - 1)
-                diagonal = torch.diagonal(W)
-                W = W - torch.diag_embed(diagonal * (1.0 - scale))
-            return degree_normalize_dense(W) / b
+            G = minibatch_operator(self.kernel_.batch(X_batch, context), n_samples)
+            return diffusion_operator(G, self.diffusion_steps)
+
+    def _step_operator(self, run: _TrainingRun, X_batch: torch.Tensor) -> torch.Tensor:
+        """The operator of this step; computed once when every batch is the whole data set."""
+        if run.batch_size < run.n_samples:
+            return self._batch_operator(X_batch, run.n_samples, run.batch_context)
+        if run.full_batch_operator is None:  # same rows (sorted) every step: same G
+            run.full_batch_operator = self._batch_operator(X_batch, run.n_samples,
+                                                           run.batch_context)
+        return run.full_batch_operator
+
+    def _eigenvalue_estimates(self, run: _TrainingRun) -> np.ndarray:
+        """Eigenvalues of the normalised affinity from the EMA of diag(R) ≈ λ^t."""
+        values = eigenvalues_from_diffusion(run.eigenvalues, self.diffusion_steps)
+        return values.numpy().astype(np.float64)
 
     def _train_step(self, run: _TrainingRun, X_batch: torch.Tensor):
         """One optimisation step on a minibatch; returns (loss, diag(R)) detached."""
-        G = self._batch_operator(X_batch, run.n_samples)
-        psi = self._training_outputs(run, run.network(X_batch))
+        G = self._step_operator(run, X_batch)
+        model = run.model if run.model is not None else run.network
+        psi = self._training_outputs(run, model(X_batch))  # DDP all-reduces the gradients
         loss, rayleigh = neuralef_loss(psi, G, self._orthogonality_weight(),
                                        normalize_penalty=self.normalize_penalty,
+                                       stop_gradient=self._penalty_stop_gradient,
                                        return_rayleigh=True)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -398,9 +455,50 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             run.scheduler.step()
         return loss.detach(), rayleigh
 
-    def _sync_statistics(self, loss: torch.Tensor, rayleigh: torch.Tensor):
-        """Average the step's statistics over processes (single process: unchanged)."""
-        return loss, rayleigh
+    def _sync_statistics(self, run: _TrainingRun, loss: torch.Tensor,
+                         rayleigh: torch.Tensor):
+        """Average the step's statistics over processes (single process: unchanged).
+
+        Each rank's loss and diag(R) come from its own minibatch; their means are the
+        statistics of the global batch, so every rank keeps the same eigenvalue EMA. The
+        normaliser's running second moments are averaged too (one all-reduce for all three),
+        so that what rank 0 checkpoints is every rank's state.
+        """
+        if dist_utils.get_world_size() == 1:
+            return loss, rayleigh
+        running = run.normalizer.running_second_moment
+        K = rayleigh.numel()
+        packed = torch.cat([loss.detach().reshape(1).float(), rayleigh.detach().float(),
+                            running.float()])
+        mean = dist_utils.all_reduce_mean(packed)
+        running.copy_(mean[1 + K:])
+        return mean[0].to(loss.dtype), mean[1:1 + K].to(rayleigh.dtype)
+
+    def _training_device(self) -> torch.device:
+        """``device``, joining torchrun's process group first; one GPU per rank."""
+        dist_utils.init_from_env()  # no-op unless launched by torchrun
+        device = resolve_device(self.device)
+        if device.type == "cuda" and device.index is None and dist_utils.get_world_size() > 1:
+            device = dist_utils.local_device()
+        return device
+
+    @staticmethod
+    def _rank_seed(seed: int) -> int:
+        """``seed`` on one process; a distinct seed per rank when distributed."""
+        return seed if dist_utils.get_world_size() == 1 else dist_utils.seed_for_rank(seed)
+
+    def _rank_streams_after_resume(self, run: _TrainingRun) -> None:
+        """After a distributed resume, give each rank its own sampling stream again.
+
+        The checkpoint holds rank 0's generator and permutation, which the other ranks would
+        otherwise replay (drawing rank 0's minibatches). No collective call: a rank that
+        found no checkpoint must not be left waiting.
+        """
+        if dist_utils.get_world_size() == 1:
+            return
+        restored = int(run.generator.initial_seed())  # rank 0's seed, the same everywhere
+        run.generator.manual_seed(dist_utils.seed_for_rank(restored + run.step))
+        run.permutation, run.position = None, 0
 
     def _update_statistics(self, run: _TrainingRun, loss: torch.Tensor,
                            rayleigh: torch.Tensor) -> None:
@@ -419,8 +517,8 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
         run.loss_curve.append(value)
 
     def _is_main_process(self) -> bool:
-        """Whether this process writes checkpoints (always, without torch.distributed)."""
-        return True
+        """Whether this process writes checkpoints: rank 0 (always, without torch.distributed)."""
+        return dist_utils.is_main_process()
 
     def _save_checkpoint(self, run: _TrainingRun) -> None:
         if run.checkpoint is None or not self._is_main_process():

@@ -26,8 +26,20 @@ def _lazy_view(X):
     """Return ``X`` as an array that may stay out of memory, or None for ordinary input.
 
     Torch tensors become numpy views (CPU tensors share memory; CUDA tensors are brought to
-    the host once, never to another device). ``np.memmap`` stays a memmap.
+    the host once, never to another device). ``np.memmap`` files, ``.npy`` paths, shard
+    directories and torch Datasets become :class:`~spectralnet_seg.data.FeatureSource`
+    objects, which read rows with ``pread`` so that resident memory stays bounded by the
+    rows read (indexing a memmap would keep every touched page resident).
     """
+    from ..data import FeatureSource, as_feature_source
+
+    if isinstance(X, FeatureSource):
+        return X
+    if isinstance(X, (str, os.PathLike, torch.utils.data.Dataset)):
+        return as_feature_source(X)
+    if isinstance(X, np.memmap):
+        # Other shapes and dtypes keep the memmap, for the usual checks and messages below.
+        return as_feature_source(X) if X.ndim == 2 and X.dtype.kind in "fiu" else X
     if isinstance(X, torch.Tensor):
         X = X.detach()
         if X.device.type != "cpu":
@@ -35,8 +47,6 @@ def _lazy_view(X):
         if X.dtype in (torch.bfloat16, torch.float16):
             X = X.float()  # numpy has no bfloat16; one host copy is unavoidable here
         return X.numpy()
-    if isinstance(X, np.memmap):
-        return X
     return None
 
 
@@ -80,7 +90,7 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     ----------
     estimator : BaseEstimator
         Receives ``n_features_in_`` (and ``feature_names_in_``) when ``reset=True``.
-    X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
+    X : array-like, np.memmap, torch.Tensor or FeatureSource of shape (n_samples, n_features)
         Input data.
     reset : bool
         True in ``fit``; False checks the number of features against the fitted one.
@@ -89,14 +99,16 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
 
     Returns
     -------
-    ndarray or np.memmap of shape (n_samples, n_features)
-        Ordinary array-likes are converted by :func:`~sklearn.utils.validation.validate_data`
-        to C-contiguous float32; memmaps and tensors are returned as (numpy views of) themselves.
+    ndarray, np.memmap or FeatureSource of shape (n_samples, n_features)
+        Memmaps, tensors and sources are returned as (numpy views of) themselves; other
+        input goes through :func:`~sklearn.utils.validation.validate_data`, which keeps
+        float32 and float64 arrays as they are (minibatches are converted to float32 one at
+        a time) and converts anything else to float32.
     """
     lazy = _lazy_view(X)
     if lazy is not None:
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    return validate_data(estimator, X, dtype=np.float32, order="C", reset=reset,
+    return validate_data(estimator, X, dtype=[np.float32, np.float64], reset=reset,
                          ensure_min_samples=min_samples)
 
 

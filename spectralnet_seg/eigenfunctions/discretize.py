@@ -36,7 +36,8 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, *,
     device = generator.device if generator is not None else logits.device
     uniform = torch.rand(logits.shape, generator=generator, device=device, dtype=torch.float32)
     tiny = torch.finfo(torch.float32).tiny
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(tiny)).clamp_min(tiny))
+    # g = -log(-log u); both logs clamped away from 0 so that u = 0 or u ≈ 1 stay finite.
+    gumbel = -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
     gumbel = gumbel.to(device=logits.device, dtype=logits.dtype)
     return torch.softmax((logits + gumbel) / temperature, dim=-1)
 

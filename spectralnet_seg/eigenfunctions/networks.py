@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
-__all__ = ["MLPEigenfunctions", "TransformerEigenfunctions", "orthogonal_head"]
+__all__ = ["MLPEigenfunctions", "RandomFourierFeatures", "TransformerEigenfunctions",
+           "orthogonal_head"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -29,6 +30,27 @@ def _activation(name: str) -> type[nn.Module]:
         raise ValueError(
             f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
         ) from None
+
+
+def _rebuild(cls: type[nn.Module], kwargs: dict, state: dict, training: bool) -> nn.Module:
+    module = cls(**kwargs)
+    module.load_state_dict(state)
+    return module.train(training)
+
+
+class _PicklableByStateDict(nn.Module):
+    """Pickle (and deep-copy) through the constructor arguments and the ``state_dict``.
+
+    torch refuses to pickle modules with parametrisations (the orthogonal head), which
+    would make fitted estimators impossible to save with joblib; rebuilding from the
+    arguments and loading the weights sidesteps that.
+    """
+
+    _init_kwargs: dict
+
+    def __reduce__(self):
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        return (_rebuild, (type(self), dict(self._init_kwargs), state, self.training))
 
 
 def orthogonal_head(in_features: int, n_outputs: int, *, bias: bool = True) -> nn.Linear:
@@ -54,7 +76,50 @@ def orthogonal_head(in_features: int, n_outputs: int, *, bias: bool = True) -> n
     return orthogonal(head)
 
 
-class MLPEigenfunctions(nn.Module):
+class RandomFourierFeatures(nn.Module):
+    """Fixed random Fourier features x ↦ [sin(xB), cos(xB)], B ~ N(0, scale²) (d × m).
+
+    An MLP on low-dimensional coordinates is biased towards functions that vary slowly
+    in every direction (the spectral bias of Rahaman et al., 2019); cluster indicators of
+    non-convex shapes (two moons, concentric circles) change sharply across narrow gaps and
+    it fails to reach them. Fourier features of the inputs (Tancik et al., 2020) remove
+    that bias. ``B`` is a buffer: it is drawn once (from the global torch RNG, which the
+    estimators seed) and never trained.
+
+    Parameters
+    ----------
+    in_features : int
+        Input dimension d.
+    n_frequencies : int
+        Number m of random frequencies; the output has 2m features.
+    scale : float
+        Standard deviation of the frequencies, in radians per input unit: a feature
+        oscillates over a length of about 2π / scale. Choose it near the inverse of the
+        kernel bandwidth (e.g. ~2-3 for an RBF ``gamma`` of 50 on unit-scale data).
+
+    Examples
+    --------
+    >>> import torch
+    >>> rff = RandomFourierFeatures(2, 8, scale=1.0)
+    >>> rff(torch.zeros(3, 2)).shape
+    torch.Size([3, 16])
+    """
+
+    def __init__(self, in_features: int, n_frequencies: int, scale: float) -> None:
+        super().__init__()
+        if n_frequencies < 1 or not scale > 0:
+            raise ValueError(
+                f"n_frequencies must be >= 1 and scale > 0, got {n_frequencies} and {scale}"
+            )
+        self.register_buffer("frequencies", torch.randn(in_features, n_frequencies) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape (..., d) → (..., 2m)."""
+        angles = x.to(self.frequencies.dtype) @ self.frequencies
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class MLPEigenfunctions(_PicklableByStateDict):
     """Multi-layer perceptron ψ: R^d → R^K for plain feature vectors.
 
     ``Linear → activation`` blocks (optionally with LayerNorm) followed by an orthogonal
@@ -72,6 +137,12 @@ class MLPEigenfunctions(nn.Module):
         Non-linearity after each hidden layer.
     layer_norm : bool, default=False
         Insert a LayerNorm before each activation.
+    fourier_features : int, default=0
+        If > 0, the inputs first go through
+        :class:`RandomFourierFeatures` with this many frequencies (for low-dimensional
+        inputs such as 2-D point clouds).
+    fourier_scale : float, default=1.0
+        Standard deviation of those frequencies (radians per input unit).
 
     Examples
     --------
@@ -82,15 +153,26 @@ class MLPEigenfunctions(nn.Module):
     """
 
     def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (256, 256), *,
-                 activation: str = "gelu", layer_norm: bool = False) -> None:
+                 activation: str = "gelu", layer_norm: bool = False,
+                 fourier_features: int = 0, fourier_scale: float = 1.0) -> None:
         super().__init__()
         if in_features < 1 or n_outputs < 1:
             raise ValueError(
                 f"in_features and n_outputs must be >= 1, got {in_features} and {n_outputs}"
             )
+        if fourier_features < 0:
+            raise ValueError(f"fourier_features must be >= 0, got {fourier_features}")
+        self._init_kwargs = dict(in_features=in_features, n_outputs=n_outputs,
+                                 hidden=tuple(int(h) for h in hidden), activation=activation,
+                                 layer_norm=layer_norm, fourier_features=int(fourier_features),
+                                 fourier_scale=float(fourier_scale))
         act = _activation(activation)
         layers: list[nn.Module] = []
         width = in_features
+        if fourier_features:
+            layers.append(RandomFourierFeatures(in_features, int(fourier_features),
+                                                float(fourier_scale)))
+            width = 2 * int(fourier_features)
         for size in hidden:
             if int(size) < 1:
                 raise ValueError(f"hidden layer sizes must be >= 1, got {tuple(hidden)}")
@@ -159,7 +241,7 @@ class _Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TransformerEigenfunctions(nn.Module):
+class TransformerEigenfunctions(_PicklableByStateDict):
     """Token transformer ψ for feature grids: the network of Deng & Luo (ICCV 2023).
 
     Input projection ``Linear(d, width)``, ``n_blocks`` pre-LN blocks with linear attention
@@ -202,6 +284,8 @@ class TransformerEigenfunctions(nn.Module):
             raise ValueError(
                 f"in_features and n_outputs must be >= 1, got {in_features} and {n_outputs}"
             )
+        self._init_kwargs = dict(in_features=in_features, n_outputs=n_outputs, width=width,
+                                 n_blocks=n_blocks, n_heads=n_heads, mlp_ratio=mlp_ratio)
         self.in_features = in_features
         self.n_outputs = n_outputs
         self.embed = nn.Linear(in_features, width)

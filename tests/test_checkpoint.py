@@ -1,0 +1,96 @@
+"""Checkpoints and reproducibility of the neural estimators: an interrupted fit resumes from
+its latest checkpoint and ends exactly where an uninterrupted run with the same seed ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
+
+from spectralnet_seg.cluster import DiscreteNeuralEigenClustering, NeuralEigenClustering
+from spectralnet_seg.cluster._neural_base import BaseNeuralEigenClustering
+from spectralnet_seg.kernels import RBFKernel
+
+MAX_ITER, EVERY, CRASH_AT = 40, 10, 27
+
+
+@pytest.fixture(scope="module")
+def X():
+    return make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)[0]
+
+
+def _make(cls, **params):
+    defaults = dict(kernel=RBFKernel(gamma=0.2), hidden_layer_sizes=(16,), batch_size=64,
+                    max_iter=MAX_ITER, learning_rate=5e-3, device="cpu", random_state=0,
+                    checkpoint_every=EVERY)
+    if cls is NeuralEigenClustering:
+        defaults["n_init"] = 2
+    return cls(3, **{**defaults, **params})
+
+
+def _assert_same_fit(a, b):
+    for (name, p), q in zip(a.network_.state_dict().items(),
+                            b.network_.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, atol=0, rtol=0, msg=name)
+    assert a.loss_curve_ == b.loss_curve_
+    np.testing.assert_array_equal(a.eigenvalues_, b.eigenvalues_)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert_array_equal(a.labels_, b.labels_)
+    assert a.n_iter_ == b.n_iter_
+
+
+@pytest.mark.parametrize("cls", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
+def test_interrupted_fit_resumes_to_the_same_result(cls, X, tmp_path, monkeypatch):
+    reference = _make(cls).fit(X)  # uninterrupted, no checkpoints
+
+    original_step = BaseNeuralEigenClustering._train_step
+    steps_done = []
+
+    def crashing_step(self, run, batch):
+        if run.step == CRASH_AT:
+            raise KeyboardInterrupt("simulated crash")
+        steps_done.append(run.step)
+        return original_step(self, run, batch)
+
+    monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", crashing_step)
+    est = _make(cls, checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    state = torch.load(files[0], weights_only=True)
+    assert state["step"] == 20  # the latest multiple of checkpoint_every before the crash
+    assert {"network", "normalizer", "optimizer", "scheduler", "generator", "permutation",
+            "eigenvalues"} <= set(state)
+    assert state["scheduler"]["last_epoch"] == 20
+    assert state["optimizer"]["state"]  # Adam moments are saved
+
+    monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", original_step)
+    steps_done.clear()
+    counted = []
+    monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step",
+                        lambda self, run, batch: counted.append(run.step)
+                        or original_step(self, run, batch))
+    resumed = _make(cls, checkpoint_dir=tmp_path).fit(X)
+    assert counted == list(range(20, MAX_ITER))  # resumed, not restarted
+    _assert_same_fit(resumed, reference)
+    assert torch.load(files[0], weights_only=True)["step"] == MAX_ITER  # final state saved
+
+
+def test_checkpoints_of_other_runs_are_not_reused(X, tmp_path):
+    _make(NeuralEigenClustering, checkpoint_dir=tmp_path).fit(X)
+    _make(NeuralEigenClustering, checkpoint_dir=tmp_path, learning_rate=1e-3).fit(X)
+    _make(NeuralEigenClustering, checkpoint_dir=tmp_path).fit(X[:100])
+    assert len(list(tmp_path.glob("neuraleigenclustering-*.pt"))) == 3
+
+
+@pytest.mark.parametrize("cls", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
+def test_random_state_makes_cpu_fits_reproducible(cls, X):
+    state = torch.random.get_rng_state()
+    a, b = _make(cls).fit(X), _make(cls).fit(X)
+    _assert_same_fit(a, b)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global torch RNG untouched
+    c = _make(cls, random_state=1).fit(X)
+    assert c.loss_curve_ != a.loss_curve_
