@@ -31,7 +31,7 @@ from image to image. Everything is a deterministic function of ``(seed, index)``
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from numbers import Integral
 
 import numpy as np
@@ -60,7 +60,7 @@ TEXTURE_NAMES: tuple[str, ...] = tuple(_TEXTURES)
 _GREY_MEAN = 118.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_texture(name: str) -> np.ndarray:
     """The source photograph of texture ``name`` as ``(H, W, 3) uint8`` (cached).
 

@@ -1,0 +1,118 @@
+"""Tests of image loading and validation (spectralnet_seg.images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spectralnet_seg.images import is_image_like, load_image, load_images
+
+
+def _rgb(h=5, w=7, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_rgb_file_pil_and_array_agree(tmp_path):
+    rgb = _rgb()
+    path = tmp_path / "a.png"
+    Image.fromarray(rgb).save(path)
+    for source in (path, str(path), Image.fromarray(rgb), rgb):
+        out = load_image(source)
+        assert out.dtype == np.uint8 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, rgb)
+
+
+def test_greyscale_is_replicated(tmp_path):
+    grey = _rgb()[..., 0]
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    for source in (path, grey, grey[..., None], Image.fromarray(grey)):
+        out = load_image(source)
+        assert out.shape == (5, 7, 3)
+        np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, axis=-1))
+
+
+def test_alpha_is_composited_over_the_background(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[0, 0, 3] = 255  # opaque: kept
+    rgba[0, 1, 3] = 0  # transparent: background
+    rgba[1, :, 3] = 128
+    out = load_image(rgba)
+    np.testing.assert_array_equal(out[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(out[0, 1], (255, 255, 255))
+    np.testing.assert_array_equal(load_image(rgba, background=(0, 0, 0))[0, 1], (0, 0, 0))
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    np.testing.assert_array_equal(load_image(path), out)
+    # palette image with a transparent index
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), mode="P")
+    palette.putpalette([200, 0, 0, 0, 0, 200] + [0] * 762)
+    palette.info["transparency"] = 1
+    np.testing.assert_array_equal(load_image(palette), [[(200, 0, 0), (255, 255, 255)]])
+
+
+def test_dtypes_are_converted():
+    np.testing.assert_array_equal(load_image(np.full((2, 2), 1.0))[0, 0], (255, 255, 255))
+    np.testing.assert_array_equal(load_image(np.ones((2, 2), bool))[0, 0], (255, 255, 255))
+    np.testing.assert_array_equal(load_image(np.full((2, 2), 65535, np.uint16))[0, 0],
+                                  (255, 255, 255))
+    np.testing.assert_array_equal(load_image(np.full((2, 2, 3), 7, np.int64))[0, 0], (7, 7, 7))
+    sixteen = Image.fromarray(np.full((2, 2), 65535, np.uint16))  # mode I;16
+    np.testing.assert_array_equal(load_image(sixteen)[0, 0], (255, 255, 255))
+
+
+def test_missing_corrupt_and_directory_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_image(tmp_path / "missing.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with pytest.raises(ValueError, match="corrupt or not an image"):
+        load_image(bad)
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(_rgb(64, 64)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_image(truncated)
+    with pytest.raises(ValueError, match="is a directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("array, error, match", [
+    (np.zeros((3, 8, 8), np.uint8), ValueError, "Channels-first"),
+    (np.zeros((8, 8, 2), np.uint8), ValueError, "must have shape"),
+    (np.zeros((8,), np.uint8), ValueError, "must have shape"),
+    (np.full((4, 4), 300), ValueError, "0..255"),
+    (np.full((4, 4), -1), ValueError, "0..255"),
+    (np.full((4, 4), 2.0), ValueError, r"\[0, 1\]"),
+    (np.full((4, 4), np.nan), ValueError, "NaN"),
+    (np.zeros((0, 4)), ValueError, "empty"),
+    (np.zeros((4, 4), complex), TypeError, "unsupported dtype"),
+])
+def test_bad_arrays(array, error, match):
+    with pytest.raises(error, match=match):
+        load_image(array)
+
+
+def test_bad_types_and_min_size():
+    with pytest.raises(TypeError, match="file path, a PIL image or a numpy array"):
+        load_image([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="smaller than the minimum 16x16"):
+        load_image(_rgb(8, 32), min_size=16)
+
+
+def test_load_images_collections(tmp_path):
+    batch = np.stack([_rgb(seed=i) for i in range(3)])
+    assert len(load_images(batch)) == 3
+    assert len(load_images(_rgb())) == 1  # a single image is a batch of one
+    assert len(load_images(iter([_rgb(), _rgb(3, 4)]))) == 2
+    with pytest.raises(ValueError, match="no images"):
+        load_images([])
+    with pytest.raises(ValueError, match=r"images\[1\]"):
+        load_images([_rgb(), np.zeros((3, 8, 8), np.uint8)])
+    with pytest.raises(ValueError, match="n_images, H, W, C"):
+        load_images(np.zeros((1, 2, 3, 4, 5), np.uint8))
+    with pytest.raises(TypeError, match="list of paths"):
+        load_images(42)
+    assert is_image_like(tmp_path / "x.png") and not is_image_like([1])

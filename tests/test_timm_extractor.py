@@ -1,0 +1,174 @@
+"""Tests of TimmExtractor on randomly initialised tiny timm models (nothing downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spectralnet_seg.features import TimmExtractor, list_extractors, make_extractor
+
+TINY_VIT = dict(depth=3, embed_dim=32, num_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+
+
+def _vit(**params) -> TimmExtractor:
+    params.setdefault("model_kwargs", TINY_VIT)
+    return TimmExtractor("vit_tiny_patch16_224", pretrained=False, device="cpu", **params)
+
+
+def _images(n=2, h=48, w=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_vit_patch_tokens_on_the_patch_grid():
+    images = _images(3)
+    ex = _vit(batch_size=2)
+    out = ex.extract(images)
+    assert ex.kind_ == "vit" and ex.stride_ == 16
+    assert out.features.shape == (3, 3, 4, 32) and out.features.dtype == np.float32
+    assert out.image_sizes == [(48, 64)] * 3
+    np.testing.assert_allclose(out.colors[0, 1, 2], images[0, 16:32, 32:48].mean((0, 1)) / 255,
+                               atol=1e-5)
+    # The same as the model's normed output without its class token, batch by batch.
+    x = torch.from_numpy(ex._preprocess(list(images), (48, 64)))
+    with torch.no_grad():
+        tokens = ex.model_.forward_features(x)[:, 1:].reshape(3, 3, 4, 32)
+    np.testing.assert_allclose(out.features, tokens.numpy(), atol=1e-5)
+    # Batching does not change the result (same model: batch_size does not rebuild it).
+    np.testing.assert_allclose(ex.set_params(batch_size=3).extract(images).features,
+                               out.features, atol=1e-5)
+
+
+def test_vit_dynamic_size_and_image_size():
+    ex = _vit()
+    assert ex.extract(_images(1, 80, 40)).grid_shape == (5, 2)  # any size, no resampling
+    assert ex.extract(_images(1, 50, 70)).grid_shape == (3, 4)  # rounded to whole patches
+    assert _vit(image_size=32).extract(_images(2, 80, 40)).grid_shape == (2, 2)
+    mixed = ex.extract([_images(1, 48, 64)[0], _images(1, 96, 32)[0]])
+    assert mixed.grid_shape == (3, 4) and mixed.image_sizes == [(48, 64), (96, 32)]
+
+
+def test_register_tokens_are_dropped():
+    ex = TimmExtractor("vit_small_patch14_reg4_dinov2", pretrained=False, device="cpu",
+                       model_kwargs=dict(depth=1, embed_dim=32, num_heads=2, img_size=28))
+    out = ex.extract(_images(1, 42, 56))
+    assert ex.model_.num_prefix_tokens == 5
+    assert out.features.shape == (1, 3, 4, 32)
+
+
+def test_vit_block_concatenation_and_keys():
+    images = _images(2)
+    paper = _vit(layers="paper")
+    out = paper.extract(images)
+    assert paper.layer_indices_ == [0, 1, 2] and out.n_features == 96
+    x = torch.from_numpy(paper._preprocess(list(images), (48, 64)))
+    with torch.no_grad():
+        blocks = paper.model_.forward_intermediates(x, indices=[0, 1, 2], norm=True,
+                                                    intermediates_only=True)
+    np.testing.assert_allclose(out.features[..., 32:64],
+                               blocks[1].permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    assert paper.set_params(layers=[0, -1]).extract(images).n_features == 64
+    key_extractor = _vit(layers=-1, facet="key")
+    keys = key_extractor.extract(images)
+    tokens = key_extractor.set_params(facet="token").extract(images)  # same model
+    assert keys.features.shape == tokens.features.shape == (2, 3, 4, 32)
+    assert not np.allclose(keys.features, tokens.features)
+    # Keys are the middle third of the last block's qkv projection of its patch tokens.
+    model = key_extractor.model_
+    last = model.blocks[-1]
+    with torch.no_grad():
+        qkv = last.attn.qkv(last.norm1(model.forward_intermediates(
+            x, indices=[1], intermediates_only=True, output_fmt="NLC")[0]))
+    np.testing.assert_allclose(keys.features, qkv[..., 32:64].reshape(2, 3, 4, 32).numpy(),
+                               atol=1e-4)
+
+
+def test_cnn_feature_maps():
+    ex = TimmExtractor("test_resnet", pretrained=False, device="cpu")
+    out = ex.extract(_images(2, 64, 96))
+    assert ex.kind_ == "cnn" and ex.stride_ == 32
+    assert out.features.shape == (2, 2, 3, ex.model_.feature_info.channels()[-1])
+    two = TimmExtractor("test_resnet", pretrained=False, device="cpu", layers=[2, -1])
+    out = two.extract(_images(2, 64, 96))
+    channels = two.model_.feature_info.channels()
+    assert two.stride_ == 8 and out.features.shape == (2, 8, 12, channels[2] + channels[-1])
+
+
+def test_checkpoint_files_load(tmp_path):
+    images = _images(2)
+    reference = _vit()
+    expected = reference.extract(images).features
+    path = tmp_path / "tiny_vit.pth"
+    torch.save(reference.model_.state_dict(), path)
+    torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
+    strict = _vit(checkpoint_path=path)
+    np.testing.assert_allclose(strict.extract(images).features, expected, atol=1e-5)
+    # pretrained=True with a local file goes through timm's checkpoint filter, offline.
+    filtered = TimmExtractor("vit_tiny_patch16_224", pretrained=True, device="cpu",
+                             pretrained_cfg_overlay=dict(file=str(path)), model_kwargs=TINY_VIT)
+    np.testing.assert_allclose(filtered.extract(images).features, expected, atol=1e-5)
+
+
+def test_memory_cache(tmp_path):
+    images = _images(2)
+    ex = _vit(memory=tmp_path / "cache")
+    first = ex.extract(images).features
+
+    def fail(batch):
+        raise AssertionError("the backbone ran although the result was cached")
+
+    ex._forward = fail
+    np.testing.assert_array_equal(ex.extract(images).features, first)
+    with pytest.raises(AssertionError, match="backbone ran"):
+        ex.extract(_images(2, seed=1))
+
+
+def test_registry_and_progress(capsys):
+    ex = make_extractor("timm:vit_tiny_patch16_224", pretrained=False, model_kwargs=TINY_VIT,
+                        verbose=True)
+    assert isinstance(ex, TimmExtractor) and ex.model_name == "vit_tiny_patch16_224"
+    ex.extract(_images(1))
+    assert "vit_tiny_patch16_224" in capsys.readouterr().err
+    assert "timm:vit_tiny_patch16_224" in list_extractors("timm:vit_tiny*")
+    with pytest.raises(ValueError, match="needs an argument"):
+        make_extractor("timm")
+    with pytest.raises(ValueError, match="given twice"):
+        make_extractor("timm:resnet18", model_name="resnet50")
+
+
+def test_offline_hub_download_fails_clearly(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    ex = TimmExtractor("vit_tiny_patch16_224", pretrained=True, model_kwargs=TINY_VIT)
+    with pytest.raises(OSError, match="checkpoint_path=.*pretrained=False"):
+        ex.extract(_images(1))
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown timm model 'not_a_model'"):
+        TimmExtractor("not_a_model", pretrained=False).extract(_images(1))
+    with pytest.raises(ValueError, match="smaller than the minimum 16x16"):
+        _vit().extract(_images(1, 8, 64))
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        _vit(image_size=8).extract(_images(1))
+    with pytest.raises(FileNotFoundError, match="checkpoint_path"):
+        _vit(checkpoint_path=tmp_path / "missing.pth").extract(_images(1))
+    with pytest.raises(FileNotFoundError, match="pretrained_cfg_overlay"):
+        _vit(pretrained_cfg_overlay=dict(file=tmp_path / "x.pth")).extract(_images(1))
+    with pytest.raises(ValueError, match="out of range.*3 blocks"):
+        _vit(layers=[0, 5]).extract(_images(1))
+    with pytest.raises(ValueError, match="facet"):
+        _vit(facet="value").extract(_images(1))
+    with pytest.raises(ValueError, match="image_size"):
+        _vit(image_size=(32,)).extract(_images(1))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            TimmExtractor("vit_tiny_patch16_224", pretrained=False, device="cuda",
+                          model_kwargs=TINY_VIT).extract(_images(1))
