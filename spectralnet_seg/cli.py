@@ -30,29 +30,60 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``segment`` and ``evaluate``: extractor, estimator, kernel."""
-    from .demo import ESTIMATORS
+    from .demo import ESTIMATORS, KERNELS, DemoConfig
 
     group = parser.add_argument_group("model")
     group.add_argument("--extractor", default="pixel",
                        help="feature extractor: 'pixel' (offline) or 'timm:<model name>' "
                             "(default: pixel)")
     group.add_argument("--checkpoint-path", default=None,
-                       help="local weights file for a timm extractor (no download)")
+                       help="local timm-format weights file for a timm extractor (no "
+                            "download)")
+    group.add_argument("--random-init", action="store_true",
+                       help="timm extractor with random weights (no download; for tests)")
     group.add_argument("--estimator", choices=ESTIMATORS, default="discrete",
                        help="clustering method (default: discrete)")
     group.add_argument("--n-clusters", type=_positive_int, default=8,
                        help="number of clusters K (default: 8)")
-    group.add_argument("--kernel", choices=("knn", "paper"), default="knn",
-                       help="affinity of the spectral methods: cosine kNN graph of the "
-                            "features, or the paper's features + pixel graph (default: knn)")
-    group.add_argument("--n-neighbors", type=_positive_int, default=32,
-                       help="neighbours of the feature kNN graph (default: 32)")
-    group.add_argument("--max-iter", type=_positive_int, default=400,
-                       help="training steps of the neural estimators (default: 400)")
-    group.add_argument("--batch-size", type=_positive_int, default=1024,
-                       help="minibatch size of the neural estimators (default: 1024)")
+    defaults = DemoConfig()
+    group.add_argument("--kernel", choices=KERNELS, default=defaults.kernel,
+                       help="affinity of the spectral methods: 'paper' = cosine kNN graph of "
+                            "the features + pixel graph of each image on colour and position "
+                            "(Deng & Luo), 'knn' = the feature graph alone (default: "
+                            f"{defaults.kernel})")
+    group.add_argument("--n-neighbors", type=_positive_int, default=defaults.n_neighbors,
+                       help="neighbours of the feature kNN graph (default: "
+                            f"{defaults.n_neighbors})")
+    group.add_argument("--pixel-weight", type=_positive_float, default=defaults.pixel_weight,
+                       help="weight alpha of the pixel graph in the 'paper' kernel (default: "
+                            f"{defaults.pixel_weight})")
+    group.add_argument("--max-iter", type=_positive_int, default=defaults.max_iter,
+                       help="training steps of the neural estimators (default: "
+                            f"{defaults.max_iter})")
+    group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                       help="minibatch size (tokens) of the neural estimators; with the "
+                            "'paper' kernel it should hold whole images, since the pixel graph "
+                            f"only links tokens of one image (default: {defaults.batch_size})")
+    group.add_argument("--learning-rate", type=_positive_float,
+                       default=defaults.learning_rate,
+                       help=f"Adam step of the neural estimators (default: "
+                            f"{defaults.learning_rate})")
+    group.add_argument("--orthogonality-weight", type=_positive_float,
+                       default=defaults.orthogonality_weight,
+                       help="beta of the neural estimators' loss (default: "
+                            f"{defaults.orthogonality_weight})")
     group.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear")
     group.add_argument("--crf", action="store_true",
                        help="dense-CRF post-processing (needs spectralnet-seg[crf])")
@@ -62,6 +93,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``spectralnet-seg`` (subcommands and their options)."""
+    from .demo import KERNELS, DemoConfig
+
     parser = argparse.ArgumentParser(
         prog="spectralnet-seg",
         description="Unsupervised semantic segmentation by spectral clustering (eigsh "
@@ -71,8 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline comparison on the bundled texture mosaics")
     demo.add_argument("--out", default="spectralnet_seg_demo",
                       help="output folder (default: ./spectralnet_seg_demo)")
+    demo_defaults, quick_defaults = DemoConfig(), DemoConfig.quick()
     demo.add_argument("--n-images", type=_positive_int, default=None,
-                      help="training mosaics (default: 24, or 8 with --quick)")
+                      help=f"training mosaics (default: {demo_defaults.n_train}, or "
+                           f"{quick_defaults.n_train} with --quick)")
+    demo.add_argument("--kernel", choices=KERNELS, default=None,
+                      help="affinity of the three spectral methods (default: "
+                           f"{demo_defaults.kernel})")
+    demo.add_argument("--seed", type=int, default=None,
+                      help=f"seed of the estimators (default: {demo_defaults.random_state})")
     demo.add_argument("--quick", action="store_true", help="small, fast configuration")
 
     seg = sub.add_parser("segment", help="segment image files; writes label maps + overlays")
@@ -96,39 +136,63 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="folder for scores.json and an IoU chart")
     _add_model_options(ev)
 
-    ex = sub.add_parser("extract", help="extract features of images into resumable shards")
-    ex.add_argument("images", nargs="+", help="image files")
-    ex.add_argument("--extractor", default="pixel", help="'pixel' or 'timm:<model name>'")
-    ex.add_argument("--checkpoint-path", default=None)
+    _add_extract_parser(sub)
+    return parser
+
+
+def _add_extract_parser(sub) -> None:
+    """``extract``: features of images into resumable ``.npy`` shards + a manifest."""
+    ex = sub.add_parser(
+        "extract", help="extract features of images into resumable .npy shards",
+        description="Writes shard_NNNNN.npy files (tokens x features, plus _colors and "
+                    "_positions side files) and manifest.json into --out. Rerunning the same "
+                    "command after an interruption skips the finished shards.")
+    ex.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
+                    help="image files and/or folders of images")
+    ex.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    ex.add_argument("--extractor", default="pixel",
+                    help="'pixel' (offline) or 'timm:<model name>' (default: pixel)")
+    ex.add_argument("--checkpoint-path", default=None,
+                    help="local weights file for a timm extractor (no download)")
     ex.add_argument("--out", required=True, help="output folder of the shards")
     ex.add_argument("--shard-size", type=_positive_int, default=64,
                     help="images per shard (default: 64)")
+    ex.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                    help="storage type of the features (default: float32)")
     ex.add_argument("--no-resume", action="store_true",
                     help="fail instead of skipping finished shards")
-    return parser
+    ex.add_argument("--overwrite", action="store_true",
+                    help="delete earlier shards in --out and start over")
 
 
 def _make_extractor(args):
     from .features import make_extractor
 
     params = {}
-    if args.checkpoint_path is not None:
+    random_init = getattr(args, "random_init", False)
+    if args.checkpoint_path is not None or random_init:
         if not args.extractor.startswith("timm:"):
-            raise ValueError("--checkpoint-path only applies to timm extractors")
-        params["checkpoint_path"] = args.checkpoint_path
+            raise ValueError("--checkpoint-path and --random-init only apply to timm "
+                             "extractors ('--extractor timm:<model name>')")
+        # A local file replaces the hub weights: nothing is downloaded.
+        params["pretrained"] = False
+        if args.checkpoint_path is not None:
+            params["checkpoint_path"] = args.checkpoint_path
     return make_extractor(args.extractor, **params)
 
 
 def _make_segmenter(args):
-    from .demo import demo_kernel, make_estimator
-    from .kernels import paper_kernel
+    from .demo import DemoConfig, demo_kernel, make_estimator
     from .segmentation import Segmenter
 
-    kernel = (paper_kernel(n_neighbors=args.n_neighbors) if args.kernel == "paper"
-              else demo_kernel(args.n_neighbors))
+    kernel = demo_kernel(args.n_neighbors, kind=args.kernel, pixel_weight=args.pixel_weight)
+    neural = dict(max_iter=args.max_iter, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate,
+                  orthogonality_weight=args.orthogonality_weight,
+                  hidden_layer_sizes=DemoConfig().hidden_layer_sizes)
     estimator = make_estimator(args.estimator, args.n_clusters, kernel=kernel,
-                               max_iter=args.max_iter, batch_size=args.batch_size,
-                               device=args.device, random_state=args.seed)
+                               neural_params=neural, device=args.device,
+                               random_state=args.seed)
     return Segmenter(_make_extractor(args), estimator, upsample=args.upsample,
                      crf=True if args.crf else None)
 
@@ -141,6 +205,10 @@ def _cmd_demo(args) -> int:
     config = DemoConfig.quick() if args.quick else DemoConfig()
     if args.n_images is not None:
         config = replace(config, n_train=args.n_images)
+    if args.kernel is not None:
+        config = replace(config, kernel=args.kernel)
+    if args.seed is not None:
+        config = replace(config, random_state=args.seed)
     run_demo(args.out, config=config)
     return 0
 
@@ -222,11 +290,12 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from .data.shards import extract_to_shards
+    from .data import extract_to_shards, list_image_files
 
-    manifest = extract_to_shards(_make_extractor(args), list(args.images), args.out,
+    files = list_image_files(args.images, recursive=args.recursive)
+    manifest = extract_to_shards(_make_extractor(args), [str(f) for f in files], args.out,
                                  shard_size=args.shard_size, resume=not args.no_resume,
-                                 verbose=True)
+                                 overwrite=args.overwrite, dtype=args.dtype, verbose=True)
     print(f"extracted {manifest.n_rows} tokens of {manifest.n_images} images "
           f"({manifest.n_features} features) into {manifest.n_shards} shards in {args.out}")
     return 0

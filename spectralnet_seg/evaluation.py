@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._utils import progress
 from .datasets.transforms import reco_protocol, resize_short_side
-from .metrics import confusion_matrix, hungarian_match, majority_match
+from .metrics import _match, _scores_from_class_confusion, confusion_matrix
 
 __all__ = ["evaluate", "scores_from_confusion", "sliding_window_scores"]
 
@@ -43,25 +43,21 @@ def scores_from_confusion(confusion: np.ndarray, matching: str = "majority") -> 
         ``mapping`` (ndarray of shape (n_clusters,), -1 = unmatched cluster).
     """
     confusion = np.asarray(confusion, dtype=np.int64)
-    if matching == "majority":
-        mapping = majority_match(confusion)
-    elif matching == "hungarian":
-        mapping = hungarian_match(confusion)
-    else:
+    if confusion.ndim != 2:
+        raise ValueError(f"confusion must have shape (n_classes, n_clusters), got "
+                         f"{confusion.shape}")
+    if matching not in ("majority", "hungarian"):
         raise ValueError(f"matching must be 'majority' or 'hungarian', got {matching!r}")
+    mapping = _match(confusion, matching)
     n_classes = confusion.shape[0]
-    class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)  # truth × predicted class
+    # Class x class confusion: the columns of all clusters mapped to a class are summed;
+    # pixels of unmatched clusters still count against their true class.
+    class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)
     matched = mapping >= 0
     np.add.at(class_conf.T, mapping[matched], confusion[:, matched].T)
-    tp = np.diag(class_conf).astype(np.float64)
-    # Pixels of unmatched clusters count against their true class (gt totals use confusion).
-    gt_total = confusion.sum(axis=1).astype(np.float64)
-    union = gt_total + class_conf.sum(axis=0) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    total = gt_total.sum()
+    accuracy, iou = _scores_from_class_confusion(class_conf, confusion.sum(axis=1))
     return {
-        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "pixel_accuracy": accuracy,
         "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
         "per_class_iou": iou,
         "mapping": mapping,
@@ -182,7 +178,7 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     Examples
     --------
     >>> from sklearn.cluster import KMeans
-    >>> from spectralnet_seg import Segmenter
+    >>> from spectralnet_seg.segmentation import Segmenter
     >>> from spectralnet_seg.datasets import TextureMosaics
     >>> from spectralnet_seg.features import PixelExtractor
     >>> data = TextureMosaics(n_images=3, image_size=48, seed=0)

@@ -294,8 +294,8 @@ def plot_per_class_iou(per_class_iou, class_names: Sequence[str] | None = None, 
     ax.set_xlabel("IoU (%)")
     if np.isfinite(iou).any():
         mean = float(np.nanmean(iou)) * 100
-        ax.axvline(mean, color="k", linestyle="--", linewidth=1)
-        ax.text(mean, -0.8, f"mIoU {mean:.1f}", fontsize=8, ha="center")
+        ax.axvline(mean, color="k", linestyle="--", linewidth=1, label=f"mIoU {mean:.1f}")
+        ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
     return fig

@@ -36,7 +36,7 @@ def _reference_graph(ctx, ks=(10, 5), lams=(2.0, 0.1)):
     W = np.zeros((n, n), dtype=bool)
     for image in np.unique(ctx.image_ids):
         members = np.flatnonzero(ctx.image_ids == image)
-        for k, lam in zip(ks, lams):
+        for k, lam in zip(ks, lams, strict=True):
             emb = np.hstack([ctx.colors[members], lam * ctx.positions[members]]).astype(np.float64)
             d = cdist(emb, emb)
             np.fill_diagonal(d, np.inf)

@@ -1,7 +1,7 @@
 """Affinity kernels shared by every estimator (see :class:`Kernel`).
 
 Importing this package registers the built-in kernels: ``"knn"``, ``"rbf"``, ``"cosine"``,
-``"precomputed"`` and ``"sum"`` (see :func:`list_kernels`).
+``"precomputed"``, ``"sum"``, ``"spatial_color"`` and ``"paper"`` (see :func:`list_kernels`).
 """
 
 from ._base import Kernel, degree_normalize, degree_normalize_dense
@@ -10,6 +10,13 @@ from .combined import SumKernel
 from .knn import KNNKernel
 from .precomputed import PrecomputedKernel
 from .rbf import CosineKernel, RBFKernel
+from .spatial_color import (
+    SpatialColorKernel,
+    TokenContext,
+    as_token_context,
+    paper_kernel,
+    requires_context,
+)
 
 __all__ = [
     "CosineKernel",
@@ -17,11 +24,16 @@ __all__ = [
     "Kernel",
     "PrecomputedKernel",
     "RBFKernel",
+    "SpatialColorKernel",
     "SumKernel",
+    "TokenContext",
+    "as_token_context",
     "degree_normalize",
     "degree_normalize_dense",
     "list_kernels",
     "make_kernel",
+    "paper_kernel",
     "register_kernel",
+    "requires_context",
     "resolve_kernel",
 ]

@@ -1,0 +1,94 @@
+"""The offline demo, in its quick configuration (the full run is timed by hand, see README)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spectralnet_seg.cli import main
+from spectralnet_seg.demo import (
+    ESTIMATORS,
+    DemoConfig,
+    demo_kernel,
+    format_table,
+    make_estimator,
+    run_demo,
+)
+from spectralnet_seg.kernels import requires_context
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One quick run through the command line: its output folder and what it printed."""
+    out = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["demo", "--quick", "--out", str(out)])
+    return status, out, printed.getvalue()
+
+
+def test_demo_prints_a_table_of_the_four_methods(quick_demo):
+    status, _, printed = quick_demo
+    assert status == 0
+    header = next(line for line in printed.splitlines() if line.startswith("method"))
+    assert "mIoU (%)" in header and "fit time (s)" in header and "predict time (s)" in header
+    for name in ESTIMATORS:
+        assert any(line.split()[:1] == [name] for line in printed.splitlines())
+
+
+def test_demo_uses_the_paper_kernel_with_whole_image_batches(quick_demo):
+    _, _, printed = quick_demo
+    assert "pixel graph" in printed
+    config = DemoConfig.quick()
+    tokens = (config.image_size // config.stride) ** 2 * config.n_train
+    assert config.batch_size >= tokens  # the quick batches hold every training image
+    assert requires_context(demo_kernel(kind=DemoConfig().kernel))
+    assert not requires_context(demo_kernel(kind="knn"))
+
+
+def test_demo_writes_scores_and_overlay_pictures(quick_demo):
+    _, out, _ = quick_demo
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == list(ESTIMATORS)
+    for r in rows:
+        assert 0.0 < float(r["mean_iou"]) <= 1.0 and 0.0 < float(r["pixel_accuracy"]) <= 1.0
+        assert float(r["fit_time_s"]) > 0
+    config = DemoConfig.quick()
+    size = (config.image_size, config.image_size)
+    for name in ESTIMATORS:
+        overlay = np.asarray(Image.open(out / f"image0_{name}.png"))
+        assert overlay.shape == (*size, 3)
+    for figure in ("overlays.png", "eigenfunctions.png", "per_class_iou.png"):
+        assert (out / figure).stat().st_size > 1000
+    assert (out / "results.md").read_text().startswith("| method |")
+
+
+def test_run_demo_without_output_folder_returns_rows():
+    config = DemoConfig(n_train=2, n_test=1, image_size=32, methods=("kmeans",),
+                        n_clusters=4)
+    result = run_demo(None, config=config, verbose=False)
+    assert [r["method"] for r in result["rows"]] == ["kmeans"] and result["files"] == []
+
+
+def test_bad_demo_settings_are_rejected():
+    with pytest.raises(ValueError, match="unknown estimator 'spectral'"):
+        make_estimator("spectral", 4)
+    with pytest.raises(ValueError, match="unknown method"):
+        run_demo(None, config=DemoConfig(methods=("kmeans", "dbscan")), verbose=False)
+    with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
+        demo_kernel(kind="rbf")
+
+
+def test_format_table_aligns_columns_and_speaks_markdown():
+    rows = [{"method": "eigsh", "mean_iou": 0.5, "pixel_accuracy": 0.75, "fit_time": 1.25,
+             "predict_time": 0.5}]
+    text = format_table(rows)
+    assert text.splitlines()[1].split() == ["eigsh", "50.0", "75.0", "1.2", "0.50"]
+    assert format_table(rows, markdown=True).splitlines()[2] == (
+        "| eigsh | 50.0 | 75.0 | 1.2 | 0.50 |")

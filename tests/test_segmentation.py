@@ -1,0 +1,262 @@
+"""Segmenter: images in, full-resolution label maps out, clusters shared across images."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import KMeans
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
+
+from spectralnet_seg.features import ExtractedFeatures, FeatureExtractor, cell_means
+from spectralnet_seg.features import token_positions as grid_positions
+from spectralnet_seg.images import load_images
+from spectralnet_seg.kernels.spatial_color import TokenContext, paper_kernel
+from spectralnet_seg.segmentation import Segmenter, dense_crf, upsample_scores
+
+RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
+
+
+class MeanColorExtractor(FeatureExtractor):
+    """Cell-mean RGB on a ``stride``-pixel grid: the smallest honest extractor."""
+
+    def __init__(self, stride: int = 4):
+        self.stride = stride
+
+    def extract(self, images) -> ExtractedFeatures:
+        arrays = load_images(images, min_size=self.stride)
+        grid = (arrays[0].shape[0] // self.stride, arrays[0].shape[1] // self.stride)
+        colors = np.stack([cell_means(a / 255.0, grid) for a in arrays])
+        positions = np.broadcast_to(grid_positions(*grid), (len(arrays), *grid, 2))
+        return ExtractedFeatures(colors, colors, positions, [a.shape[:2] for a in arrays])
+
+
+def two_colour_image(height=32, width=32, left=RED, right=BLUE, split=0.5):
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    cut = int(round(width * split))
+    image[:, :cut], image[:, cut:] = left, right
+    return image
+
+
+def kmeans(k=2):
+    return KMeans(k, n_init=3, random_state=0)
+
+
+def test_fit_shares_clusters_across_images_and_predicts_at_full_resolution():
+    images = [two_colour_image(), two_colour_image(left=BLUE, right=RED, split=0.25)]
+    seg = Segmenter(MeanColorExtractor(), kmeans()).fit(images)
+    maps = seg.predict(images)
+    assert [m.shape for m in maps] == [(32, 32), (32, 32)]
+    assert all(m.dtype == np.int64 for m in maps)
+    red, blue = maps[0][0, 0], maps[0][0, -1]
+    assert red != blue
+    # The same colour gets the same cluster in the other image (semantic, not per image).
+    assert maps[1][0, 0] == blue and maps[1][0, -1] == red
+    assert seg.n_labels_ == 2 and seg.grid_shape_ == (8, 8) and seg.n_features_in_ == 3
+
+
+def test_new_images_of_other_sizes_are_segmented_at_their_own_resolution():
+    seg = Segmenter(MeanColorExtractor(), kmeans()).fit([two_colour_image()])
+    big = two_colour_image(48, 64, left=BLUE, right=RED)
+    (labels,) = seg.predict(big)
+    assert labels.shape == (48, 64)
+    # Bilinear score upsampling keeps the straight border where it is (±1 token).
+    columns = np.flatnonzero(labels[0] != labels[0, 0])
+    assert abs(columns[0] - 32) <= 4 and (labels[:, :28] == labels[0, 0]).all()
+
+
+def test_image_inputs_paths_pil_greyscale_and_rgba_are_accepted(tmp_path):
+    rgb = two_colour_image()
+    path = tmp_path / "a.png"
+    Image.fromarray(rgb).save(path)
+    grey = rgb.mean(axis=2).astype(np.uint8)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    seg = Segmenter(MeanColorExtractor(), kmeans()).fit([path, Image.fromarray(rgb)])
+    maps = seg.predict([str(path), Image.fromarray(rgb), rgb, grey, rgba])
+    assert all(m.shape == (32, 32) for m in maps)
+    np.testing.assert_array_equal(maps[0], maps[2])
+    np.testing.assert_array_equal(maps[4], maps[2])  # opaque RGBA = its RGB
+
+
+def test_bad_images_give_clear_errors(tmp_path):
+    seg = Segmenter(MeanColorExtractor(stride=8), kmeans())
+    with pytest.raises(FileNotFoundError, match="not found"):
+        seg.fit([tmp_path / "missing.png"])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match="corrupt"):
+        seg.fit([corrupt])
+    with pytest.raises(ValueError, match="smaller than the minimum 8x8"):
+        seg.fit([two_colour_image(), np.zeros((5, 40, 3), np.uint8)])
+    with pytest.raises(ValueError, match="no images"):
+        seg.fit([])
+    with pytest.raises(TypeError, match="images must be"):
+        seg.fit(42)
+    with pytest.raises(ValueError, match="at least 2"):
+        Segmenter(MeanColorExtractor(stride=8), kmeans(1)).fit(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_parameters_are_validated_and_predict_needs_fit():
+    with pytest.raises(ValueError, match="upsample"):
+        Segmenter(MeanColorExtractor(), kmeans(), upsample="cubic").fit([two_colour_image()])
+    with pytest.raises(ValueError, match="estimator"):
+        Segmenter(MeanColorExtractor(), "kmeans").fit([two_colour_image()])
+    with pytest.raises(NotFittedError):
+        Segmenter(MeanColorExtractor(), kmeans()).predict([two_colour_image()])
+
+
+def test_predict_proba_exists_only_when_the_estimator_has_it():
+    images = [two_colour_image(), two_colour_image(left=GREEN)]
+    seg = Segmenter(MeanColorExtractor(), GaussianMixture(3, random_state=0)).fit(images)
+    (proba,) = seg.predict_proba(images[:1])
+    assert proba.shape == (32, 32, 3)
+    np.testing.assert_allclose(proba.sum(axis=2), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(axis=2), seg.predict(images[:1])[0])
+    assert not hasattr(Segmenter(MeanColorExtractor(), kmeans()), "predict_proba")
+    # Without probabilities, scores are the upsampled one-hot labels.
+    hard = Segmenter(MeanColorExtractor(), kmeans()).fit(images)
+    (scores,) = hard.predict_scores(images[:1])
+    np.testing.assert_array_equal(scores.argmax(axis=2), hard.predict(images[:1])[0])
+
+
+def test_nearest_upsampling_copies_token_labels_into_blocks():
+    seg = Segmenter(MeanColorExtractor(), kmeans(), upsample="nearest")
+    (labels,) = seg.fit_predict([two_colour_image(split=0.375)])
+    blocks = labels.reshape(8, 4, 8, 4)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+
+
+def test_upsample_scores_matches_torch_bilinear_interpolation():
+    import torch
+
+    scores = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    labels, full = upsample_scores(scores, (23, 31), return_scores=True)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(scores).permute(2, 0, 1)[None], size=(23, 31), mode="bilinear",
+        align_corners=False)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(full, expected, atol=1e-5)
+    np.testing.assert_array_equal(labels, expected.argmax(axis=2))
+    with pytest.raises(ValueError, match="bilinear"):
+        upsample_scores(scores, (4, 4), mode="bicubic")
+
+
+class ContextRecorder(ClusterMixin, BaseEstimator):
+    """k-means that also records the token context a Segmenter passes to it."""
+
+    def __init__(self, kernel=None, n_clusters=2):
+        self.kernel = kernel
+        self.n_clusters = n_clusters
+
+    def fit(self, X, y=None, context=None):
+        self.context_ = context
+        self.kmeans_ = KMeans(self.n_clusters, n_init=3, random_state=0).fit(X)
+        return self
+
+    def predict(self, X, context=None):
+        self.predict_context_ = context
+        return self.kmeans_.predict(X)
+
+
+def test_context_reaches_estimators_whose_kernel_needs_it():
+    images = [two_colour_image(), two_colour_image(left=GREEN)]
+    seg = Segmenter(MeanColorExtractor(), ContextRecorder(paper_kernel(8))).fit(images)
+    assert seg.uses_context_
+    ctx = seg.estimator_.context_
+    assert isinstance(ctx, TokenContext) and len(ctx) == 2 * 64
+    np.testing.assert_array_equal(ctx.image_ids, np.repeat([0, 1], 64))
+    np.testing.assert_allclose(ctx.colors[0], np.array(RED) / 255.0, atol=1e-6)
+    seg.predict(images[:1])
+    assert len(seg.estimator_.predict_context_) == 64
+    # A plain-feature kernel gets no context.
+    plain = Segmenter(MeanColorExtractor(), ContextRecorder("knn")).fit(images)
+    assert not plain.uses_context_ and plain.estimator_.context_ is None
+
+
+def test_context_kernel_with_an_estimator_that_cannot_take_it_is_refused():
+    class NoContext(ContextRecorder):
+        def fit(self, X, y=None):
+            return super().fit(X)
+
+    with pytest.raises(ValueError, match="does not accept a 'context'"):
+        Segmenter(MeanColorExtractor(), NoContext(paper_kernel(8))).fit([two_colour_image()])
+
+
+def test_crf_without_pydensecrf_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    seg = Segmenter(MeanColorExtractor(), GaussianMixture(2, random_state=0), crf=True)
+    seg.fit([two_colour_image()])
+    with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):
+        seg.predict([two_colour_image()])
+
+
+def test_dense_crf_rejects_unknown_parameters():
+    with pytest.raises(ValueError, match="unknown CRF parameters"):
+        dense_crf(two_colour_image(), np.ones((32, 32, 2)) / 2, n_iterations=3)
+
+
+def test_dense_crf_snaps_blurry_scores_to_the_colour_edge():
+    pytest.importorskip("pydensecrf.densecrf", reason="the optional 'crf' extra is not installed")
+    image = two_colour_image(32, 32)
+    ramp = np.linspace(0.8, 0.2, 32, dtype=np.float32)[None, :].repeat(32, 0)  # blurry border
+    probabilities = np.stack([ramp, 1 - ramp], axis=2)
+    labels = dense_crf(image, probabilities)
+    assert (labels[:, :16] == 0).mean() > 0.95 and (labels[:, 16:] == 1).mean() > 0.95
+
+
+TINY_VIT = dict(depth=3, embed_dim=32, num_heads=2)
+
+
+def test_random_init_tiny_vit_segments_end_to_end_and_loads_a_local_checkpoint(tmp_path):
+    import torch
+
+    from spectralnet_seg.cluster import EigshSpectralClustering
+    from spectralnet_seg.datasets import TextureMosaics
+    from spectralnet_seg.evaluation import evaluate
+    from spectralnet_seg.features import TimmExtractor
+
+    data = TextureMosaics(n_images=3, image_size=64, seed=0)
+    images = data.images()
+    vit = TimmExtractor("vit_tiny_patch16_224", pretrained=False, layers="paper",
+                        model_kwargs=TINY_VIT, device="cpu")
+    seg = Segmenter(vit, EigshSpectralClustering(4, kernel="knn", random_state=0))
+    seg.fit(images)
+    assert seg.grid_shape_ == (4, 4) and seg.n_features_in_ == 3 * 32
+    maps = seg.predict(images[:2] + [np.zeros((50, 70, 3), np.uint8)])
+    assert [m.shape for m in maps] == [(64, 64), (64, 64), (50, 70)]
+    scores = evaluate(seg, data, protocol=None)
+    assert 0.0 < scores["mean_iou"] <= 1.0
+
+    # The same weights through a local checkpoint file give the same segmentation.
+    checkpoint = tmp_path / "tiny_vit.pth"
+    torch.save(vit.model_.state_dict(), checkpoint)
+    local = TimmExtractor("vit_tiny_patch16_224", pretrained=False, checkpoint_path=checkpoint,
+                          layers="paper", model_kwargs=TINY_VIT, device="cpu")
+    reloaded = Segmenter(local, EigshSpectralClustering(4, kernel="knn", random_state=0))
+    np.testing.assert_array_equal(reloaded.fit(images).predict(images[:1])[0], maps[0])
+    with pytest.raises(FileNotFoundError, match="checkpoint_path"):
+        Segmenter(TimmExtractor("vit_tiny_patch16_224", pretrained=False,
+                                checkpoint_path=tmp_path / "missing.pth",
+                                model_kwargs=TINY_VIT),
+                  EigshSpectralClustering(4)).fit(images)
+
+
+def test_extractor_by_name_and_images_smaller_than_a_patch():
+    seg = Segmenter("pixel", KMeans(3, n_init=2, random_state=0)).fit([two_colour_image()])
+    assert type(seg.extractor_).__name__ == "PixelExtractor"
+    with pytest.raises(ValueError, match="smaller than the minimum 8x8"):
+        seg.predict([np.zeros((6, 6, 3), np.uint8)])
+
+
+def test_segmenter_with_crf_refines_full_resolution_labels():
+    pytest.importorskip("pydensecrf.densecrf", reason="the optional 'crf' extra is not installed")
+    images = [two_colour_image(32, 32, split=0.4375), two_colour_image(32, 32)]
+    seg = Segmenter(MeanColorExtractor(stride=8), GaussianMixture(2, random_state=0),
+                    crf={"n_iter": 5}).fit(images)
+    (labels,) = seg.predict(images[:1])
+    # Column 14 is the colour edge, inside a token: the CRF puts the border on it.
+    assert (labels[:, :14] == labels[0, 0]).all() and (labels[:, 14:] != labels[0, 0]).all()
