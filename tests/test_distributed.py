@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.metrics import normalized_mutual_info_score
 
 from spectralnet_seg import distributed as dist
+from spectralnet_seg.cluster import NeuralEigenClustering, _neural_io
 from spectralnet_seg.data import make_loader
+from spectralnet_seg.kernels import make_kernel
 
 # ---------------------------------------------------------------------------- one process
 
@@ -159,3 +164,93 @@ def test_ddp_averages_gradients(two_rank_reports):
 def test_run_local_reports_a_failing_rank():
     with pytest.raises(Exception, match="rank one broke"):
         dist.run_local(_fail_on_rank_one, 2)
+
+
+# ---------------------------------------------------------------------------- DDP training
+# Same total batch: one process with 512 rows per step, or two with 256 each (a kNN
+# kernel inside a batch of 256 digits is already as good as inside 512).
+_TOTAL_BATCH, _DIGITS_STEPS = 512, 200
+
+
+class _RecordingNEC(NeuralEigenClustering):
+    """Records a fingerprint of the first minibatches this rank draws."""
+
+    def _sample_batch(self, run, X):
+        batch = super()._sample_batch(run, X)
+        if run.step < 3:
+            self.first_batches_ = getattr(self, "first_batches_", []) + [float(batch.sum())]
+        return batch
+
+
+def _digits():
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype(np.float32), y
+
+
+def _fit_digits(batch_size, checkpoint_dir=None):
+    """Fit on digits (under run_local: on every rank); returns what the parent checks."""
+    saved = []
+    original = _neural_io.save_checkpoint
+    _neural_io.save_checkpoint = lambda path, payload: (saved.append(int(payload["step"])),
+                                                        original(path, payload))
+    X, y = _digits()
+    est = _RecordingNEC(10, kernel=make_kernel("knn", n_neighbors=10),
+                        hidden_layer_sizes=(64,), batch_size=batch_size,
+                        max_iter=_DIGITS_STEPS, learning_rate=3e-3, n_init=4, device="cpu",
+                        random_state=0, checkpoint_dir=checkpoint_dir, checkpoint_every=50)
+    try:
+        est.fit(X)
+        resumed_labels = None
+        if checkpoint_dir is not None:
+            dist.barrier()  # rank 0's last checkpoint is written
+            # A rerun resumes from the finished checkpoint on every rank: no training left.
+            resumed_labels = clone(est).fit(X).labels_
+    finally:
+        _neural_io.save_checkpoint = original
+    return {"nmi": normalized_mutual_info_score(y, est.labels_), "labels": est.labels_,
+            "eigenvalues": est.eigenvalues_, "loss_curve": est.loss_curve_,
+            "weights": [p.detach().clone() for p in est.network_.parameters()],
+            "first_batches": est.first_batches_, "checkpoints_written": saved,
+            "resumed_labels": resumed_labels,
+            "world": dist.get_world_size()}
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_training_matches_one_rank_on_digits(tmp_path):
+    single = _fit_digits(_TOTAL_BATCH)
+    r0, r1 = dist.run_local(_fit_digits, 2, args=(_TOTAL_BATCH // 2, str(tmp_path)))
+    print(f"\ndigits NMI: 1 rank x {_TOTAL_BATCH} rows {single['nmi']:.4f}; 2 ranks x "
+          f"{_TOTAL_BATCH // 2} rows {r0['nmi']:.4f}")
+    assert single["world"] == 1 and r0["world"] == r1["world"] == 2
+    # Each rank draws its own minibatches...
+    assert r0["first_batches"] != r1["first_batches"]
+    # ...yet gradients (DDP) and statistics (all-reduce) keep the ranks identical.
+    for a, b in zip(r0["weights"], r1["weights"], strict=True):
+        torch.testing.assert_close(a, b)
+    np.testing.assert_array_equal(r0["eigenvalues"], r1["eigenvalues"])
+    assert r0["loss_curve"] == r1["loss_curve"]
+    np.testing.assert_array_equal(r0["labels"], r1["labels"])
+    # Only rank 0 writes checkpoints.
+    assert r0["checkpoints_written"] == [50, 100, 150, 200] and r1["checkpoints_written"] == []
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    for report in (r0, r1):
+        np.testing.assert_array_equal(report["resumed_labels"], r0["labels"])
+    assert abs(r0["nmi"] - single["nmi"]) <= 0.02
+
+
+def test_fit_joins_the_process_group_of_a_torchrun_launch(monkeypatch):
+    # What torchrun sets (here for a world of one): fit initialises the group itself.
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                        "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(dist.find_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    X, _ = _digits()
+    try:
+        est = NeuralEigenClustering(4, kernel=make_kernel("cosine"), hidden_layer_sizes=(8,),
+                                    batch_size=64, max_iter=3, n_init=1, device="cpu",
+                                    random_state=0).fit(X[:200])
+        assert dist.is_distributed() and dist.get_world_size() == 1
+        assert est.n_iter_ == 3
+    finally:
+        dist.cleanup()
+    assert not dist.is_distributed()

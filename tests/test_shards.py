@@ -272,3 +272,51 @@ def test_pixel_extractor_resumes_identically(tmp_path):
         extract_to_shards(crashing, images, tmp_path / "b", shard_size=2)
     extract_to_shards(features.PixelExtractor(), images, tmp_path / "b", shard_size=2)
     _assert_same_output(tmp_path / "b", tmp_path / "a")
+
+
+def test_cli_extract_resumes_after_interruption(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from spectralnet_seg.cli import main
+    from spectralnet_seg.features import PixelExtractor
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(5):  # 3 shards of 2, 2 and 1 images
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(
+            folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    args = ["extract", str(folder), "--extractor", "pixel", "--shard-size", "2", "--out"]
+    assert main([*args, str(tmp_path / "reference")]) == 0
+
+    calls = []
+    original = PixelExtractor.extract
+
+    def interrupted_after_one_shard(self, images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second shard is computed
+        return original(self, images)
+
+    monkeypatch.setattr(PixelExtractor, "extract", interrupted_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, str(tmp_path / "out")])
+    assert len(ShardManifest.load(tmp_path / "out").shards) == 1
+    calls.clear()
+    monkeypatch.setattr(PixelExtractor, "extract", lambda self, images: (
+        calls.append(len(images)), original(self, images))[1])
+    assert main([*args, str(tmp_path / "out")]) == 0
+    assert calls == [2, 1]  # only the two unfinished shards were computed
+    _assert_same_output(tmp_path / "out", tmp_path / "reference")
+    assert "5 images" in capsys.readouterr().out
+
+
+def test_cli_extract_errors(tmp_path, capsys):
+    from spectralnet_seg.cli import main
+
+    assert main(["extract", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no image file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no image files" in capsys.readouterr().err

@@ -5,19 +5,15 @@
   :class:`TorchDatasetSource` for torch datasets), built by :func:`as_feature_source`.
 - :func:`make_loader`: a seeded (and, under torch.distributed, rank-split) DataLoader of
   float32 minibatches.
-- :func:`extract_to_shards` / :func:`load_shards`: resumable feature extraction to disk.
+- :func:`extract_to_shards` / :func:`load_shards`: resumable feature extraction to disk
+  (:func:`list_image_files` expands image folders for it).
 """
 
+from .convert import TorchDatasetSource, as_feature_source, check_finite_chunked
+from .extract import extract_to_shards, list_image_files
 from .loader import RowBatchSampler, make_loader, set_epoch
-from .shards import ShardInfo, ShardManifest, extract_to_shards, load_shards
-from .sources import (
-    ArraySource,
-    FeatureSource,
-    NpyShardSource,
-    TorchDatasetSource,
-    as_feature_source,
-    check_finite_chunked,
-)
+from .shards import ShardInfo, ShardManifest, load_shards
+from .sources import ArraySource, FeatureSource, NpyShardSource
 
 __all__ = [
     "ArraySource",
@@ -30,6 +26,7 @@ __all__ = [
     "as_feature_source",
     "check_finite_chunked",
     "extract_to_shards",
+    "list_image_files",
     "load_shards",
     "make_loader",
     "set_epoch",

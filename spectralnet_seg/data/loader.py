@@ -21,7 +21,8 @@ from sklearn.utils import check_random_state
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed as dist_utils
-from .sources import FeatureSource, _check_positive_int, as_feature_source
+from .convert import as_feature_source
+from .sources import FeatureSource, _check_positive_int
 
 
 class RowBatchSampler(Sampler):

@@ -1,0 +1,292 @@
+"""Resumable feature extraction: images -> an extractor -> ``.npy`` shards + a manifest.
+
+Images are processed ``shard_size`` at a time; each group's token features are flattened to
+(n_tokens, d) and written as one shard (with colour and position side files), after which
+the manifest lists it. An interrupted run, called again with the same images and
+extractor, skips the listed shards (after checking their sizes and SHA-256) and writes the
+rest, so the finished directory is byte-identical to an uninterrupted run's. The layout is
+described in :mod:`spectralnet_seg.data.shards`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import progress
+from .shards import (
+    KINDS,
+    MANIFEST_NAME,
+    ShardInfo,
+    ShardManifest,
+    _atomic_write,
+    _shard_is_intact,
+)
+from .sources import _check_positive_int
+
+# Manifest fields that must match for a run to continue an earlier one.
+_IDENTITY_FIELDS = ("n_images", "shard_size", "image_list_hash", "extractor", "dtype")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def list_image_files(paths, *, recursive: bool = False) -> list[Path]:
+    """Image files named by ``paths``: files as given, folders expanded in name order.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Image files and/or folders of images.
+    recursive : bool, default=False
+        Also look into sub-folders.
+
+    Returns
+    -------
+    list of Path
+        Files in the order given (each folder's images sorted by path).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist, or no image at all.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("b.png", "a.jpg", "notes.txt"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [p.name for p in list_image_files(folder)]
+    ['a.jpg', 'b.png']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            files.extend(sorted(p for p in found
+                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no image file or folder at {path}.")
+    if not files:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                                f"{[str(p) for p in map(Path, paths)]}.")
+    return files
+
+
+# ---------------------------------------------------------------------- identity
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _hash_images(images, image_ids) -> str:
+    """SHA-256 of the image list: ids or paths when given, pixel data otherwise."""
+    sha = hashlib.sha256()
+    if image_ids is not None:
+        if len(image_ids) != len(images):
+            raise ValueError(f"image_ids has {len(image_ids)} entries for {len(images)} images.")
+        items = (f"id:{i}".encode() for i in image_ids)
+    else:
+        items = (_image_bytes(images[i]) for i in range(len(images)))
+    for item in items:
+        sha.update(len(item).to_bytes(8, "little"))  # length prefix: no ambiguous joins
+        sha.update(item)
+    return sha.hexdigest()
+
+
+def _image_bytes(image) -> bytes:
+    if isinstance(image, (str, os.PathLike)):
+        return f"path:{os.fspath(image)}".encode()
+    array = np.ascontiguousarray(_to_numpy(image))
+    return f"{array.shape}{array.dtype.str}".encode() + array.tobytes()
+
+
+def _jsonable(value):
+    """A JSON-ready copy of extractor parameters (stable across runs: no memory addresses)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "get_params"):
+        return {"class": type(value).__qualname__,
+                "params": _jsonable(value.get_params(deep=False))}
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _describe_extractor(extractor) -> dict:
+    params = None
+    if hasattr(extractor, "get_params"):
+        try:
+            params = extractor.get_params(deep=False)
+        except TypeError:  # a get_params without the sklearn signature
+            params = extractor.get_params()
+    kind = type(extractor)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", "params": _jsonable(params)}
+
+
+# ---------------------------------------------------------------------- extraction
+def _subset(images, start: int, stop: int):
+    if isinstance(images, (list, tuple, np.ndarray)) or hasattr(images, "detach"):
+        return images[start:stop]
+    return [images[i] for i in range(start, stop)]
+
+
+def _write_shard(directory: Path, index: int, start: int, stop: int, result,
+                 manifest: ShardManifest) -> ShardInfo:
+    features = _to_numpy(result.features)
+    if features.ndim != 4 or features.shape[0] != stop - start:
+        raise ValueError(f"extractor.extract returned features of shape {features.shape} for "
+                         f"{stop - start} images; expected (n_images, h, w, d).")
+    n_img, h, w, d = features.shape
+    if manifest.n_features is None:
+        manifest.n_features = int(d)
+    elif d != manifest.n_features:
+        raise ValueError(f"shard {index} has {d} features, earlier shards have "
+                         f"{manifest.n_features}; the extractor must keep its output size.")
+    arrays = {"features": features.reshape(-1, d).astype(manifest.dtype, copy=False)}
+    for kind in ("colors", "positions"):
+        side = getattr(result, kind, None)
+        if side is not None:
+            side = _to_numpy(side)
+            arrays[kind] = np.asarray(side.reshape(n_img * h * w, -1), dtype=np.float32)
+    files, nbytes, sha = {}, {}, {}
+    for kind, array in arrays.items():
+        name = f"shard_{index:05d}{KINDS[kind]}.npy"
+        writer = _atomic_write(directory / name, lambda fh, a=array: np.save(fh, a))
+        files[kind], nbytes[kind], sha[kind] = name, writer.nbytes, writer.sha.hexdigest()
+    sizes = getattr(result, "image_sizes", None)
+    return ShardInfo(index=index, image_start=start, image_stop=stop, n_rows=n_img * h * w,
+                     grid=[int(h), int(w)],
+                     image_sizes=_jsonable(_to_numpy(sizes).tolist()) if sizes is not None
+                     else [],
+                     files=files, nbytes=nbytes, sha256=sha)
+
+
+def _remove_outputs(manifest: ShardManifest) -> None:
+    for info in manifest.shards:
+        for name in info.files.values():
+            (manifest.directory / name).unlink(missing_ok=True)
+    (manifest.directory / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
+                      resume: bool = True, overwrite: bool = False, image_ids=None,
+                      dtype: str = "float32", verify: str = "checksum",
+                      verbose: bool = False) -> ShardManifest:
+    """Run ``extractor`` over ``images`` and write the features as ``.npy`` shards.
+
+    Images are processed ``shard_size`` at a time; each group's features are flattened to
+    (n_tokens, d) and written as one shard (plus colour and position side files), then the
+    manifest is updated. An interrupted run continues where it stopped when called again.
+
+    Parameters
+    ----------
+    extractor : object with ``extract(images) -> ExtractedFeatures``
+        Returns ``features`` (n_images, h, w, d), and optionally ``colors`` (n_images, h, w,
+        3), ``positions`` (n_images, h, w, 2) and ``image_sizes``. Its ``get_params()``, when
+        present, is recorded to detect a changed configuration on resume.
+    images : sequence of length n_images
+        Whatever ``extractor.extract`` takes (arrays, paths, ...), indexable.
+    out_dir : path
+        Output directory (created if needed).
+    shard_size : int, default=64
+        Images per shard.
+    resume : bool, default=True
+        Skip shards already finished by an earlier run of the same extraction. With False, a
+        directory that already holds this extraction is an error (use ``overwrite``).
+    overwrite : bool, default=False
+        Delete earlier shards and manifest in ``out_dir`` and start over.
+    image_ids : sequence of str, optional
+        Identifiers of the images (e.g. file names) used to recognise the image list on
+        resume. By default paths are used as given and arrays are hashed by content.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage dtype of the features (float16 halves the disk; rows are read as float32).
+    verify : {"checksum", "size"}, default="checksum"
+        How finished shards are checked before being skipped: SHA-256 of the files (reads
+        them), or only their sizes (fast for very large outputs).
+    verbose : bool, default=False
+        Show a progress bar.
+
+    Returns
+    -------
+    ShardManifest
+        The finished manifest; :func:`load_shards` reads the features back.
+
+    Raises
+    ------
+    ValueError
+        When ``out_dir`` holds shards of a different extraction (other images, extractor
+        parameters, shard size or dtype) and ``overwrite`` is False.
+    """
+    shard_size = _check_positive_int(shard_size, "shard_size")
+    if verify not in ("checksum", "size"):
+        raise ValueError(f"verify must be 'checksum' or 'size', got {verify!r}.")
+    if np.dtype(dtype) not in (np.float32, np.float16):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+    if not hasattr(extractor, "extract"):
+        raise TypeError(f"extractor must have an extract(images) method; got "
+                        f"{type(extractor).__name__}.")
+    if len(images) == 0:
+        raise ValueError("images is empty; there is nothing to extract.")
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    identity = json.loads(json.dumps({
+        "n_images": len(images), "shard_size": shard_size,
+        "image_list_hash": _hash_images(images, image_ids),
+        "extractor": _describe_extractor(extractor), "dtype": np.dtype(dtype).name}))
+
+    manifest = None
+    if (directory / MANIFEST_NAME).exists():
+        manifest = ShardManifest.load(directory)
+        if overwrite:
+            _remove_outputs(manifest)
+            manifest = None
+    if manifest is not None:
+        changed = [k for k in _IDENTITY_FIELDS if getattr(manifest, k) != identity[k]]
+        if changed:
+            raise ValueError(
+                f"{directory} holds shards of a different extraction ({', '.join(changed)} "
+                "changed); pass overwrite=True to replace them, or choose another out_dir."
+            )
+        if not resume:
+            raise ValueError(f"{directory} already holds this extraction; pass resume=True "
+                             "to continue it or overwrite=True to recompute it.")
+        intact = [s for s in manifest.shards if _shard_is_intact(directory, s, verify)]
+        if len(intact) != len(manifest.shards):
+            redo = sorted({s.index for s in manifest.shards} - {s.index for s in intact})
+            warnings.warn(f"shards {redo} in {directory} are missing or damaged and will be "
+                          "extracted again.", RuntimeWarning, stacklevel=2)
+            manifest.shards = intact
+    else:
+        manifest = ShardManifest(directory=directory, **identity)
+    for leftover in directory.glob("*.tmp"):  # a write cut short by the interruption
+        leftover.unlink()
+
+    done = {s.index for s in manifest.shards}
+    for index in progress(range(manifest.n_shards), verbose=verbose, desc="extracting shards"):
+        if index in done:
+            continue
+        start, stop = index * shard_size, min((index + 1) * shard_size, len(images))
+        result = extractor.extract(_subset(images, start, stop))
+        info = _write_shard(directory, index, start, stop, result, manifest)
+        manifest.shards = sorted([*manifest.shards, info], key=lambda s: s.index)
+        manifest.save()  # after the shard's files: a listed shard is always a whole shard
+    manifest.complete = True
+    manifest.save()
+    return manifest
