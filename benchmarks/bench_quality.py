@@ -1,0 +1,286 @@
+"""Clustering quality of every estimator and k-means on the same inputs: NMI, ARI, mIoU.
+
+Data sets:
+
+* ``digits`` — scikit-learn's 8 × 8 digits (1797 × 64, 10 classes), clustered and scored
+  transductively;
+* ``moons`` / ``circles`` — ``make_moons`` / ``make_circles`` with noise 0.05 (k-means fails
+  on both), transductive;
+* ``mosaics`` — the bundled texture mosaics (6 texture classes): training-free
+  :class:`~spectralnet_seg.features.PixelExtractor` features, fit on training mosaics, scored
+  on held-out mosaics (out-of-sample, per pixel after upsampling). scikit-learn's
+  ``SpectralClustering`` has no ``predict`` and is left out there.
+
+Methods: ``eigsh`` (:class:`EigshSpectralClustering`), ``neural``
+(:class:`NeuralEigenClustering`), ``discrete`` (:class:`DiscreteNeuralEigenClustering`) — all
+three on the same kernel object — ``sklearn-spectral`` (``SpectralClustering`` with its own
+kNN affinity, same k) and ``kmeans``. K equals the number of classes; mIoU and accuracy use
+the Hungarian cluster→class matching.
+
+Usage::
+
+    python benchmarks/bench_quality.py --quick
+    python benchmarks/bench_quality.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+NAME = "bench_quality"
+DATASETS = ("digits", "moons", "circles", "mosaics")
+METHODS = ("eigsh", "neural", "discrete", "sklearn-spectral", "kmeans")
+COLUMNS = ["dataset", "method", "status", "nmi", "ari", "miou", "accuracy", "fit_s", "repeats"]
+# Per data set: the kernel every spectral method shares and the neural training settings (those
+# the estimators' own tests use; the mosaics take the demo's tuned configuration).
+SETTINGS = {
+    "digits": {"kernel": ("knn", dict(n_neighbors=10, metric="cosine")),
+               "neural": dict(hidden_layer_sizes=(128,), batch_size=512, max_iter=1000,
+                              learning_rate=3e-3)},
+    "moons": {"kernel": ("rbf", dict(gamma=20.0)),
+              "neural": dict(hidden_layer_sizes=(64, 64), batch_size=300, max_iter=300,
+                             learning_rate=5e-3)},
+}
+# A dense RBF graph cuts each ring in halves before separating the rings; a kNN graph follows them.
+SETTINGS["circles"] = {"kernel": ("knn", dict(n_neighbors=10, metric="l2")),
+                       "neural": SETTINGS["moons"]["neural"]}
+QUICK_STEP_FRACTION = 0.3  # --quick trains the neural methods for 30 % of the steps
+
+
+def mosaic_config():
+    """The demo's configuration (sizes, kernel, neural settings) for the mosaics."""
+    from spectralnet_seg.demo import DemoConfig
+
+    return DemoConfig()
+
+
+def load_vectors(name: str, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors and labels of the vector data sets (digits scaled to [0, 1])."""
+    from sklearn.datasets import load_digits, make_circles, make_moons
+
+    if name == "digits":
+        X, y = load_digits(return_X_y=True)
+        return (X / 16.0).astype(np.float32), y
+    if name == "moons":
+        return make_moons(n_samples, noise=0.05, random_state=seed)
+    if name == "circles":
+        return make_circles(n_samples, noise=0.05, factor=0.5, random_state=seed)
+    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+
+
+def kernel_and_neural(dataset: str, cfg: dict):
+    """The shared kernel, scikit-learn's matching affinity and the neural parameters."""
+    from spectralnet_seg.demo import demo_kernel
+    from spectralnet_seg.kernels import make_kernel
+
+    if dataset == "mosaics":
+        demo = mosaic_config()
+        kernel = demo_kernel(demo.n_neighbors)
+        sklearn_affinity = dict(affinity="nearest_neighbors", n_neighbors=demo.n_neighbors)
+        neural = demo.neural_params()
+    else:
+        name, params = SETTINGS[dataset]["kernel"]
+        kernel = make_kernel(name, **params)
+        sklearn_affinity = (dict(affinity="rbf", gamma=params["gamma"]) if name == "rbf" else
+                            dict(affinity="nearest_neighbors", n_neighbors=params["n_neighbors"]))
+        neural = dict(SETTINGS[dataset]["neural"])
+    if cfg["max_iter"] is not None:
+        neural["max_iter"] = cfg["max_iter"]
+    elif cfg["quick"]:
+        neural["max_iter"] = max(1, int(QUICK_STEP_FRACTION * neural["max_iter"]))
+    if cfg["hidden"] is not None:
+        neural["hidden_layer_sizes"] = tuple(cfg["hidden"])
+    if cfg["batch_size"] is not None:
+        neural["batch_size"] = cfg["batch_size"]
+    return kernel, sklearn_affinity, neural
+
+
+def make_estimator(method: str, n_clusters: int, dataset: str, cfg: dict):
+    """``method`` with the benchmark's settings, on the kernel of ``dataset``."""
+    from sklearn.cluster import KMeans, SpectralClustering
+
+    from spectralnet_seg.cluster import EigshSpectralClustering
+
+    seed = cfg["seed"]
+    kernel, sklearn_affinity, neural_params = kernel_and_neural(dataset, cfg)
+    if method == "eigsh":
+        return EigshSpectralClustering(n_clusters, kernel=kernel, random_state=seed)
+    if method == "sklearn-spectral":
+        return SpectralClustering(n_clusters, **sklearn_affinity, random_state=seed)
+    if method == "kmeans":
+        return KMeans(n_clusters, n_init=10, random_state=seed)
+    neural, discrete = common.neural_estimators()
+    params = dict(kernel=kernel, **neural_params, device=cfg["device"], random_state=seed)
+    if method == "neural":
+        return neural(n_clusters, **params)
+    if method == "discrete":
+        return discrete(n_clusters, **params)
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """NMI, ARI, and mIoU / accuracy after Hungarian matching (255 = ignore in y_true)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from spectralnet_seg.metrics import segmentation_scores
+
+    keep = y_true != 255
+    seg = segmentation_scores(y_true, y_pred, n_classes, matching="hungarian",
+                              n_clusters=int(max(y_pred.max() + 1, n_classes)))
+    return {"nmi": normalized_mutual_info_score(y_true[keep], y_pred[keep]),
+            "ari": adjusted_rand_score(y_true[keep], y_pred[keep]),
+            "miou": seg["mean_iou"], "accuracy": seg["pixel_accuracy"]}
+
+
+def run_vectors(dataset: str, method: str, cfg: dict) -> dict:
+    """Transductive clustering of a vector data set: fit_predict, scored on the same rows."""
+    X, y = load_vectors(dataset, cfg["n_points"], cfg["seed"])
+    n_classes = len(np.unique(y))
+    labels = None
+
+    def fit():
+        nonlocal labels
+        labels = make_estimator(method, n_classes, dataset, cfg).fit_predict(X)
+
+    fit_s, times, _ = common.median_time(fit, cfg["repeats"])
+    return {**scores(y, np.asarray(labels), n_classes), "fit_s": fit_s, "repeats": len(times)}
+
+
+def run_mosaics(method: str, cfg: dict) -> dict:
+    """Fit a Segmenter on training mosaics, score held-out mosaics per pixel."""
+    from spectralnet_seg.datasets import TextureMosaics
+    from spectralnet_seg.features import PixelExtractor
+    from spectralnet_seg.segmentation import Segmenter
+
+    demo = mosaic_config()
+    train = TextureMosaics(cfg["n_train_images"], image_size=cfg["image_size"], seed=0)
+    test = TextureMosaics(cfg["n_test_images"], image_size=cfg["image_size"], seed=1)
+    train_images = train.images()
+    segmenter = None
+
+    def fit():
+        nonlocal segmenter
+        estimator = make_estimator(method, train.n_classes, "mosaics", cfg)
+        segmenter = Segmenter(PixelExtractor(stride=demo.stride), estimator).fit(train_images)
+
+    fit_s, times, _ = common.median_time(fit, cfg["repeats"])
+    predictions = segmenter.predict(test.images())
+    y_true = np.concatenate([m.ravel() for m in test.masks()])
+    y_pred = np.concatenate([p.ravel() for p in predictions])
+    return {**scores(y_true, y_pred, train.n_classes), "fit_s": fit_s, "repeats": len(times)}
+
+
+def measure(dataset: str, method: str, cfg: dict) -> dict:
+    """One table row; failures become a status message."""
+    row = {"dataset": dataset, "method": method}
+    if dataset == "mosaics" and method == "sklearn-spectral":
+        return {**row, "status": "n/a: no out-of-sample predict"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # disconnected graphs etc.: the scores show it
+        try:
+            result = (run_mosaics(method, cfg) if dataset == "mosaics"
+                      else run_vectors(dataset, method, cfg))
+        except Exception as err:  # keep measuring the other methods
+            first_line = (str(err).strip().splitlines() or [""])[0]
+            return {**row, "status": f"error: {type(err).__name__}: {first_line}"[:160]}
+    return {**row, "status": "ok", **result}
+
+
+def plot(rows: list[dict], datasets, methods):
+    """Grouped bars of NMI per data set and method."""
+    plt = common.plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        values = [next((r.get("nmi") or 0.0 for r in rows
+                        if r["dataset"] == d and r["method"] == method), 0.0) for d in datasets]
+        ax.bar(np.arange(len(datasets)) + j * width, values, width, label=method)
+    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets)
+    ax.set_ylabel("NMI")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Clustering quality (NMI; missing bar = not run / failed)")
+    ax.legend(fontsize=8, ncol=3, loc="lower left")
+    return fig
+
+
+def parse_args(argv):
+    parser = common.base_parser(NAME, __doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--n-points", type=int, default=None,
+                        help="points of moons/circles (default 500; 300 with --quick)")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help="steps of the neural methods, all data sets (default: per data "
+                             f"set; {QUICK_STEP_FRACTION:.0%} of it with --quick)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="minibatch of the neural methods, all data sets (default: per "
+                             "data set)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+                        help="hidden widths of the neural MLP, all data sets (default: per "
+                             "data set)")
+    parser.add_argument("--mosaics", type=int, nargs=3, default=None,
+                        metavar=("N_TRAIN", "N_TEST", "SIZE"),
+                        help="training / held-out mosaics and their side (default: the demo's "
+                             "24 8 96; 6 2 64 with --quick)")
+    parser.add_argument("--device", default="auto", help="device of the neural methods")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark; return ``{"rows", "files"}``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    quick = args.quick
+    demo = mosaic_config()
+    n_train, n_test, size = args.mosaics or (
+        (6, 2, 64) if quick else (demo.n_train, demo.n_test, demo.image_size))
+    cfg = {"seed": args.seed, "repeats": common.repeats(args, quick_default=1),
+           "n_points": args.n_points or (300 if quick else 500),
+           "max_iter": args.max_iter, "batch_size": args.batch_size, "hidden": args.hidden,
+           "quick": quick, "device": args.device, "n_train_images": n_train, "n_test_images": n_test,
+           "image_size": size}
+    info = common.machine_info()
+    rows = []
+    for dataset in args.datasets:
+        for method in args.methods:
+            tic = time.perf_counter()
+            row = measure(dataset, method, cfg)
+            rows.append(row)
+            print(common.text_table([row], COLUMNS).splitlines()[-1],
+                  f"  [{time.perf_counter() - tic:.1f}s]", flush=True)
+    print()
+    print(common.text_table(rows, COLUMNS))
+    notes = ["K = number of classes; Hungarian matching for mIoU and accuracy; NMI/ARI need "
+             "no matching. eigsh, neural and discrete share one kernel object per data set; "
+             "scikit-learn's SpectralClustering gets the equivalent affinity, k-means the same "
+             f"inputs. moons/circles: {cfg['n_points']} points, noise 0.05; digits scaled to "
+             f"[0, 1]. Mosaics: {n_train} training and {n_test} held-out images of {size} px, "
+             "pixel features, scored per pixel on the held-out images (out-of-sample). "
+             "`fit_s` is the median of `repeats` fits."]
+    settings = ["| data set | kernel | neural settings |", "|---|---|---|"]
+    for dataset in args.datasets:
+        kernel, _, neural = kernel_and_neural(dataset, cfg)
+        settings.append(f"| {dataset} | `{kernel!r}` | "
+                        f"{', '.join(f'{k}={v}' for k, v in neural.items())} |")
+    notes.append("\n".join(settings))
+    out = common.output_dir(args, NAME)
+    files = common.write_results(
+        out, NAME, info=info, mode="quick" if quick else "full", argv=argv,
+        title=__doc__.splitlines()[0],
+        tables=[("", rows, COLUMNS)], notes=notes,
+        figures=[(f"{NAME}.png", plot(rows, args.datasets, args.methods))])
+    common.publish(files, args.docs_dir, NAME)
+    print(f"\nwrote {', '.join(str(p) for p in files)}")
+    return {"rows": rows, "files": files}
+
+
+if __name__ == "__main__":
+    main()

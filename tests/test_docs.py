@@ -1,0 +1,74 @@
+"""The documentation site builds without warnings and shows what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# import name -> distribution of the docs toolchain (the ``docs`` and ``dev`` extras)
+TOOLCHAIN = {"mkdocs": "mkdocs", "material": "mkdocs-material", "mkdocstrings": "mkdocstrings",
+             "mkdocstrings_handlers": "mkdocstrings[python]"}
+MISSING = [dist for module, dist in TOOLCHAIN.items() if importlib.util.find_spec(module) is None]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """``mkdocs build --strict`` into a temporary folder (once for the module)."""
+    if MISSING:
+        pytest.skip(f"the docs toolchain is not installed ({', '.join(MISSING)}); "
+                    "pip install -e '.[docs]'")
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+         str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # silence mkdocs-material's banner
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert not re.search(r"^WARNING\b", log, flags=re.MULTILINE), log[-5000:]
+    return out
+
+
+def test_build_is_strict_and_complete(site):
+    for page in ("index.html", "quickstart/index.html", "concepts/index.html",
+                 "how-to/backbones/index.html", "how-to/evaluate-datasets/index.html",
+                 "how-to/sklearn-pipeline/index.html", "how-to/gpu/index.html",
+                 "scale-out/index.html", "benchmarks/index.html"):
+        assert (site / page).is_file(), page
+
+
+def test_api_reference_is_generated_from_docstrings(site):
+    cluster = (site / "api" / "cluster" / "index.html").read_text()
+    for name in ("EigshSpectralClustering", "NeuralEigenClustering",
+                 "DiscreteNeuralEigenClustering"):
+        assert name in cluster
+    # a parameter description taken from the docstring, not written in the page
+    assert "Nyström" in cluster
+    kernels = (site / "api" / "kernels" / "index.html").read_text()
+    assert "KNNKernel" in kernels and "make_kernel" in kernels
+
+
+def test_benchmark_pages_show_tables_plots_and_machine(site):
+    for name in ("bench_scaling", "bench_quality", "bench_eigenfunctions", "bench_knn"):
+        html = (site / "benchmarks" / name / name / "index.html").read_text()
+        assert "<table>" in html, name
+        assert f'src="../{name}.png"' in html or f'src="{name}.png"' in html, name
+        assert (site / "benchmarks" / name / f"{name}.png").is_file(), name
+        assert "Machine:" in html and "Versions:" in html, name
+        assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", html), name
+
+
+def test_quickstart_has_the_readme_commands():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = (ROOT / "docs" / "quickstart.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme)
+    assert len(commands) >= 2
+    for command in commands[:2]:
+        assert command in quickstart
