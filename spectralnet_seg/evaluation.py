@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._utils import progress
 from .datasets.transforms import reco_protocol, resize_short_side
-from .metrics import _match, _scores_from_class_confusion, confusion_matrix
+from .metrics import _match, confusion_matrix, scores_with_mapping
 
 __all__ = ["evaluate", "scores_from_confusion", "sliding_window_scores"]
 
@@ -48,20 +48,7 @@ def scores_from_confusion(confusion: np.ndarray, matching: str = "majority") -> 
                          f"{confusion.shape}")
     if matching not in ("majority", "hungarian"):
         raise ValueError(f"matching must be 'majority' or 'hungarian', got {matching!r}")
-    mapping = _match(confusion, matching)
-    n_classes = confusion.shape[0]
-    # Class x class confusion: the columns of all clusters mapped to a class are summed;
-    # pixels of unmatched clusters still count against their true class.
-    class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)
-    matched = mapping >= 0
-    np.add.at(class_conf.T, mapping[matched], confusion[:, matched].T)
-    accuracy, iou = _scores_from_class_confusion(class_conf, confusion.sum(axis=1))
-    return {
-        "pixel_accuracy": accuracy,
-        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-        "per_class_iou": iou,
-        "mapping": mapping,
-    }
+    return scores_with_mapping(confusion, _match(confusion, matching))
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:

@@ -30,6 +30,7 @@ __all__ = [
     "mean_iou",
     "normalized_mutual_info_score",
     "pixel_accuracy",
+    "scores_with_mapping",
     "segmentation_scores",
 ]
 
@@ -278,6 +279,28 @@ default="hungarian"
         if mapping.shape != (confusion.shape[1],) or mapping.max(initial=-1) >= n_classes:
             raise ValueError(f"a matching array must have shape ({confusion.shape[1]},) "
                              f"with values in [-1, {n_classes}), got shape {mapping.shape}.")
+    return {**scores_with_mapping(confusion, mapping), "confusion": confusion}
+
+
+def scores_with_mapping(confusion: np.ndarray, mapping: np.ndarray) -> dict:
+    """Pixel accuracy and IoU of a class × cluster confusion under a cluster→class mapping.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_classes, n_clusters)
+        Pixel counts (see :func:`confusion_matrix`).
+    mapping : ndarray of shape (n_clusters,)
+        Class of each cluster, -1 for unmatched clusters (whose pixels still count against
+        their true class).
+
+    Returns
+    -------
+    dict
+        ``pixel_accuracy``, ``mean_iou`` (over classes present in truth or prediction),
+        ``per_class_iou`` (ndarray of shape (n_classes,), NaN for absent classes) and
+        ``mapping``.
+    """
+    n_classes = confusion.shape[0]
     # Class×class confusion: sum the columns of the clusters mapped to each class.
     matched = mapping >= 0
     class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -288,7 +311,6 @@ default="hungarian"
         "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
         "per_class_iou": iou,
         "mapping": mapping,
-        "confusion": confusion,
     }
 
 
