@@ -80,6 +80,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        default=defaults.learning_rate,
                        help=f"Adam step of the neural estimators (default: "
                             f"{defaults.learning_rate})")
+    group.add_argument("--diffusion-steps", type=_positive_int,
+                       default=defaults.diffusion_steps,
+                       help="power t of the minibatch operator the neural estimators train "
+                            f"on (default: {defaults.diffusion_steps})")
     group.add_argument("--orthogonality-weight", type=_positive_float,
                        default=defaults.orthogonality_weight,
                        help="beta of the neural estimators' loss (default: "
@@ -188,6 +192,7 @@ def _make_segmenter(args):
     kernel = demo_kernel(args.n_neighbors, kind=args.kernel, pixel_weight=args.pixel_weight)
     neural = dict(max_iter=args.max_iter, batch_size=args.batch_size,
                   learning_rate=args.learning_rate,
+                  diffusion_steps=args.diffusion_steps,
                   orthogonality_weight=args.orthogonality_weight,
                   hidden_layer_sizes=DemoConfig().hidden_layer_sizes)
     estimator = make_estimator(args.estimator, args.n_clusters, kernel=kernel,
