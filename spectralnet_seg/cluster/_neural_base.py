@@ -15,9 +15,7 @@ import copy
 import math
 import os
 from abc import abstractmethod
-from dataclasses import dataclass, field
 from numbers import Integral, Real
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,61 +39,11 @@ from ..eigenfunctions import (
 from ..kernels import as_token_context, requires_context
 from . import _neural_io as io
 from ._base import BaseSpectralClustering
+from ._neural_distributed import DistributedTrainingMixin
+from ._training_run import _TrainingRun
 
 
-@dataclass
-class _TrainingRun:
-    """Everything that evolves during training (and goes into a checkpoint)."""
-
-    network: nn.Module
-    normalizer: ColumnNormalization
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    generator: torch.Generator  # CPU generator: batch indices and Gumbel noise
-    device: torch.device
-    total_steps: int  # horizon of the learning-rate / temperature schedules
-    batch_size: int
-    n_samples: int
-    step: int = 0
-    permutation: torch.Tensor | None = None  # current epoch's sample order
-    position: int = 0  # next unread entry of ``permutation``
-    eigenvalues: torch.Tensor | None = None  # EMA of diag(R), shape (K,)
-    loss_curve: list[float] = field(default_factory=list)
-    checkpoint: Path | None = None
-    model: nn.Module | None = None  # ``network`` in DDP when distributed (forward only)
-    context: Any = None  # per-sample kernel side information (e.g. TokenContext), not saved
-    batch_context: Any = None  # ``context`` of the current minibatch's rows
-    full_batch_operator: torch.Tensor | None = None  # G when every batch is the whole set
-
-    def state_dict(self) -> dict:
-        return io.to_cpu({
-            "step": self.step,
-            "network": self.network.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "permutation": self.permutation,
-            "position": self.position,
-            "eigenvalues": self.eigenvalues,
-            "loss_curve": list(self.loss_curve),
-        })
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.network.load_state_dict(state["network"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.permutation = state["permutation"]
-        self.position = int(state["position"])
-        self.eigenvalues = state["eigenvalues"]
-        self.loss_curve = [float(v) for v in state["loss_curve"]]
-
-
-class BaseNeuralEigenClustering(BaseSpectralClustering):
+class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering):
     """Base of :class:`NeuralEigenClustering` and :class:`DiscreteNeuralEigenClustering`.
 
     Subclasses set the number of outputs, the default orthogonality weight, how raw network
@@ -455,51 +403,6 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
             run.scheduler.step()
         return loss.detach(), rayleigh
 
-    def _sync_statistics(self, run: _TrainingRun, loss: torch.Tensor,
-                         rayleigh: torch.Tensor):
-        """Average the step's statistics over processes (single process: unchanged).
-
-        Each rank's loss and diag(R) come from its own minibatch; their means are the
-        statistics of the global batch, so every rank keeps the same eigenvalue EMA. The
-        normaliser's running second moments are averaged too (one all-reduce for all three),
-        so that what rank 0 checkpoints is every rank's state.
-        """
-        if dist_utils.get_world_size() == 1:
-            return loss, rayleigh
-        running = run.normalizer.running_second_moment
-        K = rayleigh.numel()
-        packed = torch.cat([loss.detach().reshape(1).float(), rayleigh.detach().float(),
-                            running.float()])
-        mean = dist_utils.all_reduce_mean(packed)
-        running.copy_(mean[1 + K:])
-        return mean[0].to(loss.dtype), mean[1:1 + K].to(rayleigh.dtype)
-
-    def _training_device(self) -> torch.device:
-        """``device``, joining torchrun's process group first; one GPU per rank."""
-        dist_utils.init_from_env()  # no-op unless launched by torchrun
-        device = resolve_device(self.device)
-        if device.type == "cuda" and device.index is None and dist_utils.get_world_size() > 1:
-            device = dist_utils.local_device()
-        return device
-
-    @staticmethod
-    def _rank_seed(seed: int) -> int:
-        """``seed`` on one process; a distinct seed per rank when distributed."""
-        return seed if dist_utils.get_world_size() == 1 else dist_utils.seed_for_rank(seed)
-
-    def _rank_streams_after_resume(self, run: _TrainingRun) -> None:
-        """After a distributed resume, give each rank its own sampling stream again.
-
-        The checkpoint holds rank 0's generator and permutation, which the other ranks would
-        otherwise replay (drawing rank 0's minibatches). No collective call: a rank that
-        found no checkpoint must not be left waiting.
-        """
-        if dist_utils.get_world_size() == 1:
-            return
-        restored = int(run.generator.initial_seed())  # rank 0's seed, the same everywhere
-        run.generator.manual_seed(dist_utils.seed_for_rank(restored + run.step))
-        run.permutation, run.position = None, 0
-
     def _update_statistics(self, run: _TrainingRun, loss: torch.Tensor,
                            rayleigh: torch.Tensor) -> None:
         rayleigh = rayleigh.detach().cpu().double()
@@ -515,15 +418,6 @@ class BaseNeuralEigenClustering(BaseSpectralClustering):
                 "or check the kernel (isolated points give zero degrees)"
             )
         run.loss_curve.append(value)
-
-    def _is_main_process(self) -> bool:
-        """Whether this process writes checkpoints: rank 0 (always, without torch.distributed)."""
-        return dist_utils.is_main_process()
-
-    def _save_checkpoint(self, run: _TrainingRun) -> None:
-        if run.checkpoint is None or not self._is_main_process():
-            return
-        io.save_checkpoint(run.checkpoint, run.state_dict())
 
     # ------------------------------------------------------------------ inference
     def _network_on(self, device: torch.device) -> nn.Module:
