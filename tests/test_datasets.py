@@ -167,6 +167,9 @@ def test_registry_and_root_errors(tmp_path):
         make_dataset("cityscapes27", root=tmp_path)
     with pytest.raises(ValueError, match="needs root"):
         make_dataset("cocostuff27")
+    with pytest.raises(ValueError, match="generated in memory and takes no root"):
+        make_dataset("mosaics", root=tmp_path)
+    assert len(make_dataset("mosaics", n_images=2, image_size=32)) == 2
 
 
 def test_transform_applies_on_access(tmp_path):

@@ -14,6 +14,7 @@ callable ``(image, mask) -> (image, mask)`` applied on access (e.g.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from numbers import Integral
@@ -156,5 +157,8 @@ def make_dataset(name: str, root=None, **params) -> SegmentationDataset:
             f"unknown dataset {name!r}; available datasets: {', '.join(list_datasets())}"
         ) from None
     if root is not None:
+        if "root" not in inspect.signature(constructor).parameters:
+            raise ValueError(f"dataset {name!r} is generated in memory and takes no root "
+                             f"folder; call make_dataset({name!r}) without root")
         params["root"] = root
     return constructor(**params)
