@@ -84,7 +84,7 @@ def kernel_and_neural(dataset: str, cfg: dict):
 
     if dataset == "mosaics":
         demo = mosaic_config()
-        kernel = demo_kernel(demo.n_neighbors)
+        kernel = demo_kernel(demo.n_neighbors, kind=demo.kernel, pixel_weight=demo.pixel_weight)
         sklearn_affinity = dict(affinity="nearest_neighbors", n_neighbors=demo.n_neighbors)
         neural = demo.neural_params()
     else:
@@ -170,7 +170,8 @@ def run_mosaics(method: str, cfg: dict) -> dict:
     def fit():
         nonlocal segmenter
         estimator = make_estimator(method, train.n_classes, "mosaics", cfg)
-        segmenter = Segmenter(PixelExtractor(stride=demo.stride), estimator).fit(train_images)
+        extractor = PixelExtractor(stride=demo.stride, texture_window=demo.texture_window)
+        segmenter = Segmenter(extractor, estimator).fit(train_images)
 
     fit_s, times, _ = common.median_time(fit, cfg["repeats"])
     predictions = segmenter.predict(test.images())
