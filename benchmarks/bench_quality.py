@@ -79,12 +79,11 @@ def load_vectors(name: str, n_samples: int, seed: int) -> tuple[np.ndarray, np.n
 
 def kernel_and_neural(dataset: str, cfg: dict):
     """The shared kernel, scikit-learn's matching affinity and the neural parameters."""
-    from spectralnet_seg.demo import demo_kernel
     from spectralnet_seg.kernels import make_kernel
 
     if dataset == "mosaics":
         demo = mosaic_config()
-        kernel = demo_kernel(demo.n_neighbors, kind=demo.kernel, pixel_weight=demo.pixel_weight)
+        kernel = demo.build_kernel()
         sklearn_affinity = dict(affinity="nearest_neighbors", n_neighbors=demo.n_neighbors)
         neural = demo.neural_params()
     else:
@@ -158,7 +157,6 @@ def run_vectors(dataset: str, method: str, cfg: dict) -> dict:
 def run_mosaics(method: str, cfg: dict) -> dict:
     """Fit a Segmenter on training mosaics, score held-out mosaics per pixel."""
     from spectralnet_seg.datasets import TextureMosaics
-    from spectralnet_seg.features import PixelExtractor
     from spectralnet_seg.segmentation import Segmenter
 
     demo = mosaic_config()
@@ -170,8 +168,7 @@ def run_mosaics(method: str, cfg: dict) -> dict:
     def fit():
         nonlocal segmenter
         estimator = make_estimator(method, train.n_classes, "mosaics", cfg)
-        extractor = PixelExtractor(stride=demo.stride, texture_window=demo.texture_window)
-        segmenter = Segmenter(extractor, estimator).fit(train_images)
+        segmenter = Segmenter(demo.build_extractor(), estimator).fit(train_images)
 
     fit_s, times, _ = common.median_time(fit, cfg["repeats"])
     predictions = segmenter.predict(test.images())
@@ -215,6 +212,7 @@ def plot(rows: list[dict], datasets, methods):
 
 def parse_args(argv):
     parser = common.base_parser(NAME, __doc__.splitlines()[0])
+    demo = mosaic_config()
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--n-points", type=int, default=None,
@@ -231,7 +229,7 @@ def parse_args(argv):
     parser.add_argument("--mosaics", type=int, nargs=3, default=None,
                         metavar=("N_TRAIN", "N_TEST", "SIZE"),
                         help="training / held-out mosaics and their side (default: the demo's "
-                             "24 8 96; 6 2 64 with --quick)")
+                             f"{demo.n_train} {demo.n_test} {demo.image_size}; 6 2 64 with --quick)")
     parser.add_argument("--device", default="auto", help="device of the neural methods")
     return parser.parse_args(argv)
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from spectralnet_seg.cluster import DiscreteNeuralEigenClustering
 from spectralnet_seg.datasets import TextureMosaics
-from spectralnet_seg.demo import DemoConfig, demo_kernel
+from spectralnet_seg.demo import DemoConfig
 from spectralnet_seg.evaluation import evaluate
-from spectralnet_seg.features import PixelExtractor
 from spectralnet_seg.plotting import plot_eigenfunctions, plot_per_class_iou, plot_segmentations
 from spectralnet_seg.segmentation import Segmenter
 
@@ -37,10 +36,8 @@ def main(out_dir: str = ".") -> dict:
 
     estimator = DiscreteNeuralEigenClustering(
         config.n_clusters,
-        kernel=demo_kernel(config.n_neighbors, kind=config.kernel,
-                           pixel_weight=config.pixel_weight),
-        **config.neural_params(), random_state=0)
-    segmenter = Segmenter(PixelExtractor(stride=config.stride), estimator)
+        kernel=config.build_kernel(), **config.neural_params(), random_state=0)
+    segmenter = Segmenter(config.build_extractor(), estimator)
     segmenter.fit(train.images())
     print(f"{segmenter.estimator_.n_active_clusters_} of {config.n_clusters} clusters in use")
 

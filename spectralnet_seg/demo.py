@@ -121,6 +121,16 @@ class DemoConfig:
             params["orthogonality_weight"] = self.orthogonality_weight
         return params
 
+    def build_kernel(self):
+        """The kernel the spectral methods share (:func:`demo_kernel` with these settings)."""
+        return demo_kernel(self.n_neighbors, kind=self.kernel, pixel_weight=self.pixel_weight)
+
+    def build_extractor(self):
+        """The :class:`~spectralnet_seg.features.PixelExtractor` of the demo's token features."""
+        from .features import PixelExtractor
+
+        return PixelExtractor(stride=self.stride, texture_window=self.texture_window)
+
 
 def demo_kernel(n_neighbors: int = 32, *, kind: str = "paper", pixel_weight: float = 0.3):
     """The kernel shared by eigsh and the neural estimators.
@@ -309,7 +319,6 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
     """
     from .datasets import TextureMosaics
     from .evaluation import evaluate
-    from .features import PixelExtractor
     from .segmentation import Segmenter
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
@@ -330,8 +339,8 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
                    else "cosine kNN feature graph")
     say(f"kernel: {kernel_text} (k = {cfg.n_neighbors}); neural minibatches of "
         f"{min(cfg.batch_size, grid * cfg.n_train)} tokens = {batch_images:g} images' worth")
-    extractor = PixelExtractor(stride=cfg.stride, texture_window=cfg.texture_window)
-    kernel = demo_kernel(cfg.n_neighbors, kind=cfg.kernel, pixel_weight=cfg.pixel_weight)
+    extractor = cfg.build_extractor()
+    kernel = cfg.build_kernel()
     results: dict[str, dict] = {}
     eigenmaps = None
     for name in cfg.methods:
