@@ -186,15 +186,15 @@ def _make_extractor(args):
 
 
 def _make_segmenter(args):
+    from dataclasses import replace
+
     from .demo import DemoConfig, demo_kernel, make_estimator
     from .segmentation import Segmenter
 
     kernel = demo_kernel(args.n_neighbors, kind=args.kernel, pixel_weight=args.pixel_weight)
-    neural = dict(max_iter=args.max_iter, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate,
-                  diffusion_steps=args.diffusion_steps,
-                  orthogonality_weight=args.orthogonality_weight,
-                  hidden_layer_sizes=DemoConfig().hidden_layer_sizes)
+    neural = replace(DemoConfig(), max_iter=args.max_iter, batch_size=args.batch_size,
+                     learning_rate=args.learning_rate, diffusion_steps=args.diffusion_steps,
+                     orthogonality_weight=args.orthogonality_weight).neural_params()
     estimator = make_estimator(args.estimator, args.n_clusters, kernel=kernel,
                                neural_params=neural, device=args.device,
                                random_state=args.seed)
