@@ -69,20 +69,16 @@ def exact_rates(X: np.ndarray, Q: np.ndarray, k: int, threads: int, repeats: int
     """Exact kNN GFLOP/s: raw faiss ``IndexFlatL2`` and ``knn_search(index="flat")``."""
     import faiss
 
-    from spectralnet_seg.neighbors import knn_search
+    from spectralnet_seg.neighbors import _faiss_threads, knn_search
 
     n, d = X.shape
     flops = 2.0 * Q.shape[0] * n * d
     shape = f"{Q.shape[0]} queries x {n} points x {d} dims, k={k}"
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
+    with _faiss_threads(faiss, threads, work=0):  # exactly `threads`, restored after
         index = faiss.IndexFlatL2(d)
         index.add(X)
         index.search(Q[:64], k)  # warm-up
         seconds, _, (_, truth) = common.median_time(lambda: index.search(Q, k), repeats)
-    finally:
-        faiss.omp_set_num_threads(previous)
     rows = [{"operation": "faiss IndexFlatL2.search", "shape": shape, "threads": threads,
              "seconds": seconds, "gflops": flops / seconds / 1e9}]
     seconds, _, _ = common.median_time(
@@ -106,13 +102,11 @@ def approximate_sweep(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, k: int, t
     """Recall@k and queries/s of HNSW (``efSearch``) and IVF (``nprobe``) indexes."""
     import faiss
 
-    from spectralnet_seg.neighbors import _default_n_lists
+    from spectralnet_seg.neighbors import _default_n_lists, _faiss_threads
 
     n, d = X.shape
     rows = []
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
+    with _faiss_threads(faiss, threads, work=0):  # exactly `threads`, restored after
         tic = time.perf_counter()
         hnsw = faiss.IndexHNSWFlat(d, 32)  # M = 32, as knn_search's default hnsw_m
         hnsw.add(X)
@@ -140,8 +134,6 @@ def approximate_sweep(X: np.ndarray, Q: np.ndarray, truth: np.ndarray, k: int, t
                          "build_s": build, "search_s": seconds,
                          "queries_per_s": Q.shape[0] / seconds,
                          "recall_at_k": recall(found, truth)})
-    finally:
-        faiss.omp_set_num_threads(previous)
     return rows
 
 
