@@ -74,6 +74,7 @@ def test_parser_rejects_bad_values():
                  ["segment", "a.png", "--out", "x", "--estimator", "dbscan"],
                  ["segment", "a.png", "--out", "x", "--kernel", "rbf"],
                  ["segment", "a.png", "--out", "x", "--pixel-weight", "-1"],
+                 ["segment", "a.png", "--out", "x", "--diffusion-steps", "0"],
                  ["demo", "--kernel", "cosine"],
                  ["evaluate"], []):
         with pytest.raises(SystemExit) as info:
