@@ -2,86 +2,121 @@
 
 from __future__ import annotations
 
-from numbers import Real
+import copy
+from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.cluster import KMeans
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
 
-from ..eigenfunctions import cosine_temperature, gumbel_softmax
-from ._neural_base import BaseNeuralEigenClustering, _TrainingRun
+from .. import distributed as dist_utils
+from ..eigenfunctions import ColumnNormalization, cosine_temperature, gumbel_softmax
+from ..metrics import normalized_cut
+from ._convergence import PlateauSchedule
+from ._neural_base import (
+    _EIGENVALUE_MOMENTUM,
+    BaseNeuralEigenClustering,
+    TrainingObjective,
+    _TrainingRun,
+)
+from ._pair_sampler import GraphPairSampler
 
-#: Cap of the default β = 20 / K (reached for K <= 200).
+#: Cap of the default β = 20 / K of the discrete objective (reached for K <= 200).
 _MAX_DEFAULT_ORTHOGONALITY_WEIGHT = 0.1
+#: Typical logit margin of the head initialised from k-means (softmax confidence ~ 98 %).
+_INITIAL_LOGIT_MARGIN = 4.0
+#: Fine-tuning learning rate relative to ``learning_rate``: the start is already good.
+_FINE_TUNE_LR_FACTOR = 0.3
 
 
 class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     """Spectral clustering whose network outputs cluster assignments (Deng & Luo, ICCV 2023).
 
-    The network's K outputs are logits z. During training, a soft Gumbel-softmax sample
-    p = softmax((z + g) / τ), with τ cosine-annealed from ``temperature_start`` to
-    ``temperature_end``, is normalised column-wise to unit second moment and trained with the
-    NeuralEF loss on the minibatch affinity, i.e. a relaxed normalised-cut objective over
-    near-one-hot assignment vectors. At inference the cluster is ``argmax(z)``: no k-means.
-    Clusters have no order, so the orthogonality penalty β Σ_{i<j} R_ij² acts on both
-    members of each pair (no stop-gradient, unlike :class:`NeuralEigenClustering`): with the
-    stop-gradient the first output becomes the constant top eigenfunction and every point
-    ends up in one cluster.
+    The network's K outputs are logits z; the cluster of a point is ``argmax(z)``, so a new
+    image is segmented by one forward pass, without k-means. They are trained with the
+    discrete NeuralEF objective of Deng & Luo: soft Gumbel-softmax assignments
+    p = softmax((z + g) / τ) (τ cosine-annealed from ``temperature_start`` to
+    ``temperature_end``), normalised column-wise, enter the NeuralEF loss on the kernel's
+    graph, whose trace term is then the relaxed normalised association of the clusters
+    (K − normalised cut) and whose penalty β Σ_{i<j} R_ij² keeps them apart.
+
+    That objective has local optima (on two moons, from a random start, every seed we tried
+    stopped at a cut through both moons). With ``init="spectral"`` (the default) training
+    therefore starts from the spectral solution: the network is first trained as
+    :class:`NeuralEigenClustering` (the top-K eigenfunctions, which have no local optima),
+    ``n_init`` k-means partitions of that embedding are scored by their normalised cut on
+    the training graph, a linear head turning the eigenfunctions into the logits of the best
+    one is appended, and the whole network is fine-tuned with the discrete objective for
+    ``fine_tune_iter`` steps on the graph itself. The fine-tuned assignment is kept only if
+    its normalised cut is not worse. ``init="random"`` trains the discrete objective from a
+    random network, as in the paper.
 
     K = ``n_clusters`` may exceed the number of classes; clusters are then mapped to classes
     for evaluation by the many-to-one majority vote of :mod:`spectralnet_seg.metrics`.
-    Some of the K clusters may end up empty; ``n_active_clusters_`` reports how many were used.
+    Some of the K clusters may end up empty; ``n_active_clusters_`` reports how many are used.
 
     Parameters
     ----------
     n_clusters : int, default=8
         Number of outputs K (clusters).
     kernel : str or Kernel, default="knn"
-        Affinity; see :class:`NeuralEigenClustering`.
+        Affinity; see :class:`NeuralEigenClustering` (``fit(X, graph=W)`` for your own).
     network : None, "mlp" or torch.nn.Module, default=None
-        The logit network; a module must map (batch, n_features) → (batch, n_clusters).
-    hidden_layer_sizes : tuple of int, default=(256, 256)
+        The network; a module must map (batch, n_features) → (batch, n_clusters).
+    hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden widths of the default MLP.
-    fourier_features : int, default=0
-        Random Fourier features in front of the default MLP; see
-        :class:`NeuralEigenClustering`.
-    fourier_scale : float, default=1.0
-        Standard deviation of their frequencies (radians per input unit).
-    diffusion_steps : int, default=1
-        Train on the t-th power of the minibatch operator, which widens the gaps between
-        the top eigenvalues; see :class:`NeuralEigenClustering`.
-    batch_size : int, default=512
-        Minibatch size (≥ 2); the whole data set when larger than it.
-    max_iter : int, default=None
-        Optimisation steps; when None, ``max_epochs`` epochs.
-    max_epochs : int, default=100
-        Epochs when ``max_iter`` is None.
+    fourier_features : "auto" or int, default="auto"
+        See :class:`NeuralEigenClustering`.
+    fourier_scale : "auto" or float, default="auto"
+        See :class:`NeuralEigenClustering`.
+    diffusion_steps : "auto" or int, default="auto"
+        Diffusion time of the eigenfunction training (and of ``init="random"``); the
+        fine-tuning uses the graph itself (t = 1), whose relaxed objective is the
+        normalised cut. See :class:`NeuralEigenClustering`.
+    sampler : {"auto", "graph", "minibatch"}, default="auto"
+        See :class:`NeuralEigenClustering`.
+    batch_size : "auto" or int, default="auto"
+        See :class:`NeuralEigenClustering`.
+    max_iter : int, default=5000
+        Largest number of steps of the first phase (the whole training with
+        ``init="random"``).
+    tol : float, default=1e-2
+        Plateau tolerance; see :class:`NeuralEigenClustering`.
+    n_iter_no_change : int, default=5
+        See :class:`NeuralEigenClustering`.
     learning_rate : float, default=1e-3
-        Initial Adam learning rate (cosine-annealed to 0).
+        Adam learning rate (the fine-tuning starts at 0.3 × this and anneals to 0).
     weight_decay : float, default=0.0
         Adam weight decay.
     orthogonality_weight : float, default=None
-        β; None means ``min(20 / n_clusters, 0.1)``: the paper's 20 / K for K in the
-        hundreds (0.078 at K = 256), capped at 0.1 for small K. Uncapped, 20 / K is large
-        when K is small and lets a few outputs take every point early in training (digits,
-        K = 10: β = 2 leaves 7 clusters and NMI 0.48; β = 0.05–0.2 keeps all 10 and gives
-        0.83–0.88).
-    normalize_penalty : bool, default=False
-        Use NeuralEF's R̂_ii-normalised penalty instead of the paper's plain one.
+        β of the discrete objective's plain penalty; None means ``min(20 / n_clusters,
+        0.1)``: the paper's 20 / K for K in the hundreds, capped for small K, where 20 / K
+        lets a few outputs take every point (digits, K = 10, random start: β = 2 left 7
+        clusters).
+    init : {"spectral", "random"}, default="spectral"
+        Start of the discrete training (see above).
+    n_init : int, default=10
+        k-means partitions of the eigenfunction embedding, the best by normalised cut
+        (by k-means inertia with the minibatch sampler) starts the fine-tuning.
+    fine_tune_iter : int, default=500
+        Steps of discrete fine-tuning after ``init="spectral"`` (0: keep the k-means
+        partition, as a nearest-centroid head).
     temperature_start : float, default=1.0
-        Gumbel-softmax temperature at the first step.
+        Gumbel-softmax temperature at the start of the discrete training.
     temperature_end : float, default=0.3
-        Temperature at the last step; also the τ of :meth:`predict_proba`.
-    eigenvalue_momentum : float, default=0.9
-        Momentum of the running estimates (``eigenvalues_``).
+        Temperature at its end; also the τ of :meth:`predict_proba`.
     device : str or torch.device, default="auto"
         Training and inference device.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, minibatches and Gumbel noise (private torch generators).
+        Seeds initialisation, sampling, k-means and Gumbel noise (private generators).
     verbose : bool, default=False
         Progress bar over the training steps.
     checkpoint_dir : str or path-like, default=None
-        Save/resume the training state there; see :class:`NeuralEigenClustering`.
+        Save/resume the (first-phase) training state there; see
+        :class:`NeuralEigenClustering`.
     checkpoint_every : int, default=100
         Steps between checkpoints.
 
@@ -89,21 +124,27 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     ----------
     network_ : torch.nn.Module
         The trained logit network (on the CPU).
-    kernel_ : Kernel
-        The resolved kernel.
+    kernel_ : Kernel or None
+        The kernel that built the training graph.
     labels_ : ndarray of shape (n_samples,)
         ``argmax`` cluster of each training point.
     embedding_ : ndarray of shape (n_samples, n_clusters)
         Logits of the training data (``transform``).
     eigenvalues_ : ndarray of shape (n_clusters,)
-        EMA of R_jj (to the power 1/``diffusion_steps``), the (relaxed) normalised
-        association of each cluster.
+        Normalised association ``assoc(C_k) / vol(C_k)`` of each cluster on the training
+        graph (0 for empty clusters); running estimates with the minibatch sampler.
+    normalized_cut_ : float
+        Normalised cut of ``labels_`` on the training graph (NaN with the minibatch
+        sampler).
+    fine_tuned_ : bool
+        Whether the fine-tuned assignment was kept (``init="spectral"``).
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Training points per cluster.
     n_active_clusters_ : int
         Non-empty clusters on the training data (≤ n_clusters; collapse shows here).
-    n_train_samples_, n_iter_, loss_curve_, n_features_in_
-        As in :class:`NeuralEigenClustering`.
+    sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_, n_iter_, \
+converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
+        As in :class:`NeuralEigenClustering` (``n_iter_`` counts both phases).
 
     See Also
     --------
@@ -118,28 +159,29 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     --------
     >>> from sklearn.datasets import make_blobs
     >>> from spectralnet_seg.cluster import DiscreteNeuralEigenClustering
-    >>> from spectralnet_seg.kernels import make_kernel
-    >>> X, y = make_blobs(200, centers=3, cluster_std=0.5, random_state=0)
-    >>> est = DiscreteNeuralEigenClustering(3, kernel=make_kernel("rbf", gamma=0.5),
-    ...                                     hidden_layer_sizes=(32,), max_iter=100,
+    >>> X, y = make_blobs(300, centers=3, random_state=0)
+    >>> est = DiscreteNeuralEigenClustering(3, max_iter=300, fine_tune_iter=50,
     ...                                     random_state=0).fit(X)
     >>> est.predict_proba(X).shape
-    (200, 3)
+    (300, 3)
     """
 
     _parameter_constraints: dict = {
         **BaseNeuralEigenClustering._parameter_constraints,
+        "init": [StrOptions({"spectral", "random"})],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "fine_tune_iter": [Interval(Integral, 0, None, closed="left")],
         "temperature_start": [Interval(Real, 0, None, closed="neither")],
         "temperature_end": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, n_clusters=8, *, kernel="knn", network=None,
-                 hidden_layer_sizes=(256, 256), fourier_features=0, fourier_scale=1.0,
-                 diffusion_steps=1, batch_size=512, max_iter=None, max_epochs=100,
-                 learning_rate=1e-3, weight_decay=0.0, orthogonality_weight=None,
-                 normalize_penalty=False, temperature_start=1.0, temperature_end=0.3,
-                 eigenvalue_momentum=0.9, device="auto", random_state=None, verbose=False,
-                 checkpoint_dir=None, checkpoint_every=100):
+                 hidden_layer_sizes=(128, 128), fourier_features="auto", fourier_scale="auto",
+                 diffusion_steps="auto", sampler="auto", batch_size="auto", max_iter=5000,
+                 tol=1e-2, n_iter_no_change=5, learning_rate=1e-3, weight_decay=0.0,
+                 orthogonality_weight=None, init="spectral", n_init=10, fine_tune_iter=500,
+                 temperature_start=1.0, temperature_end=0.3, device="auto",
+                 random_state=None, verbose=False, checkpoint_dir=None, checkpoint_every=100):
         self.n_clusters = n_clusters
         self.kernel = kernel
         self.network = network
@@ -147,16 +189,19 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         self.fourier_features = fourier_features
         self.fourier_scale = fourier_scale
         self.diffusion_steps = diffusion_steps
+        self.sampler = sampler
         self.batch_size = batch_size
         self.max_iter = max_iter
-        self.max_epochs = max_epochs
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.orthogonality_weight = orthogonality_weight
-        self.normalize_penalty = normalize_penalty
+        self.init = init
+        self.n_init = n_init
+        self.fine_tune_iter = fine_tune_iter
         self.temperature_start = temperature_start
         self.temperature_end = temperature_end
-        self.eigenvalue_momentum = eigenvalue_momentum
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -164,36 +209,128 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         self.checkpoint_every = checkpoint_every
 
     # ------------------------------------------------------------------ hooks
-    # Clusters have no order: the penalty pushes both members of each pair apart. With the
-    # eigenfunction form's stop-gradient the first output is free to become the kernel's
-    # top eigenfunction, the constant — one cluster holding every point — and the others can
-    # then only lower their penalty by vanishing (on 3 blobs: a single cluster, ARI 0).
-    _penalty_stop_gradient = False
-
     def _n_outputs(self) -> int:
         return self.n_clusters
 
-    def _default_orthogonality_weight(self) -> float:
-        # The paper's 20 / K, capped: see ``orthogonality_weight`` for what it fixes.
-        return min(20.0 / self.n_clusters, _MAX_DEFAULT_ORTHOGONALITY_WEIGHT)
+    def _discrete_objective(self) -> TrainingObjective:
+        # Clusters have no order: the penalty pushes both members of each pair apart (no
+        # stop-gradient). With it, the first output is free to become the constant top
+        # eigenfunction — one cluster holding every point.
+        return TrainingObjective(
+            orthogonality_weight=min(20.0 / self.n_clusters, _MAX_DEFAULT_ORTHOGONALITY_WEIGHT),
+            normalize_penalty=False, stop_gradient=False)
+
+    def _objective(self) -> TrainingObjective:
+        if self._phase == "eigenfunctions":
+            return TrainingObjective(orthogonality_weight=1.0, normalize_penalty=True,
+                                     stop_gradient=True)
+        return self._discrete_objective()
+
+    def _orthogonality_weight(self, objective: TrainingObjective) -> float:
+        if self._phase == "eigenfunctions":
+            return objective.orthogonality_weight  # β only sets the discrete penalty
+        return super()._orthogonality_weight(objective)
+
+    def _diffusion_reference(self, eigenvalues: np.ndarray) -> float:
+        # Unordered clusters: the weakest one sets the diffusion time.
+        return float(eigenvalues.min()) if self._phase == "discrete" else float(eigenvalues[-1])
 
     def _fingerprint_extra(self) -> dict:
-        return {"temperature": (self.temperature_start, self.temperature_end)}
-
-    def _temperature(self, run: _TrainingRun) -> float:
-        return cosine_temperature(run.step, run.total_steps, self.temperature_start,
-                                  self.temperature_end)
+        return {"init": self.init}
 
     def _training_outputs(self, run: _TrainingRun, raw: torch.Tensor) -> torch.Tensor:
-        soft = gumbel_softmax(raw, self._temperature(run), generator=run.generator)
-        return run.normalizer(soft)
+        if self._phase == "eigenfunctions":
+            return raw
+        horizon = self.fine_tune_iter if self.init == "spectral" else self.max_iter
+        temperature = cosine_temperature(run.step, horizon, self.temperature_start,
+                                         self.temperature_end)
+        return gumbel_softmax(raw, temperature, generator=run.generator)
 
-    def _finalize(self, X, run: _TrainingRun, *, refresh_statistics: bool) -> None:
-        self.eigenvalues_ = self._eigenvalue_estimates(run)
-        self.embedding_ = self._raw_outputs(X).double().numpy()
-        self.labels_ = self.embedding_.argmax(axis=1)
+    def fit(self, X, y=None, *, context=None, graph=None):
+        self._phase = "eigenfunctions" if self.init == "spectral" else "discrete"
+        return super().fit(X, y, context=context, graph=graph)
+
+    fit.__doc__ = BaseNeuralEigenClustering.fit.__doc__
+
+    def partial_fit(self, X, y=None, *, context=None):
+        # A stream has no end at which to switch phases: train the discrete objective.
+        self._phase = "discrete"
+        return super().partial_fit(X, y, context=context)
+
+    partial_fit.__doc__ = BaseNeuralEigenClustering.partial_fit.__doc__
+
+    # ------------------------------------------------------------------ after training
+    def _finalize(self, X, run: _TrainingRun, graph: sp.csr_matrix | None) -> None:
+        if self._phase == "eigenfunctions":
+            self._fine_tune(X, run, graph)
+        logits = self._raw_outputs(X).double().numpy()
+        self.embedding_ = logits
+        self.labels_ = logits.argmax(axis=1)
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
         self.n_active_clusters_ = int(np.count_nonzero(self.cluster_sizes_))
+        if graph is None:
+            self.eigenvalues_ = self._eigenvalue_estimates(run)
+            self.normalized_cut_ = np.nan
+        else:
+            self.eigenvalues_ = _normalized_associations(graph, self.labels_, self.n_clusters)
+            self.normalized_cut_ = normalized_cut(graph, self.labels_)
+
+    def _best_partition(self, embedding: np.ndarray, graph) -> KMeans:
+        """The best of ``n_init`` single-start k-means by normalised cut (or by inertia)."""
+        seeds = np.random.RandomState(self._label_seed).randint(0, 2**31 - 1, size=self.n_init)
+        best, best_score = None, np.inf
+        for seed in seeds:
+            km = KMeans(self.n_clusters, n_init=1, random_state=int(seed)).fit(embedding)
+            score = km.inertia_ if graph is None else normalized_cut(graph, km.labels_)
+            if score < best_score:
+                best, best_score = km, score
+        return best
+
+    def _fine_tune(self, X, run: _TrainingRun, graph) -> None:
+        """Head from the best k-means partition of the eigenfunctions, then discrete training."""
+        raw = self._raw_outputs(X).double().numpy()
+        _, output_map = self._eigenfunction_map(raw, graph, run)
+        embedding = raw @ output_map
+        centers = self._best_partition(embedding, graph).cluster_centers_
+        head = _nearest_centroid_head(embedding, centers, output_map)
+        network = nn.Sequential(self.network_, head)
+        self.network_ = network
+        self.fine_tuned_ = False
+        if self.fine_tune_iter == 0:
+            return
+        start_state = copy.deepcopy(network.state_dict())
+        start_cut = None if graph is None else normalized_cut(graph, self._argmax(X))
+        self._phase = "discrete"
+        device = run.device
+        network.to(device)
+        schedule = PlateauSchedule(max_iter=self.fine_tune_iter, tol=self.tol,
+                                   n_iter_no_change=self.n_iter_no_change,
+                                   check_every=self.fine_tune_iter + 1,
+                                   anneal_start=0, anneal_length=self.fine_tune_iter)
+        tune = _TrainingRun(
+            network=network, normalizer=ColumnNormalization(
+                self.n_clusters, momentum=_EIGENVALUE_MOMENTUM).to(device),
+            optimizer=torch.optim.Adam(network.parameters(),
+                                       lr=self.learning_rate * _FINE_TUNE_LR_FACTOR,
+                                       weight_decay=self.weight_decay),
+            generator=run.generator, device=device, batch_size=run.batch_size,
+            n_samples=run.n_samples, learning_rate=self.learning_rate * _FINE_TUNE_LR_FACTOR,
+            diffusion_steps=1, schedule=schedule,
+            sampler=None if graph is None else GraphPairSampler(graph),
+            context=run.context, model=dist_utils.wrap_ddp(network))
+        self._train(tune, X)
+        network.eval().cpu()
+        self.n_iter_ += tune.step
+        self.loss_curve_ += tune.loss_curve
+        self._eigenvalue_ema = tune.eigenvalues
+        run.eigenvalues, run.diffusion_steps = tune.eigenvalues, 1
+        self.fine_tuned_ = True
+        if start_cut is not None and normalized_cut(graph, self._argmax(X)) > start_cut:
+            network.load_state_dict(start_state)  # the discrete objective made it worse
+            self.fine_tuned_ = False
+
+    def _argmax(self, X) -> np.ndarray:
+        return self._raw_outputs(X).numpy().argmax(axis=1)
 
     # ------------------------------------------------------------------ inference
     def transform(self, X):
@@ -237,3 +374,33 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         """
         logits = torch.from_numpy(self.transform(X))
         return torch.softmax(logits / self.temperature_end, dim=1).numpy()
+
+
+def _nearest_centroid_head(embedding: np.ndarray, centers: np.ndarray,
+                           output_map: np.ndarray) -> nn.Linear:
+    """``Linear(K, K)`` on raw outputs whose argmax is the nearest centre of the embedding.
+
+    ``argmin_k ‖e − c_k‖² = argmax_k (2 e·c_k − ‖c_k‖²)`` with ``e = raw @ output_map``:
+    linear in the raw outputs. The logits are scaled so that the median margin between the
+    best and the second-best cluster is :data:`_INITIAL_LOGIT_MARGIN`.
+    """
+    logits = 2.0 * embedding @ centers.T - np.square(centers).sum(axis=1)
+    top_two = np.sort(logits, axis=1)[:, -2:]
+    margin = float(np.median(top_two[:, 1] - top_two[:, 0])) if logits.shape[1] > 1 else 1.0
+    scale = _INITIAL_LOGIT_MARGIN / margin if margin > 0 else 1.0
+    head = nn.Linear(centers.shape[1], centers.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor((2.0 * scale * output_map @ centers.T).T,
+                                          dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(-scale * np.square(centers).sum(axis=1),
+                                        dtype=torch.float32))
+    return head
+
+
+def _normalized_associations(graph, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """``assoc(C_k) / vol(C_k)`` per cluster on the graph (0 for empty clusters)."""
+    indicator = sp.csr_matrix((np.ones(labels.size), (np.arange(labels.size), labels)),
+                              shape=(labels.size, n_clusters))
+    volume = indicator.T @ np.asarray(graph.sum(axis=1)).ravel()
+    association = (indicator.T @ graph @ indicator).diagonal()
+    return np.divide(association, volume, out=np.zeros(n_clusters), where=volume > 0)

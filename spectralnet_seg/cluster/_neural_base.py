@@ -1,8 +1,13 @@
-"""Shared machinery of the neural eigenfunction estimators: validation, device, seeding,
-minibatch sampling, the training loop (Adam + cosine schedule), statistics and checkpoints.
+"""Shared machinery of the neural eigenfunction estimators: validation, the training graph,
+the settings decided from the data, the training loop and checkpoints.
 
-The loop is cut into small methods — :meth:`~BaseNeuralEigenClustering._sample_batch`,
-:meth:`~BaseNeuralEigenClustering._train_step`,
+Training estimates the Rayleigh matrix R of the network's outputs on the kernel's graph —
+from pairs drawn from the global graph (:class:`~._pair_sampler.GraphPairSampler`), or
+exactly on a graph built inside each minibatch — and minimises the NeuralEF objective on
+it, at a constant learning rate until the eigenvalue estimates reach a plateau, then with a
+cosine anneal (:class:`~._convergence.PlateauSchedule`).
+
+The loop is cut into small methods — :meth:`~BaseNeuralEigenClustering._train_step`,
 :meth:`~BaseNeuralEigenClustering._sync_statistics`,
 :meth:`~BaseNeuralEigenClustering._save_checkpoint` (guarded by ``_is_main_process``) — so a
 distributed trainer can wrap the network in ``DistributedDataParallel`` and all-reduce the
@@ -14,13 +19,17 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from abc import abstractmethod
+from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
 from sklearn.base import _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -31,23 +40,42 @@ from .._utils import progress, resolve_device
 from ..eigenfunctions import (
     ColumnNormalization,
     MLPEigenfunctions,
-    diffusion_operator,
+    diffusion_eigenvalues,
     eigenvalues_from_diffusion,
-    minibatch_operator,
-    neuralef_loss,
+    graph_rayleigh_matrices,
+    neuralef_objective,
+    pair_rayleigh_matrices,
 )
 from ..kernels import as_token_context, requires_context
 from . import _neural_io as io
+from . import _neural_settings as settings
 from ._base import BaseSpectralClustering
+from ._convergence import PlateauSchedule, diffusion_steps_for
 from ._neural_distributed import DistributedTrainingMixin
+from ._pair_sampler import GraphPairSampler
+from ._spectral_embedding import DisconnectedGraphWarning, check_affinity, rayleigh_ritz
 from ._training_run import _TrainingRun
+
+#: Steps between two looks at the eigenvalue estimates (plateau test, diffusion time).
+CHECK_EVERY = 100
+#: Momentum of the running estimate of diag(R).
+_EIGENVALUE_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    """How raw network outputs enter the NeuralEF objective in one training phase."""
+
+    orthogonality_weight: float
+    normalize_penalty: bool
+    stop_gradient: bool
 
 
 class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering):
     """Base of :class:`NeuralEigenClustering` and :class:`DiscreteNeuralEigenClustering`.
 
-    Subclasses set the number of outputs, the default orthogonality weight, how raw network
-    outputs become the Ψ of the loss (:meth:`_training_outputs`) and what is computed after
+    Subclasses set the number of outputs, the training objective, how raw outputs become the
+    Ψ of the loss (:meth:`_training_outputs`) and what happens after the eigenfunction
     training (:meth:`_finalize`).
     """
 
@@ -55,17 +83,17 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         **BaseSpectralClustering._base_constraints,
         "network": [None, StrOptions({"mlp"}), nn.Module],
         "hidden_layer_sizes": [tuple, list],
-        "fourier_features": [Interval(Integral, 0, None, closed="left")],
-        "fourier_scale": [Interval(Real, 0, None, closed="neither")],
-        "diffusion_steps": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 2, None, closed="left")],
-        "max_iter": [None, Interval(Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "fourier_features": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
+        "fourier_scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "diffusion_steps": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "sampler": [StrOptions({"auto", "graph", "minibatch"})],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 2, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "orthogonality_weight": [None, Interval(Real, 0, None, closed="left")],
-        "normalize_penalty": ["boolean"],
-        "eigenvalue_momentum": [Interval(Real, 0, 1, closed="left")],
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "checkpoint_dir": [None, str, os.PathLike],
@@ -73,46 +101,49 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
     }
 
     # ------------------------------------------------------------------ subclass hooks
-    #: Stop-gradient on the earlier function of each penalty pair (eigenfunction ordering).
-    _penalty_stop_gradient: bool = True
-
     @abstractmethod
     def _n_outputs(self) -> int:
         """Number K of network outputs."""
 
     @abstractmethod
-    def _default_orthogonality_weight(self) -> float:
-        """β used when ``orthogonality_weight=None``."""
+    def _objective(self) -> TrainingObjective:
+        """Penalty form and weight of the eigenfunction training."""
 
-    @abstractmethod
     def _training_outputs(self, run: _TrainingRun, raw: torch.Tensor) -> torch.Tensor:
-        """Ψ of shape (b, K) entering the loss, from raw network outputs (b, K)."""
+        """Outputs (b, K) entering the normalisation and the loss; raw ones by default."""
+        return raw
 
     @abstractmethod
-    def _finalize(self, X, run: _TrainingRun, *, refresh_statistics: bool) -> None:
-        """Set the fitted attributes after training on ``X``."""
+    def _finalize(self, X, run: _TrainingRun, graph: sp.csr_matrix | None) -> None:
+        """Set the fitted attributes after training on ``X`` (``graph``: the training graph)."""
 
     def _fingerprint_extra(self) -> dict:
         """Subclass parameters that change the training trajectory."""
         return {}
 
+    def _outputs_name(self) -> str:
+        return "n_clusters"
+
     # ------------------------------------------------------------------ public API
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, context=None):
+    def fit(self, X, y=None, *, context=None, graph=None):
         """Train the eigenfunction network on ``X`` (resuming from a checkpoint if any).
 
         Parameters
         ----------
         X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
-            Training data. Memory-mapped arrays and tensors are read one minibatch at a time
-            and never copied as a whole (nor moved to the device).
+            Training data: the network's inputs. Memory-mapped arrays and tensors are read
+            one minibatch at a time and never copied as a whole.
         y : Ignored
             Not used, present for API consistency.
         context : object, optional
             Per-sample side information for kernels that use it, e.g. the token colours and
             positions (:class:`~spectralnet_seg.kernels.TokenContext`) of the paper's
-            pixel kernel; each minibatch's kernel gets the rows of its samples. Ignored by
-            plain feature kernels; not needed by :meth:`predict` / :meth:`transform`.
+            pixel kernel. Not needed by :meth:`predict` / :meth:`transform`.
+        graph : {array-like, sparse matrix} of shape (n_samples, n_samples), optional
+            Your own symmetric non-negative affinity between the rows of ``X`` (e.g.
+            scikit-learn's ``img_to_graph``). The network learns its eigenfunctions from
+            the features ``X``; ``kernel`` is not used.
 
         Returns
         -------
@@ -120,35 +151,35 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             Fitted estimator.
         """
         X = io.validate_rows(self, X, reset=True, min_samples=2)
-        self._check_n_clusters(X.shape[0])
         n_samples = X.shape[0]
-        batch_size = min(self.batch_size, n_samples)
-        steps_per_epoch = max(1, n_samples // batch_size)
-        total_steps = self.max_iter if self.max_iter is not None else (
-            self.max_epochs * steps_per_epoch)
-        run = self._start_run(X, total_steps=total_steps, cosine_schedule=True)
+        self._check_n_clusters(n_samples)
+        self.kernel_ = None if graph is not None else self._feature_kernel()
+        context = None if graph is not None else self._check_context(context, n_samples)
+        W = self._training_graph(X, context, graph)
+        if W is not None and not isinstance(X, np.ndarray):
+            # A global graph is only built for data small enough to hold: read it once.
+            X = io.gather_rows(X, np.arange(n_samples)).numpy()
+        run = self._start_run(X, W, context=context)
         if run.checkpoint is not None:
             state = io.load_checkpoint(run.checkpoint)
             if state is not None:
                 run.load_state_dict(state)
                 self._rank_streams_after_resume(run)
-        run.context = self._check_context(context, n_samples)
-        self._train(run, X, n_steps=total_steps - run.step)
+        self._train(run, X)
         self.n_train_samples_ = n_samples
         self._store_run(run)
-        self._finalize(X, run, refresh_statistics=True)
+        self._finalize(X, run, W)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, *, context=None):
         """One pass of training over a chunk of a stream (``ceil(n_chunk / batch_size)`` steps).
 
-        The first call initialises the network like :meth:`fit`; later calls continue from
-        the current network, Adam moments and random generator. The learning rate is kept
-        constant (a stream has no known end for a cosine schedule); the discrete estimator
-        anneals its temperature over ``max_iter`` steps (or ``max_epochs`` times the steps of
-        the first chunk) and then stays at ``temperature_end``. ``n_train_samples_`` counts
-        all rows seen, which sets the scale of :meth:`transform`. Checkpoints are not written.
+        Streams have no global graph: each minibatch's affinity is built inside it
+        (``sampler_ = "minibatch"``). The first call initialises the network like
+        :meth:`fit`; later calls continue from the current network, Adam moments and random
+        generator, at a constant learning rate. ``n_train_samples_`` counts all rows seen.
+        Checkpoints are not written.
 
         Parameters
         ----------
@@ -157,10 +188,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         y : Ignored
             Not used, present for API consistency.
         context : object, optional
-            Per-sample side information for kernels that use it, e.g. the token colours and
-            positions (:class:`~spectralnet_seg.kernels.TokenContext`) of the paper's
-            pixel kernel; each minibatch's kernel gets the rows of its samples. Ignored by
-            plain feature kernels; not needed by :meth:`predict` / :meth:`transform`.
+            Per-sample side information for kernels that use it (see :meth:`fit`).
 
         Returns
         -------
@@ -170,25 +198,35 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         X = io.validate_rows(self, X, reset=first, min_samples=2)
         if first:
             self._check_n_clusters(X.shape[0])
-        n_steps = max(1, math.ceil(X.shape[0] / min(self.batch_size, X.shape[0])))
-        if first:
-            horizon = self.max_iter if self.max_iter is not None else self.max_epochs * n_steps
-            run = self._start_run(X, total_steps=horizon, cosine_schedule=False,
-                                  use_checkpoints=False)
+            self.kernel_ = self._feature_kernel()
+            self.sampler_ = "minibatch"
+            run = self._start_run(X, None, context=self._check_context(context, X.shape[0]),
+                                  streaming=True)
             self.n_train_samples_ = 0
         else:
             run = self._resume_run(X)
-        run.context = self._check_context(context, X.shape[0])
+            run.context = self._check_context(context, X.shape[0])
+        n_steps = max(1, math.ceil(X.shape[0] / run.batch_size))
         self._train(run, X, n_steps=n_steps)
         self.n_train_samples_ += X.shape[0]
         self._store_run(run)
-        self._finalize(X, run, refresh_statistics=False)
+        self._finalize(X, run, None)
         return self
 
-    # ------------------------------------------------------------------ setup
+    # ------------------------------------------------------------------ the training graph
+    def _feature_kernel(self):
+        kernel = self._resolve_kernel()
+        if getattr(kernel, "input_is_affinity", False):
+            raise ValueError(
+                f"{type(self).__name__} needs features for its network, not an affinity "
+                "matrix: kernel='precomputed' is not supported. Pass the features as X and "
+                "your affinity as fit(X, graph=W)."
+            )
+        return kernel
+
     def _check_context(self, context, n_samples: int):
         """The context for the kernel: checked against ``X`` when the kernel needs one."""
-        if not requires_context(self.kernel_):
+        if self.kernel_ is None or not requires_context(self.kernel_):
             return None
         return as_token_context(context, n_samples, owner=type(self.kernel_).__name__)
 
@@ -199,22 +237,114 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                 f"n_samples={n_samples}; use at most {n_samples} clusters."
             )
 
+    def _chosen_sampler(self, X, user_graph) -> str:
+        if user_graph is not None:
+            return "graph"
+        if self.sampler != "auto":
+            return self.sampler
+        cost = self.kernel_.graph_cost(X.shape[0], X.shape[1])
+        return "graph" if cost <= settings.GRAPH_COST_BUDGET else "minibatch"
+
+    def _training_graph(self, X, context, user_graph) -> sp.csr_matrix | None:
+        """The global graph (user's or the kernel's), validated; None for minibatch graphs."""
+        self.sampler_ = self._chosen_sampler(X, user_graph)
+        if self.sampler_ == "minibatch":
+            return None
+        if user_graph is not None:
+            W = check_affinity(user_graph, name="graph")
+            if W.shape[0] != X.shape[0]:
+                raise ValueError(f"graph is {W.shape[0]} x {W.shape[0]} but X has "
+                                 f"{X.shape[0]} rows; give one node per row of X.")
+        else:
+            if not isinstance(X, np.ndarray):
+                X = io.gather_rows(X, np.arange(X.shape[0])).numpy()
+            W = check_affinity(self.kernel_.graph(X, context),
+                               name=f"{type(self.kernel_).__name__}.graph(X)")
+        W = W - sp.diags(W.diagonal())  # self-loops carry no information between points
+        W = sp.csr_matrix(W)
+        W.eliminate_zeros()
+        self._check_graph(W)
+        return W
+
+    def _check_graph(self, W: sp.csr_matrix) -> None:
+        """Clear errors and warnings for graphs the method cannot learn from."""
+        if W.nnz == 0:
+            raise ValueError(
+                "the affinity graph has no edges (every weight is 0): the kernel's bandwidth "
+                "is too small for the scale of the data (e.g. RBF gamma too large), or the "
+                "data are all identical. Use a kNN kernel or a wider bandwidth.")
+        degree = np.asarray(W.sum(axis=1)).ravel()
+        isolated = int(np.count_nonzero(degree <= 0))
+        if isolated:
+            warnings.warn(
+                f"{isolated} of {W.shape[0]} points have no edge in the affinity graph; the "
+                "objective says nothing about them and their labels come from the network "
+                "alone.", DisconnectedGraphWarning, stacklevel=4)
+        n_components, _ = connected_components(W, directed=False)
+        n_components -= isolated
+        if n_components > self._n_outputs():
+            warnings.warn(
+                f"the affinity graph has {n_components} connected components but only "
+                f"{self._n_outputs()} outputs: every component indicator is an eigenfunction "
+                "of eigenvalue 1, so the top eigenfunctions are not unique and the fit cannot "
+                "converge to a well-defined answer. Increase the kernel's n_neighbors (or "
+                "bandwidth) to connect the graph, or ask for more clusters.",
+                ConvergenceWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------ setup
     def _seeds(self) -> tuple[int, int, int]:
-        """Seeds for network initialisation, the training generator and k-means."""
+        """Seeds for network initialisation, the training generator and label assignment."""
         rng = check_random_state(self.random_state)
-        init, train, kmeans = rng.randint(0, np.iinfo(np.int32).max, size=3)
+        init, train, labels = rng.randint(0, np.iinfo(np.int32).max, size=3)
         # Distributed: every rank uses rank 0's seeds (random_state=None would otherwise
         # give the ranks different k-means seeds, hence different labels).
-        return dist_utils.broadcast_object((int(init), int(train), int(kmeans)))
+        return dist_utils.broadcast_object((int(init), int(train), int(labels)))
 
-    def _orthogonality_weight(self) -> float:
+    def _orthogonality_weight(self, objective: TrainingObjective) -> float:
         if self.orthogonality_weight is None:
-            return self._default_orthogonality_weight()
+            return objective.orthogonality_weight
         return float(self.orthogonality_weight)
+
+    def _resolve_settings(self, X, W, generator: torch.Generator, *, context) -> None:
+        """Decide the "auto" settings from the data and record them (``*_`` attributes)."""
+        K, n = self._n_outputs(), X.shape[0]
+        pairs = W is not None
+        self.batch_size_ = (settings.default_batch_size(K, n, pairs=pairs)
+                            if self.batch_size == "auto" else int(self.batch_size))
+        if not pairs:
+            self.batch_size_ = min(self.batch_size_, n)
+        geometry = "euclidean" if self.kernel_ is None else self.kernel_.input_geometry()
+        self._input_statistics = settings.input_statistics(
+            X, normalize_rows=geometry == "cosine", generator=generator)
+        default_network = self.network is None or self.network == "mlp"
+        self.fourier_features_ = (settings.AUTO_FOURIER_FEATURES
+                                  if self.fourier_features == "auto" and default_network
+                                  else 0 if self.fourier_features == "auto"
+                                  else int(self.fourier_features))
+        self.fourier_scale_ = (float(self.fourier_scale) if self.fourier_scale != "auto"
+                               else self._auto_fourier_scale(X, W, generator, context))
+        self.diffusion_steps_ = 1 if self.diffusion_steps == "auto" else int(
+            self.diffusion_steps)
+
+    def _auto_fourier_scale(self, X, W, generator, context) -> float:
+        if self.fourier_features_ == 0:
+            return 1.0
+        if W is not None:
+            heads, tails = GraphPairSampler(W).sample(2048, generator=generator)
+            heads, tails = heads.numpy(), tails.numpy()
+        else:  # the edges of one minibatch graph
+            rows = np.sort(torch.randperm(X.shape[0], generator=generator)[
+                :self.batch_size_].numpy())
+            batch = io.gather_rows(X, rows)
+            batch_context = None if context is None else context[rows]
+            edges = np.argwhere(self.kernel_.batch(batch, batch_context).numpy() > 0)
+            if edges.size == 0:
+                return 1.0
+            heads, tails = rows[edges[:, 0]], rows[edges[:, 1]]
+        return settings.fourier_scale_from_edges(X, heads, tails, self._input_statistics)
 
     def _build_network(self, n_features: int, init_seed: int) -> nn.Module:
         """A fresh ψ network (seeded without touching the global RNG) or a copy of the user's."""
-        K = self._n_outputs()
         if isinstance(self.network, nn.Module):
             return copy.deepcopy(self.network)
         hidden = tuple(self.hidden_layer_sizes)
@@ -222,11 +352,14 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             raise ValueError(
                 f"hidden_layer_sizes must be a sequence of positive ints, got {hidden!r}"
             )
+        stats = self._input_statistics
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            return MLPEigenfunctions(n_features, K, hidden=hidden,
-                                     fourier_features=self.fourier_features,
-                                     fourier_scale=self.fourier_scale)
+            return MLPEigenfunctions(n_features, self._n_outputs(), hidden=hidden,
+                                     fourier_features=self.fourier_features_,
+                                     fourier_scale=self.fourier_scale_,
+                                     input_offset=stats.offset, input_scale=stats.scale,
+                                     normalize_rows=stats.normalize_rows)
 
     def _check_network_output(self, network: nn.Module, X, device: torch.device) -> None:
         """Run two rows through a user network to give a clear error for a wrong shape."""
@@ -252,67 +385,63 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                 f"an input of shape {tuple(probe.shape)}"
             )
 
-    def _outputs_name(self) -> str:
-        return "n_clusters"
+    def _fingerprint(self, X, W) -> dict:
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "device")}
+        params["network"] = repr(self.network)
+        params["kernel"] = repr(self.kernel)
+        params["random_state"] = (self.random_state if isinstance(self.random_state, Integral)
+                                  else None)
+        graph = None if W is None else io.data_checksum(
+            np.concatenate([W.indptr, W.indices]).reshape(-1, 1))
+        return {"estimator": type(self).__name__, "data": io.data_checksum(X),
+                "graph": graph, "sampler": self.sampler_, **params}
 
-    def _fingerprint(self, X, total_steps: int) -> dict:
-        network = self.network
-        desc = repr(network) if isinstance(network, nn.Module) else (
-            f"mlp{tuple(self.hidden_layer_sizes)}, fourier "
-            f"{self.fourier_features} x {self.fourier_scale}")
-        seed = self.random_state if isinstance(self.random_state, Integral) else None
-        return {
-            "estimator": type(self).__name__, "data": io.data_checksum(X),
-            "K": self._n_outputs(), "n_clusters": self.n_clusters, "kernel": repr(self.kernel),
-            "network": desc, "total_steps": total_steps, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
-            "beta": self._orthogonality_weight(), "normalize_penalty": self.normalize_penalty,
-            "momentum": self.eigenvalue_momentum, "random_state": seed,
-            "diffusion_steps": self.diffusion_steps,
-            **self._fingerprint_extra(),
-        }
+    def _new_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(network.parameters(), lr=self.learning_rate,
+                                weight_decay=self.weight_decay)
 
-    def _start_run(self, X, *, total_steps: int, cosine_schedule: bool,
-                   use_checkpoints: bool = True) -> _TrainingRun:
-        """Build kernel, network, optimiser, schedule and generator for a new run."""
+    def _start_run(self, X, W, *, context=None, streaming: bool = False) -> _TrainingRun:
+        """Settings, network, optimiser, schedule and generator of a new run."""
         device = self._training_device()
-        init_seed, train_seed, kmeans_seed = self._seeds()
-        self._kmeans_seed = kmeans_seed
-        self.kernel_ = self._resolve_kernel()
+        init_seed, train_seed, label_seed = self._seeds()
+        self._label_seed = label_seed
+        generator = torch.Generator().manual_seed(self._rank_seed(train_seed))
+        self._resolve_settings(X, W, torch.Generator().manual_seed(train_seed),
+                               context=context)
         network = self._build_network(X.shape[1], init_seed).to(device)
         self._check_network_output(network, X, device)
-        normalizer = ColumnNormalization(self._n_outputs(), momentum=self.eigenvalue_momentum)
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate,
-                                     weight_decay=self.weight_decay)
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-                     if cosine_schedule else None)
-        generator = torch.Generator().manual_seed(self._rank_seed(train_seed))
+        normalizer = ColumnNormalization(self._n_outputs(), momentum=_EIGENVALUE_MOMENTUM)
+        schedule = None if streaming else PlateauSchedule(
+            max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            check_every=CHECK_EVERY)
         checkpoint = None
-        if use_checkpoints and self.checkpoint_dir is not None:
+        if not streaming and self.checkpoint_dir is not None:
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
-                                            self._fingerprint(X, total_steps))
+                                            self._fingerprint(X, W))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),
-                            optimizer=optimizer, scheduler=scheduler, generator=generator,
-                            device=device, total_steps=total_steps,
-                            batch_size=min(self.batch_size, X.shape[0]), n_samples=X.shape[0],
-                            checkpoint=checkpoint, model=dist_utils.wrap_ddp(network))
+                            optimizer=self._new_optimizer(network), generator=generator,
+                            device=device, batch_size=self.batch_size_, n_samples=X.shape[0],
+                            learning_rate=self.learning_rate,
+                            diffusion_steps=self.diffusion_steps_, schedule=schedule,
+                            sampler=None if W is None else GraphPairSampler(W),
+                            checkpoint=checkpoint, context=context,
+                            model=dist_utils.wrap_ddp(network))
 
     def _resume_run(self, X) -> _TrainingRun:
         """Rebuild the run of previous ``partial_fit`` calls from the stored CPU state."""
         device = self._training_device()
         network = self.network_.to(device)
-        normalizer = self.normalizer_.to(device)
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate,
-                                     weight_decay=self.weight_decay)
+        optimizer = self._new_optimizer(network)
         optimizer.load_state_dict(self._optimizer_state)
         generator = torch.Generator()
         generator.set_state(self._generator_state)
-        return _TrainingRun(network=network, normalizer=normalizer, optimizer=optimizer,
-                            scheduler=None, generator=generator, device=device,
-                            total_steps=self._schedule_horizon,
-                            batch_size=min(self.batch_size, X.shape[0]), n_samples=X.shape[0],
-                            step=self.n_iter_, eigenvalues=self._eigenvalue_ema,
-                            loss_curve=list(self.loss_curve_),
+        return _TrainingRun(network=network, normalizer=self.normalizer_.to(device),
+                            optimizer=optimizer, generator=generator, device=device,
+                            batch_size=min(self.batch_size_, X.shape[0]),
+                            n_samples=X.shape[0], learning_rate=self.learning_rate,
+                            diffusion_steps=self.diffusion_steps_, step=self.n_iter_,
+                            eigenvalues=self._eigenvalue_ema, loss_curve=list(self.loss_curve_),
                             model=dist_utils.wrap_ddp(network))
 
     def _store_run(self, run: _TrainingRun) -> None:
@@ -323,85 +452,117 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         self.normalizer_ = run.normalizer.cpu()
         self._optimizer_state = io.to_cpu(run.optimizer.state_dict())
         self._generator_state = run.generator.get_state()
-        self._schedule_horizon = run.total_steps
         self._eigenvalue_ema = run.eigenvalues
+        self.diffusion_steps_ = run.diffusion_steps
         self.n_iter_ = run.step
         self.loss_curve_ = list(run.loss_curve)
+        if run.schedule is not None:
+            self.converged_ = bool(run.schedule.converged)
+            self.convergence_history_ = list(run.schedule.history)
+            if not self.converged_:
+                warnings.warn(
+                    f"{type(self).__name__} stopped at max_iter={self.max_iter} before its "
+                    f"eigenvalue estimates reached a plateau (tol={self.tol}); raise max_iter "
+                    "or tol.", ConvergenceWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ training loop
-    def _train(self, run: _TrainingRun, X, *, n_steps: int) -> None:
+    def _train(self, run: _TrainingRun, X, *, n_steps: int | None = None) -> None:
+        """Train until the schedule ends (``fit``) or for ``n_steps`` steps (``partial_fit``)."""
         run.network.train()
         run.normalizer.train()
-        steps = progress(range(n_steps), verbose=self.verbose, total=n_steps,
-                         desc=f"{type(self).__name__} training")
-        for _ in steps:
-            batch = self._sample_batch(run, X)
-            loss, rayleigh = self._train_step(run, batch)
-            loss, rayleigh = self._sync_statistics(run, loss, rayleigh)
-            self._update_statistics(run, loss, rayleigh)
-            run.step += 1
-            if hasattr(steps, "set_postfix") and run.step % 10 == 0:
-                steps.set_postfix(loss=f"{run.loss_curve[-1]:.4f}")
-            if run.checkpoint is not None and (
-                    run.step % self.checkpoint_every == 0 or run.step == run.total_steps):
+        objective = self._objective()
+        last = run.step + n_steps if n_steps is not None else None
+        total = n_steps if n_steps is not None else run.schedule.max_iter
+        bar = progress(None, verbose=self.verbose, total=total,
+                       desc=f"{type(self).__name__} training")
+        try:
+            while not (run.step >= last if last is not None else run.schedule.is_done(run.step)):
+                loss, rayleigh = self._train_step(run, X, objective)
+                loss, rayleigh = self._sync_statistics(run, loss, rayleigh)
+                self._update_statistics(run, loss, rayleigh)
+                run.step += 1
+                if run.schedule is not None:
+                    self._check_progress(run)
+                    factor = run.schedule.learning_rate_factor(run.step)
+                    for group in run.optimizer.param_groups:
+                        group["lr"] = run.learning_rate * factor
+                if bar is not None:
+                    bar.update(1)
+                    if run.step % 10 == 0:
+                        bar.set_postfix(loss=f"{run.loss_curve[-1]:.4f}", t=run.diffusion_steps)
+                if run.checkpoint is not None and run.step % self.checkpoint_every == 0:
+                    self._save_checkpoint(run)
+            if run.checkpoint is not None:
                 self._save_checkpoint(run)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    def _sample_batch(self, run: _TrainingRun, X) -> torch.Tensor:
+    def _check_progress(self, run: _TrainingRun) -> None:
+        """At a check: eigenvalues from the EMA, new diffusion time, plateau test."""
+        if not run.schedule.is_check(run.step):
+            return
+        eigenvalues = np.sort(eigenvalues_from_diffusion(run.eigenvalues,
+                                                         run.diffusion_steps))[::-1]
+        if self.diffusion_steps == "auto":
+            steps = diffusion_steps_for(self._diffusion_reference(eigenvalues))
+            if steps != run.diffusion_steps:
+                # Re-express the running estimate on the new diffusion time.
+                order = np.argsort(np.argsort(-run.eigenvalues.numpy()))
+                run.eigenvalues = torch.as_tensor(
+                    diffusion_eigenvalues(eigenvalues[order], steps))
+                run.diffusion_steps = steps
+        run.schedule.update(run.step, eigenvalues, run.diffusion_steps)
+
+    def _diffusion_reference(self, eigenvalues: np.ndarray) -> float:
+        """The eigenvalue that sets the diffusion time: the K-th largest estimate."""
+        return float(eigenvalues[-1])
+
+    def _train_step(self, run: _TrainingRun, X, objective: TrainingObjective):
+        """One optimisation step; returns (loss, diag(R)) detached."""
+        model = run.model if run.model is not None else run.network
+        if run.sampler is not None:
+            heads, tails = run.sampler.sample(run.batch_size, steps=run.diffusion_steps,
+                                              generator=run.generator)
+            rows = io.gather_rows(X, torch.cat([heads, tails]).numpy()).to(run.device)
+            psi = run.normalizer(self._training_outputs(run, model(rows)))
+            R, R_hat = pair_rayleigh_matrices(psi[:run.batch_size], psi[run.batch_size:])
+        else:
+            rows = self._next_minibatch(run, X)
+            W = self._minibatch_graph(run, rows)
+            degree = W.sum(dim=1)
+            psi = run.normalizer(self._training_outputs(run, model(rows)),
+                                 weights=degree / degree.sum())
+            R, R_hat = graph_rayleigh_matrices(psi, W, run.diffusion_steps)
+        loss = neuralef_objective(R, R_hat, self._orthogonality_weight(objective),
+                                  normalize_penalty=objective.normalize_penalty,
+                                  stop_gradient=objective.stop_gradient)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        return loss.detach(), torch.diagonal(R).detach()
+
+    def _next_minibatch(self, run: _TrainingRun, X) -> torch.Tensor:
         """Next minibatch of an epoch-wise random permutation, gathered on CPU, sent to device."""
         b = run.batch_size
         if run.permutation is None or run.position + b > run.n_samples:
             run.permutation = torch.randperm(run.n_samples, generator=run.generator)
             run.position = 0
-        indices = run.permutation[run.position:run.position + b]
+        indices = np.sort(run.permutation[run.position:run.position + b].numpy())
         run.position += b
-        indices = np.sort(indices.numpy())
         run.batch_context = None if run.context is None else run.context[indices]
-        rows = io.gather_rows(X, indices)
-        return rows.to(run.device, non_blocking=True)
+        return io.gather_rows(X, indices).to(run.device, non_blocking=True)
 
-    def _batch_operator(self, X_batch: torch.Tensor, n_samples: int,
-                        context: Any = None) -> torch.Tensor:
-        """G ≈ (D^{-1/2} W D^{-1/2})^t / n on a minibatch of b of the n training points.
-
-        See :func:`~spectralnet_seg.eigenfunctions.minibatch_operator`: with unit-second-moment
-        ψ_j ≈ √n u_j, E[ψ_jᵀ G ψ_j] ≈ λ_j, so diag(R) estimates the eigenvalues of the
-        normalised affinity on the full data — the scale of the eigsh baseline. With
-        ``diffusion_steps`` t > 1 the batch operator is raised to the power t
-        (:func:`~spectralnet_seg.eigenfunctions.diffusion_operator`), and diag(R) ≈ λ_j^t.
-        """
+    def _minibatch_graph(self, run: _TrainingRun, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            G = minibatch_operator(self.kernel_.batch(X_batch, context), n_samples)
-            return diffusion_operator(G, self.diffusion_steps)
-
-    def _step_operator(self, run: _TrainingRun, X_batch: torch.Tensor) -> torch.Tensor:
-        """The operator of this step; computed once when every batch is the whole data set."""
-        if run.batch_size < run.n_samples:
-            return self._batch_operator(X_batch, run.n_samples, run.batch_context)
-        if run.full_batch_operator is None:  # same rows (sorted) every step: same G
-            run.full_batch_operator = self._batch_operator(X_batch, run.n_samples,
-                                                           run.batch_context)
-        return run.full_batch_operator
-
-    def _eigenvalue_estimates(self, run: _TrainingRun) -> np.ndarray:
-        """Eigenvalues of the normalised affinity from the EMA of diag(R) ≈ λ^t."""
-        values = eigenvalues_from_diffusion(run.eigenvalues, self.diffusion_steps)
-        return values.numpy().astype(np.float64)
-
-    def _train_step(self, run: _TrainingRun, X_batch: torch.Tensor):
-        """One optimisation step on a minibatch; returns (loss, diag(R)) detached."""
-        G = self._step_operator(run, X_batch)
-        model = run.model if run.model is not None else run.network
-        psi = self._training_outputs(run, model(X_batch))  # DDP all-reduces the gradients
-        loss, rayleigh = neuralef_loss(psi, G, self._orthogonality_weight(),
-                                       normalize_penalty=self.normalize_penalty,
-                                       stop_gradient=self._penalty_stop_gradient,
-                                       return_rayleigh=True)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        if run.scheduler is not None:
-            run.scheduler.step()
-        return loss.detach(), rayleigh
+            W = self.kernel_.batch(rows, run.batch_context).to(rows.dtype)
+        if not bool(W.sum() > 0):
+            raise ValueError(
+                f"{type(self.kernel_).__name__} gives no edge inside a minibatch of "
+                f"{rows.shape[0]} points: its bandwidth is too small for the data (or the "
+                "batch too small for its neighbour count); use a kNN kernel or a wider "
+                "bandwidth.")
+        return W
 
     def _update_statistics(self, run: _TrainingRun, loss: torch.Tensor,
                            rayleigh: torch.Tensor) -> None:
@@ -409,7 +570,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         if run.eigenvalues is None:
             run.eigenvalues = rayleigh
         else:
-            m = self.eigenvalue_momentum
+            m = _EIGENVALUE_MOMENTUM
             run.eigenvalues = m * run.eigenvalues + (1.0 - m) * rayleigh
         value = float(loss)
         if not math.isfinite(value):
@@ -418,6 +579,50 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                 "or check the kernel (isolated points give zero degrees)"
             )
         run.loss_curve.append(value)
+
+    def _eigenvalue_estimates(self, run: _TrainingRun) -> np.ndarray:
+        """Eigenvalues of the random walk from the EMA of diag(R) on the diffusion."""
+        return eigenvalues_from_diffusion(run.eigenvalues, run.diffusion_steps)
+
+    def _eigenfunction_map(self, raw: np.ndarray, W: sp.csr_matrix | None, run: _TrainingRun
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues and the (K, K) map from raw outputs to eigenfunction estimates.
+
+        With the training graph: Rayleigh–Ritz in the span of the outputs (exact Rayleigh
+        quotients, ordered, D-orthogonal); columns scaled so that ``Σ_i (d_i / d̄) e_i² = 1``
+        over the training points (unit norm when all degrees are equal, like eigsh's
+        eigenvectors). Without it: the outputs ordered by their running eigenvalue estimates
+        and scaled to unit norm over the training points. Signs are fixed so that each
+        column's largest-magnitude entry is positive.
+
+        Parameters
+        ----------
+        raw : ndarray of shape (n_samples, K)
+            Network outputs on the training data.
+        W : sparse matrix of shape (n_samples, n_samples) or None
+            The training graph.
+        run : _TrainingRun
+            The finished run (its eigenvalue estimates).
+
+        Returns
+        -------
+        eigenvalues : ndarray of shape (K,)
+        output_map : ndarray of shape (K, K)
+        """
+        n = raw.shape[0]
+        if W is not None:
+            eigenvalues, rotation = rayleigh_ritz(W, raw)
+            output_map = rotation * math.sqrt(float(W.sum()) / n)
+        else:
+            estimates = self._eigenvalue_estimates(run)
+            order = np.argsort(-estimates, kind="stable")
+            norms = np.sqrt(np.square(raw).sum(axis=0))
+            output_map = np.diag(np.divide(1.0, norms, out=np.zeros_like(norms),
+                                           where=norms > 0))[:, order]
+            eigenvalues = estimates[order]
+        embedding = raw @ output_map
+        peak = embedding[np.abs(embedding).argmax(axis=0), np.arange(embedding.shape[1])]
+        return eigenvalues, output_map * np.where(peak < 0, -1.0, 1.0)
 
     # ------------------------------------------------------------------ inference
     def _network_on(self, device: torch.device) -> nn.Module:

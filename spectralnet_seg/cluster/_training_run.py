@@ -11,6 +11,8 @@ from torch import nn
 
 from ..eigenfunctions import ColumnNormalization
 from . import _neural_io as io
+from ._convergence import PlateauSchedule
+from ._pair_sampler import GraphPairSampler
 
 __all__ = ["_TrainingRun"]
 
@@ -22,22 +24,23 @@ class _TrainingRun:
     network: nn.Module
     normalizer: ColumnNormalization
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    generator: torch.Generator  # CPU generator: batch indices and Gumbel noise
+    generator: torch.Generator  # CPU generator: pairs, batch indices and Gumbel noise
     device: torch.device
-    total_steps: int  # horizon of the learning-rate / temperature schedules
-    batch_size: int
+    batch_size: int  # pairs (global graph) or points (minibatch graphs) per step
     n_samples: int
+    learning_rate: float  # initial learning rate; the schedule scales it
+    diffusion_steps: int  # current diffusion time t
+    schedule: PlateauSchedule | None = None  # None: constant learning rate (partial_fit)
+    sampler: GraphPairSampler | None = None  # None: graphs built inside each minibatch
     step: int = 0
-    permutation: torch.Tensor | None = None  # current epoch's sample order
+    permutation: torch.Tensor | None = None  # current epoch's sample order (minibatch mode)
     position: int = 0  # next unread entry of ``permutation``
-    eigenvalues: torch.Tensor | None = None  # EMA of diag(R), shape (K,)
+    eigenvalues: torch.Tensor | None = None  # EMA of diag(R) at the current t, shape (K,)
     loss_curve: list[float] = field(default_factory=list)
     checkpoint: Path | None = None
     model: nn.Module | None = None  # ``network`` in DDP when distributed (forward only)
     context: Any = None  # per-sample kernel side information (e.g. TokenContext), not saved
     batch_context: Any = None  # ``context`` of the current minibatch's rows
-    full_batch_operator: torch.Tensor | None = None  # G when every batch is the whole set
 
     def state_dict(self) -> dict:
         return io.to_cpu({
@@ -45,11 +48,12 @@ class _TrainingRun:
             "network": self.network.state_dict(),
             "normalizer": self.normalizer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "permutation": self.permutation,
             "position": self.position,
             "eigenvalues": self.eigenvalues,
+            "diffusion_steps": self.diffusion_steps,
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "loss_curve": list(self.loss_curve),
         })
 
@@ -58,10 +62,11 @@ class _TrainingRun:
         self.network.load_state_dict(state["network"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.permutation = state["permutation"]
         self.position = int(state["position"])
         self.eigenvalues = state["eigenvalues"]
+        self.diffusion_steps = int(state["diffusion_steps"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
         self.loss_curve = [float(v) for v in state["loss_curve"]]

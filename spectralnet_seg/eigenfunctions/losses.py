@@ -1,152 +1,169 @@
-"""The NeuralEF objective (Deng, Shi & Zhu, ICML 2022; Deng & Luo, ICCV 2023) as pure functions."""
+"""The NeuralEF objective (Deng, Shi & Zhu, ICML 2022; Deng & Luo, ICCV 2023) as pure functions.
+
+The estimators learn the top eigenfunctions of the random-walk operator ``P = D^{-1} W`` of a
+symmetric affinity ``W`` with degrees ``d``: functions f with ``W f = λ D f``. They are the
+eigenvectors ``u`` of the normalised affinity ``D^{-1/2} W D^{-1/2}`` divided by ``√d`` — the
+embedding that scikit-learn's ``SpectralClustering`` clusters — and, unlike ``u``, they are
+functions of a point alone, so a network can output them for new points without knowing
+their degree.
+
+With the degree measure π_i = d_i / vol (vol = Σ d), the Rayleigh quotients of f are
+
+.. math::
+
+    R_{jk} = \\frac{f_j^\\top W f_k}{\\mathrm{vol}}
+           = \\mathbb{E}_{(a, b) \\sim W / \\mathrm{vol}}[f_j(a) f_k(b)],
+    \\qquad \\mathbb{E}_{i \\sim \\pi}[f_j(i)^2] = 1,
+
+an expectation over edges drawn with probability proportional to their weight, whose
+endpoints are π-distributed. Both are estimated without forming W
+(:func:`pair_rayleigh_matrices`), or exactly on a minibatch's own affinity
+(:func:`graph_rayleigh_matrices`). Training on the diffusion ``W P^{t-1}`` (lazy steps
+``(I + P) / 2``) keeps the eigenfunctions and turns λ into
+μ = λ ((1 + λ) / 2)^{t-1} (:func:`diffusion_eigenvalues`), which widens the gaps between
+eigenvalues that crowd against 1.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["diffusion_operator", "eigenvalues_from_diffusion", "minibatch_operator",
-           "neuralef_loss", "rayleigh_matrices"]
+__all__ = ["diffusion_eigenvalues", "eigenvalues_from_diffusion", "graph_rayleigh_matrices",
+           "neuralef_loss", "neuralef_objective", "pair_rayleigh_matrices",
+           "rayleigh_matrices"]
 
 
-def minibatch_operator(W: torch.Tensor, n_samples: int) -> torch.Tensor:
-    r"""Minibatch estimate G of the normalised affinity M = D^{-1/2} W D^{-1/2} of n points.
-
-    For a batch B of b of the n points, G is scaled so that for any functions ψ, φ with
-    ψ ≈ √n u (u a unit vector over the n points) E_B[ψ_Bᵀ G φ_B] ≈ ψᵀMφ / n; in particular
-    ``diag(ΨᵀGΨ)`` estimates the eigenvalues of M on the full data, the scale of eigsh's.
-
-    The full degrees D are unknown, so they are estimated inside the batch. For the pair
-    (i, j) the estimate of D_i is
-
-    .. math::
-
-        \hat D_i^{(j)} = W_{ii} + W_{ij} + \frac{n-2}{b-2}\sum_{k \in B \setminus \{i,j\}} W_{ik},
-
-    unbiased *given that j is in the batch*: the plain batch degree Σ_{k∈B} W_ik / s
-    would count the partner's affinity W_ij with weight 1/s although it is always there,
-    which shrinks G_ij for close pairs and makes the estimated eigenvalues of local kernels
-    several percent too small. Then, with the pair probability b(b-1)/(n(n-1)),
-
-    .. math::
-
-        G_{ij} = \frac{n-1}{b(b-1)} \frac{W_{ij}}{\sqrt{\hat D_i^{(j)} \hat D_j^{(i)}}},
-        \qquad G_{ii} = \frac{1}{b}\frac{W_{ii}}{\hat D_i}.
-
-    When b = n this is exactly M / n. What remains is the (second-order) bias of the
-    ratio, which shrinks as the batch holds more of each point's neighbours.
+def diffusion_eigenvalues(eigenvalues, steps: int):
+    """μ = λ ((1 + λ) / 2)^(t - 1): eigenvalues of one random-walk step then t - 1 lazy ones.
 
     Parameters
     ----------
-    W : torch.Tensor of shape (b, b)
-        Symmetric non-negative affinity of the batch (``kernel.batch(X_b)``).
-    n_samples : int
-        Number n of points the batch is drawn from (≥ b).
-
-    Returns
-    -------
-    G : torch.Tensor of shape (b, b)
-        Symmetric; same dtype and device as ``W``. Points without neighbours get zero rows.
-
-    Examples
-    --------
-    >>> import torch
-    >>> W = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    >>> minibatch_operator(W, n_samples=2)  # b = n: D^{-1/2} W D^{-1/2} / n
-    tensor([[0.0000, 0.5000],
-            [0.5000, 0.0000]])
-    """
-    b = W.shape[0]
-    if W.ndim != 2 or W.shape[1] != b:
-        raise ValueError(f"W must be a square (b, b) affinity, got shape {tuple(W.shape)}")
-    if n_samples < b:
-        raise ValueError(f"n_samples={n_samples} is smaller than the batch size b={b}")
-    self_affinity = torch.diagonal(W)  # (b,)
-    others = W.sum(dim=1) - self_affinity  # (b,) affinity to the other batch points
-    pair_scale = 1.0 if b == n_samples else (n_samples - 2) / max(b - 2, 1)
-    # (b, b): estimate of D_i given that j is in the batch (symmetric roles via transpose)
-    degree_pair = self_affinity[:, None] + W + (others[:, None] - W) * pair_scale
-    degree_self = self_affinity + others * ((n_samples - 1) / max(b - 1, 1))
-    tiny = torch.finfo(W.dtype).tiny
-    inv_sqrt = torch.where(degree_pair > 0, degree_pair.clamp_min(tiny).rsqrt(),
-                           torch.zeros_like(degree_pair))
-    G = W * inv_sqrt * inv_sqrt.T * ((n_samples - 1) / (b * max(b - 1, 1)))
-    diagonal = torch.where(degree_self > 0, self_affinity / degree_self.clamp_min(tiny),
-                           torch.zeros_like(degree_self)) / b
-    return G - torch.diag_embed(torch.diagonal(G)) + torch.diag_embed(diagonal)
-
-
-def diffusion_operator(G: torch.Tensor, steps: int) -> torch.Tensor:
-    r"""The minibatch operator raised to a diffusion time: ``(b G)^steps / b``.
-
-    ``T = b G`` is the Monte-Carlo quadrature of the normalised affinity M on the batch
-    (T = M when the batch is the whole data set), so ``T^steps`` is that of M^steps, which has
-    the same eigenfunctions and eigenvalues λ_j^steps. Dividing by b again keeps the scale of
-    :func:`minibatch_operator`: for unit-second-moment ψ, ψᵀ(result)ψ ≈ λ^steps.
-
-    Why: with local kernels the top eigenvalues crowd against 1 (two moons: 1, 0.99995,
-    0.995), so the cluster indicator beats a smooth wrong function by well under 1% of the
-    objective and SGD does not find it. After t steps the gap becomes 0.99995^t vs 0.995^t
-    (0.995 vs 0.61 at t = 100), while the eigenvectors are unchanged. The eigenvalues below
-    λ_K should keep some signal (λ_K^t not ≈ 0), so t is moderate. Eigenvalues of either
-    sign enter as λ^t: choose t so that no negative eigenvalue has |λ| > λ_K (normalised
-    Gaussian affinities are positive semi-definite, so this only matters for kNN graphs).
-
-    Parameters
-    ----------
-    G : torch.Tensor of shape (b, b)
-        Output of :func:`minibatch_operator`.
+    eigenvalues : array-like of shape (K,)
+        Eigenvalues λ of the random-walk operator, in [-1, 1].
     steps : int
-        Diffusion time t ≥ 1; 1 returns ``G`` itself.
+        Diffusion time t ≥ 1.
 
     Returns
     -------
-    torch.Tensor of shape (b, b)
-        Symmetric, same dtype and device as ``G``.
+    ndarray of shape (K,)
 
     Examples
     --------
-    >>> import torch
-    >>> G = torch.tensor([[0.5, 0.0], [0.0, 0.25]])   # b = 2: T = diag(1, 0.5)
-    >>> diffusion_operator(G, 3)
-    tensor([[0.5000, 0.0000],
-            [0.0000, 0.0625]])
+    >>> diffusion_eigenvalues([1.0, 0.5], 3)
+    array([1.     , 0.28125])
     """
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if steps == 1:
-        return G
-    b = G.shape[0]
-    # Binary powering: about 2 log2(t) (b, b) products, computed once per minibatch.
-    return torch.linalg.matrix_power(G * b, int(steps)) / b
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    return lam * ((1.0 + lam) / 2.0) ** (int(steps) - 1)
 
 
-def eigenvalues_from_diffusion(rayleigh: torch.Tensor, steps: int) -> torch.Tensor:
-    """Eigenvalue estimates λ = sign(R) |R|^(1/t) from Rayleigh quotients R ≈ λ^t.
+def eigenvalues_from_diffusion(rayleigh, steps: int):
+    """Invert :func:`diffusion_eigenvalues`: λ from Rayleigh quotients μ of the t-step diffusion.
+
+    μ(λ) is increasing on [0, 1], so λ is found by bisection; μ ≤ 0 maps to 0 (an eigenvalue
+    of the walk that the diffusion cannot tell from 0).
 
     Parameters
     ----------
-    rayleigh : torch.Tensor of shape (K,)
-        Rayleigh quotients on the diffusion operator (e.g. the EMA of diag(R)).
+    rayleigh : array-like or torch.Tensor of shape (K,)
+        Rayleigh quotients μ on the diffusion operator.
     steps : int
         Diffusion time t used in training.
 
     Returns
     -------
-    torch.Tensor of shape (K,)
+    ndarray of shape (K,), float64
+
+    Examples
+    --------
+    >>> eigenvalues_from_diffusion([1.0, 0.28125], 3).round(6)
+    array([1. , 0.5])
+    """
+    if isinstance(rayleigh, torch.Tensor):
+        rayleigh = rayleigh.detach().cpu().double().numpy()
+    mu = np.clip(np.asarray(rayleigh, dtype=np.float64), 0.0, 1.0)
+    if steps == 1:
+        return mu
+    low, high = np.zeros_like(mu), np.ones_like(mu)
+    for _ in range(60):  # 2^-60: below float64 resolution of [0, 1]
+        mid = 0.5 * (low + high)
+        below = diffusion_eigenvalues(mid, steps) < mu
+        low, high = np.where(below, mid, low), np.where(below, high, mid)
+    return 0.5 * (low + high)
+
+
+def pair_rayleigh_matrices(psi_a: torch.Tensor, psi_b: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte-Carlo ``R = E[ψ(a) ψ(b)ᵀ]`` over sampled pairs, symmetrised, and its stop-gradient twin.
+
+    Parameters
+    ----------
+    psi_a, psi_b : torch.Tensor of shape (B, K)
+        Normalised outputs at the two endpoints of B pairs drawn from the (diffused) graph.
+
+    Returns
+    -------
+    R : torch.Tensor of shape (K, K)
+        ``(ψ_aᵀψ_b + ψ_bᵀψ_a) / 2B``; gradient flows into both factors.
+    R_hat : torch.Tensor of shape (K, K)
+        The same with the left factor detached, so that in ``R_hat[i, j]`` only ψ_j moves.
 
     Examples
     --------
     >>> import torch
-    >>> eigenvalues_from_diffusion(torch.tensor([0.25, 1.0]), 2)
-    tensor([0.5000, 1.0000])
+    >>> a = torch.tensor([[1.0], [-1.0]])
+    >>> pair_rayleigh_matrices(a, a)[0]   # both endpoints agree: R = E[ψ²] = 1
+    tensor([[1.]])
     """
-    if steps == 1:
-        return rayleigh
-    return torch.sign(rayleigh) * rayleigh.abs().pow(1.0 / steps)
+    if psi_a.shape != psi_b.shape or psi_a.ndim != 2:
+        raise ValueError(f"psi_a and psi_b must both be (B, K); got {tuple(psi_a.shape)} and "
+                         f"{tuple(psi_b.shape)}")
+    n_pairs = psi_a.shape[0]
+    R = (psi_a.T @ psi_b + psi_b.T @ psi_a) / (2 * n_pairs)
+    R_hat = (psi_a.detach().T @ psi_b + psi_b.detach().T @ psi_a) / (2 * n_pairs)
+    return R, R_hat
+
+
+def graph_rayleigh_matrices(psi: torch.Tensor, W: torch.Tensor, steps: int = 1
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``R = ψᵀ W P^{t-1} ψ / vol`` on a dense affinity (a minibatch's own graph).
+
+    ``P^{t-1}`` are lazy steps ``(I + D^{-1} W) / 2`` applied to ψ (t - 1 products of
+    shape (b, b) × (b, K)), so the (b, b) power is never formed. ψ must already be
+    normalised with the degree weights ``d / vol`` of ``W``.
+
+    Parameters
+    ----------
+    psi : torch.Tensor of shape (b, K)
+        Normalised outputs.
+    W : torch.Tensor of shape (b, b)
+        Symmetric non-negative affinity; treated as a constant.
+    steps : int, default=1
+        Diffusion time t ≥ 1.
+
+    Returns
+    -------
+    R, R_hat : torch.Tensor of shape (K, K)
+        As in :func:`pair_rayleigh_matrices`.
+    """
+    b = W.shape[0]
+    if W.ndim != 2 or W.shape[1] != b or psi.ndim != 2 or psi.shape[0] != b:
+        raise ValueError(f"psi must be (b, K) and W (b, b); got psi {tuple(psi.shape)}, "
+                         f"W {tuple(W.shape)}")
+    W = W.detach()
+    degree = W.sum(dim=1)  # (b,)
+    volume = degree.sum().clamp_min(torch.finfo(W.dtype).tiny)
+    inv_degree = torch.where(degree > 0, 1.0 / degree.clamp_min(torch.finfo(W.dtype).tiny),
+                             torch.zeros_like(degree))
+    diffused = psi
+    for _ in range(int(steps) - 1):
+        diffused = 0.5 * (diffused + inv_degree[:, None] * (W @ diffused))
+    W_psi = W @ diffused  # (b, K)
+    return psi.T @ W_psi / volume, psi.detach().T @ W_psi / volume
 
 
 def rayleigh_matrices(psi: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``R = ΨᵀGΨ`` and its stop-gradient twin ``R̂ = sg(Ψ)ᵀGΨ``.
+    """``R = ΨᵀGΨ`` and its stop-gradient twin ``R̂ = sg(Ψ)ᵀGΨ`` for a fixed matrix G.
 
     Parameters
     ----------
@@ -166,12 +183,10 @@ def rayleigh_matrices(psi: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor,
     return psi.T @ G_psi, psi.detach().T @ G_psi
 
 
-def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: float,
-                  normalize_penalty: bool = False, *, stop_gradient: bool = True,
-                  eps: float = 1e-6, return_rayleigh: bool = False):
-    r"""NeuralEF loss of K eigenfunctions on one minibatch.
-
-    With R = ΨᵀGΨ and R̂ = sg(Ψ)ᵀGΨ (sg = stop-gradient),
+def neuralef_objective(R: torch.Tensor, R_hat: torch.Tensor, orthogonality_weight: float, *,
+                       normalize_penalty: bool = False, stop_gradient: bool = True,
+                       eps: float = 1e-6) -> torch.Tensor:
+    r"""NeuralEF loss from the Rayleigh matrices of K normalised functions.
 
     .. math::
 
@@ -179,41 +194,71 @@ def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: floa
             + \beta \frac{1}{K}\sum_{i<j} \hat R_{ij}^2 \quad\text{(Deng \& Luo, 2023)}
 
     or, with ``normalize_penalty=True``, the original NeuralEF form whose penalty is
-    :math:`\hat R_{ij}^2 / \hat R_{ii}`. Minimising L over functions with unit second moment
-    makes ψ_j maximise its Rayleigh quotient R_jj while staying G-orthogonal to the earlier
-    ψ_1..ψ_{j-1} (the stop-gradient keeps earlier functions from being pushed by later ones),
-    so the ψ_j converge to the top eigenfunctions in order and R_jj to their eigenvalues.
+    :math:`\hat R_{ij}^2 / \hat R_{ii}`. Minimising L over unit-second-moment functions makes
+    ψ_j maximise its Rayleigh quotient while staying orthogonal to ψ_1..ψ_{j-1} (the
+    stop-gradient keeps earlier functions from being pushed by later ones), so the ψ_j
+    converge to the top eigenfunctions in order.
+
+    Parameters
+    ----------
+    R, R_hat : torch.Tensor of shape (K, K)
+        From :func:`pair_rayleigh_matrices`, :func:`graph_rayleigh_matrices` or
+        :func:`rayleigh_matrices`.
+    orthogonality_weight : float
+        β ≥ 0. With the normalised penalty β = 1 is NeuralEF's exact form.
+    normalize_penalty : bool, default=False
+        Divide each penalty term by R̂_ii (clamped below by ``eps``).
+    stop_gradient : bool, default=True
+        Use R̂ in the penalty. With False the penalty is Σ_{i<j} R_ij², which pushes both
+        functions of a pair apart: a symmetric objective for unordered outputs (clusters).
+    eps : float, default=1e-6
+        Lower bound on R̂_ii in the normalised penalty.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    K = R.shape[0]
+    penalty_matrix = R_hat if stop_gradient else R
+    penalty = penalty_matrix.square()
+    if normalize_penalty:
+        # Row i belongs to the earlier function ψ_i: divide by its Rayleigh quotient.
+        penalty = penalty / torch.diagonal(penalty_matrix).detach().clamp_min(eps)[:, None]
+    upper = torch.triu(torch.ones(K, K, dtype=torch.bool, device=R.device), diagonal=1)
+    return -torch.diagonal(R).sum() / K + orthogonality_weight * penalty[upper].sum() / K
+
+
+def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: float,
+                  normalize_penalty: bool = False, *, stop_gradient: bool = True,
+                  eps: float = 1e-6, return_rayleigh: bool = False):
+    r"""NeuralEF loss of K normalised functions on a minibatch with a fixed kernel matrix G.
+
+    :func:`rayleigh_matrices` followed by :func:`neuralef_objective`.
 
     Parameters
     ----------
     psi : torch.Tensor of shape (b, K)
-        Outputs on the minibatch, already normalised (see
-        :class:`~spectralnet_seg.eigenfunctions.ColumnNormalization`).
+        Normalised outputs on the minibatch.
     G : torch.Tensor of shape (b, b)
-        Kernel on the minibatch. The estimators pass ``D^{-1/2} W D^{-1/2} / b`` so that
-        R_jj estimates eigenvalues of the full normalised affinity.
+        Kernel on the minibatch, scaled so that ``ψᵀGψ`` is a Rayleigh quotient.
     orthogonality_weight : float
-        β ≥ 0. With the normalised penalty, β = 1 is NeuralEF's exact form (β ≥ 1 keeps the
-        eigenfunctions the maximiser); Deng & Luo use β ≈ 20 / K with the plain penalty.
+        β ≥ 0.
     normalize_penalty : bool, default=False
-        Divide each penalty term by R̂_ii (clamped below by ``eps``).
+        NeuralEF's R̂_ii-normalised penalty.
     stop_gradient : bool, default=True
-        Use R̂ in the penalty, so that it only moves the later function of each pair (the
-        eigenfunction form). With False the penalty is Σ_{i<j} R_ij² and pushes both
-        functions apart — a symmetric objective whose maximisers span the same subspace
-        but are not ordered; the discrete estimator uses it (see
-        :class:`~spectralnet_seg.cluster.DiscreteNeuralEigenClustering`).
+        See :func:`neuralef_objective`.
     eps : float, default=1e-6
         Lower bound on R̂_ii in the normalised penalty.
     return_rayleigh : bool, default=False
-        Also return the detached diagonal of R (the eigenvalue estimates).
+        Also return the detached diagonal of R.
 
     Returns
     -------
     loss : torch.Tensor
         Scalar.
     rayleigh : torch.Tensor of shape (K,)
-        Only when ``return_rayleigh=True``: ``diag(R)``, detached.
+        Only when ``return_rayleigh=True``.
 
     Examples
     --------
@@ -227,17 +272,10 @@ def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: floa
         raise ValueError(
             f"psi must be (b, K) and G (b, b); got psi {tuple(psi.shape)}, G {tuple(G.shape)}"
         )
-    K = psi.shape[1]
     R, R_hat = rayleigh_matrices(psi, G)
-    if not stop_gradient:
-        R_hat = R
-    diag = torch.diagonal(R)
-    upper = torch.triu(torch.ones(K, K, dtype=torch.bool, device=psi.device), diagonal=1)
-    penalty = R_hat.square()
-    if normalize_penalty:
-        # Row i of R̂ belongs to the earlier function ψ_i: divide by its Rayleigh quotient.
-        penalty = penalty / torch.diagonal(R_hat).detach().clamp_min(eps)[:, None]
-    loss = -diag.sum() / K + orthogonality_weight * penalty[upper].sum() / K
+    loss = neuralef_objective(R, R_hat, orthogonality_weight,
+                              normalize_penalty=normalize_penalty,
+                              stop_gradient=stop_gradient, eps=eps)
     if return_rayleigh:
-        return loss, diag.detach()
+        return loss, torch.diagonal(R).detach()
     return loss

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
-__all__ = ["MLPEigenfunctions", "RandomFourierFeatures", "TransformerEigenfunctions",
-           "orthogonal_head"]
+__all__ = ["InputStandardization", "MLPEigenfunctions", "RandomFourierFeatures",
+           "TransformerEigenfunctions", "orthogonal_head"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -119,11 +119,47 @@ class RandomFourierFeatures(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+class InputStandardization(nn.Module):
+    """Fixed affine map of the inputs, ``(x / ‖x‖ if normalize_rows) - offset) / scale``.
+
+    The estimators fit ``offset`` and the single ``scale`` on the training data, so that the
+    network sees inputs of unit root-mean-square norm whatever the units of the features
+    (pixel values, 1e20, 1e-30): one scalar keeps the geometry the kernel's distances see.
+    ``normalize_rows`` first projects rows to the unit sphere, the geometry of a cosine
+    kernel, which ignores the norm of a feature vector.
+
+    Parameters
+    ----------
+    offset : torch.Tensor of shape (d,)
+        Subtracted after the optional row normalisation (the training mean).
+    scale : float
+        Divides the centred inputs (their root-mean-square norm over the training data).
+    normalize_rows : bool, default=False
+        Divide each row by its Euclidean norm first (zero rows stay zero).
+    """
+
+    def __init__(self, offset: torch.Tensor, scale: float, normalize_rows: bool = False) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.normalize_rows = bool(normalize_rows)
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).clone())
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape (..., d) → same shape."""
+        if self.normalize_rows:
+            norms = x.norm(dim=-1, keepdim=True)
+            x = x / torch.where(norms > 0, norms, torch.ones_like(norms))
+        return (x - self.offset) / self.scale
+
+
 class MLPEigenfunctions(_PicklableByStateDict):
     """Multi-layer perceptron ψ: R^d → R^K for plain feature vectors.
 
-    ``Linear → activation`` blocks (optionally with LayerNorm) followed by an orthogonal
-    head (see :func:`orthogonal_head`).
+    Optional :class:`InputStandardization` and random Fourier features (appended to the
+    standardised inputs), then ``Linear → activation`` blocks (optionally with LayerNorm)
+    and an orthogonal head (see :func:`orthogonal_head`).
 
     Parameters
     ----------
@@ -138,11 +174,19 @@ class MLPEigenfunctions(_PicklableByStateDict):
     layer_norm : bool, default=False
         Insert a LayerNorm before each activation.
     fourier_features : int, default=0
-        If > 0, the inputs first go through
-        :class:`RandomFourierFeatures` with this many frequencies (for low-dimensional
-        inputs such as 2-D point clouds).
+        If > 0, the standardised inputs are extended with this many
+        :class:`RandomFourierFeatures` frequencies (2 × as many features). An MLP on raw
+        coordinates is biased towards slowly varying functions and misses the sharp cluster
+        indicators of non-convex shapes (two moons); the inputs themselves are kept, so no
+        linear information is lost.
     fourier_scale : float, default=1.0
-        Standard deviation of those frequencies (radians per input unit).
+        Standard deviation of those frequencies (radians per standardised input unit).
+    input_offset : array-like of shape (d,), optional
+        Offset of the :class:`InputStandardization` (none when None).
+    input_scale : float, default=1.0
+        Its scale.
+    normalize_rows : bool, default=False
+        Its row normalisation (cosine geometry).
 
     Examples
     --------
@@ -154,7 +198,9 @@ class MLPEigenfunctions(_PicklableByStateDict):
 
     def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (256, 256), *,
                  activation: str = "gelu", layer_norm: bool = False,
-                 fourier_features: int = 0, fourier_scale: float = 1.0) -> None:
+                 fourier_features: int = 0, fourier_scale: float = 1.0,
+                 input_offset=None, input_scale: float = 1.0,
+                 normalize_rows: bool = False) -> None:
         super().__init__()
         if in_features < 1 or n_outputs < 1:
             raise ValueError(
@@ -162,17 +208,23 @@ class MLPEigenfunctions(_PicklableByStateDict):
             )
         if fourier_features < 0:
             raise ValueError(f"fourier_features must be >= 0, got {fourier_features}")
+        offset = None if input_offset is None else [float(v) for v in input_offset]
         self._init_kwargs = dict(in_features=in_features, n_outputs=n_outputs,
                                  hidden=tuple(int(h) for h in hidden), activation=activation,
                                  layer_norm=layer_norm, fourier_features=int(fourier_features),
-                                 fourier_scale=float(fourier_scale))
+                                 fourier_scale=float(fourier_scale), input_offset=offset,
+                                 input_scale=float(input_scale),
+                                 normalize_rows=bool(normalize_rows))
         act = _activation(activation)
+        self.standardize = (None if offset is None and not normalize_rows and input_scale == 1.0
+                            else InputStandardization(
+                                torch.zeros(in_features) if offset is None
+                                else torch.tensor(offset), input_scale, normalize_rows))
+        self.fourier = (RandomFourierFeatures(in_features, int(fourier_features),
+                                              float(fourier_scale))
+                        if fourier_features else None)
         layers: list[nn.Module] = []
-        width = in_features
-        if fourier_features:
-            layers.append(RandomFourierFeatures(in_features, int(fourier_features),
-                                                float(fourier_scale)))
-            width = 2 * int(fourier_features)
+        width = in_features + 2 * int(fourier_features)
         for size in hidden:
             if int(size) < 1:
                 raise ValueError(f"hidden layer sizes must be >= 1, got {tuple(hidden)}")
@@ -188,6 +240,10 @@ class MLPEigenfunctions(_PicklableByStateDict):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` of shape (..., d) to outputs of shape (..., K)."""
+        if self.standardize is not None:
+            x = self.standardize(x)
+        if self.fourier is not None:
+            x = torch.cat([x, self.fourier(x)], dim=-1)
         return self.head(self.trunk(x))
 
 

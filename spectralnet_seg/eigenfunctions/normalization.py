@@ -51,10 +51,16 @@ class ColumnNormalization(nn.Module):
         self.register_buffer("running_second_moment", torch.ones(n_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        """Normalise ``f`` of shape (b, K) column-wise; update the running estimate in training."""
+    def forward(self, f: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``f`` of shape (b, K) column-wise; update the running estimate in training.
+
+        ``weights`` of shape (b,), summing to one, give the measure of the second moment
+        (e.g. the degree measure of a minibatch graph); uniform when None.
+        """
         if self.training:
-            second_moment = f.square().mean(dim=0)  # (K,)
+            squares = f.square()
+            second_moment = (squares.mean(dim=0) if weights is None
+                             else (weights.to(f.dtype)[:, None] * squares).sum(dim=0))  # (K,)
             with torch.no_grad():
                 batch = second_moment.detach().to(self.running_second_moment.dtype)
                 if int(self.num_batches_tracked) == 0:

@@ -69,6 +69,21 @@ class Kernel(BaseEstimator, ABC):
             f"{type(self).__name__} has no out-of-sample extension (cross affinities)."
         )
 
+    def graph_cost(self, n_samples: int, n_features: int) -> float:
+        """Rough number of floating-point operations of :meth:`graph` on ``n_samples`` points.
+
+        The neural estimators build the global graph only when this is affordable (their
+        ``sampler="auto"``). The default is that of an exact all-pairs search.
+        """
+        return 2.0 * float(n_samples) ** 2 * n_features
+
+    def input_geometry(self) -> str:
+        """``"cosine"`` when the affinity ignores the norm of feature vectors, else ``"euclidean"``.
+
+        The neural estimators standardise their network's inputs in the same geometry.
+        """
+        return "euclidean"
+
     @abstractmethod
     def batch(self, X_batch, context: Any = None):
         """Dense affinity within a minibatch, for neural training.

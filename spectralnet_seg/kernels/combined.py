@@ -93,6 +93,15 @@ class SumKernel(Kernel):
                              f"{weights.tolist()}.")
         return weights
 
+    def graph_cost(self, n_samples: int, n_features: int) -> float:
+        """The members' costs added up."""
+        return sum(resolve_kernel(m).graph_cost(n_samples, n_features) for m in self.kernels)
+
+    def input_geometry(self) -> str:
+        """The geometry of the first member that reads features (e.g. the cosine kNN graph)."""
+        geometries = [resolve_kernel(m).input_geometry() for m in self.kernels]
+        return "cosine" if "cosine" in geometries else "euclidean"
+
     def graph(self, X, context: Any = None) -> sp.csr_matrix:
         """Weighted sum of the members' degree-normalised graphs.
 

@@ -142,7 +142,15 @@ def _batch_topk(X, k: int, metric: str):
 # ----------------------------------------------------------------------------- the kernel
 @register_kernel("knn")
 class KNNKernel(Kernel):
-    """k-nearest-neighbour graph, optionally weighted (the paper's feature graph by default).
+    """k-nearest-neighbour graph, binary or weighted.
+
+    The defaults give scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")``
+    graph: each point linked to its 10 Euclidean nearest neighbours with weight 1, then
+    ``(W + Wᵀ) / 2``. That graph makes no assumption about the feature space beyond
+    distances, and works on low-dimensional geometric data (two moons, circles) where a
+    cosine graph sees only angles. The paper's feature graph on ViT tokens is
+    ``KNNKernel(256, metric="cosine", weighting="cosine")`` (see
+    :func:`~spectralnet_seg.kernels.paper_kernel`).
 
     Each point is joined to its ``n_neighbors`` nearest other points (faiss for the full graph,
     exact ``topk`` inside a minibatch); edges are weighted, then the directed graph is
@@ -152,10 +160,10 @@ class KNNKernel(Kernel):
     ----------
     n_neighbors : int, default=10
         Neighbours per point (the paper uses 256 for minibatches of patch tokens).
-    metric : {"cosine", "l2"}, default="cosine"
+    metric : {"l2", "cosine"}, default="l2"
         Distance used to find neighbours: ``1 - cos`` or Euclidean.
-    weighting : {"cosine", "binary", "gaussian"}, default="cosine"
-        Edge weight: ``max(cos(x_i, x_j), 0)`` (the paper: negatives clamped to 0), 1, or the
+    weighting : {"binary", "cosine", "gaussian"}, default="binary"
+        Edge weight: 1, ``max(cos(x_i, x_j), 0)`` (the paper: negatives clamped to 0), or the
         self-tuning Gaussian ``exp(-d_ij^2 / (sigma_i sigma_j))`` of the metric's distance,
         with ``sigma_i`` the distance of ``x_i`` to its ``local_scale_neighbor``-th neighbour.
     symmetrize : {"mean", "max", "mutual"}, default="mean"
@@ -222,8 +230,8 @@ class KNNKernel(Kernel):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, n_neighbors: int = 10, *, metric: str = "cosine",
-                 weighting: str = "cosine", symmetrize: str = "mean",
+    def __init__(self, n_neighbors: int = 10, *, metric: str = "l2",
+                 weighting: str = "binary", symmetrize: str = "mean",
                  local_scale_neighbor: int = 7, index: str = "flat",
                  index_params: dict | None = None, device: str = "auto",
                  verbose: bool = False):
@@ -265,6 +273,17 @@ class KNNKernel(Kernel):
         if self.metric == "cosine":
             return np.clip(1.0 - dist, 0.0, None)
         return np.clip(_pair_cosine(queries, database, ind), 0.0, None)
+
+    # ------------------------------------------------------------------ capabilities
+    def graph_cost(self, n_samples: int, n_features: int) -> float:
+        """Exact search: all pairs; HNSW / IVF: about n log n distance evaluations."""
+        if self.index == "flat":
+            return 2.0 * float(n_samples) ** 2 * n_features
+        return 2.0 * n_samples * n_features * 64.0 * max(np.log2(max(n_samples, 2)), 1.0)
+
+    def input_geometry(self) -> str:
+        """``"cosine"`` for the cosine metric, else ``"euclidean"``."""
+        return "cosine" if self.metric == "cosine" else "euclidean"
 
     # ------------------------------------------------------------------ contract
     def graph(self, X, context: Any = None) -> sp.csr_matrix:

@@ -57,6 +57,16 @@ class _PairwiseKernel(Kernel):
         """Affinity from distances; numpy or torch arrays, scales broadcast or ``None``."""
         raise NotImplementedError
 
+    # -------------------------------------------------------------- capabilities
+    def graph_cost(self, n_samples: int, n_features: int) -> float:
+        """All pairs; infinite above ``max_dense_samples`` unless sparsified (graph refuses)."""
+        if self.sparsify_neighbors is None and n_samples > self.max_dense_samples:
+            return float("inf")
+        return 2.0 * float(n_samples) ** 2 * n_features
+
+    def input_geometry(self) -> str:
+        return "cosine" if self._metric == "cosine" else "euclidean"
+
     # -------------------------------------------------------------- helpers
     def _check_size(self, n_rows: int, n_cols: int, what: str) -> None:
         if n_rows * n_cols > self.max_dense_samples**2:
