@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
+from .._utils import check_numeric
+
 # Rows per chunk for finiteness checks and inference passes over lazy arrays.
 CHUNK_ROWS = 8192
 
@@ -108,8 +110,8 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     lazy = _lazy_view(X)
     if lazy is not None:
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    return validate_data(estimator, X, dtype=[np.float32, np.float64], reset=reset,
-                         ensure_min_samples=min_samples)
+    return validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
+                         reset=reset, ensure_min_samples=min_samples)
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:
