@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from _forked import run_in_child
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score
 
 from spectralnet_seg.cluster import (
@@ -18,8 +19,10 @@ from spectralnet_seg.cluster import (
     EigshSpectralClustering,
     NeuralEigenClustering,
 )
+from spectralnet_seg.evaluation import evaluate
 from spectralnet_seg.kernels import CosineKernel, KNNKernel, RBFKernel, make_kernel
 from spectralnet_seg.kernels.knn import _neighbor_csr
+from spectralnet_seg.metrics import mean_iou, pixel_accuracy, segmentation_scores
 from spectralnet_seg.neighbors import knn_search
 
 
@@ -160,3 +163,40 @@ def test_numeric_object_arrays_and_sparse_input_still_work(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no spurious warning on ordinary data
         make_kernel("knn").graph(blobs[0])
+
+
+# ----------------------------------------------------------------------------- evaluate
+class _ConstantSegmenter:
+    """Predicts cluster 0 everywhere (evaluate only needs ``predict``)."""
+
+    def predict(self, images):
+        return [np.zeros(np.shape(im)[:2], dtype=np.int64) for im in images]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_evaluate_with_every_pixel_ignored_warns(dtype):
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    data = [(im, np.full((8, 8), 255, dtype=dtype)) for im in images]
+    with pytest.warns(UndefinedMetricWarning, match="every ground-truth pixel of the 2 "
+                      "evaluated masks is ignore_index=255"):
+        scores = evaluate(_ConstantSegmenter(), data, protocol=None)
+    assert np.isnan(scores["pixel_accuracy"]) and np.isnan(scores["mean_iou"])
+
+
+def test_evaluate_infers_classes_from_every_mask():
+    """The first mask all ignored used to fix n_classes at 0 for the whole set."""
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    masks = [np.full((4, 4), 255, np.uint8), np.ones((4, 4), np.uint8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        scores = evaluate(_ConstantSegmenter(), list(zip(images, masks, strict=True)),
+                          protocol=None)
+    assert scores["confusion"].shape == (2, 1) and scores["pixel_accuracy"] == 1.0
+
+
+def test_metrics_warn_when_nothing_is_scored():
+    ignored, pred = np.full(6, 255), np.zeros(6, dtype=int)
+    for score in (lambda: pixel_accuracy(ignored, pred), lambda: mean_iou(ignored, pred, 2),
+                  lambda: segmentation_scores(ignored, pred, 2)["mean_iou"]):
+        with pytest.warns(UndefinedMetricWarning, match="no ground-truth pixel to score"):
+            assert np.isnan(score())
