@@ -127,11 +127,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         total_steps = self.max_iter if self.max_iter is not None else (
             self.max_epochs * steps_per_epoch)
         run = self._start_run(X, total_steps=total_steps, cosine_schedule=True)
-        if run.checkpoint is not None:
-            state = io.load_checkpoint(run.checkpoint)
-            if state is not None:
-                run.load_state_dict(state)
-                self._rank_streams_after_resume(run)
+        if run.checkpoint is not None and io.resume_from_checkpoint(run):
+            self._rank_streams_after_resume(run)
         run.context = self._check_context(context, n_samples)
         self._train(run, X, n_steps=total_steps - run.step)
         self.n_train_samples_ = n_samples
@@ -288,7 +285,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                      if cosine_schedule else None)
         generator = torch.Generator().manual_seed(self._rank_seed(train_seed))
         checkpoint = None
-        if use_checkpoints and self.checkpoint_dir is not None:
+        if use_checkpoints and io.checkpoints_wanted(self.checkpoint_dir, self.random_state):
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
                                             self._fingerprint(X, total_steps))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),
