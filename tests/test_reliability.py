@@ -20,6 +20,7 @@ from spectralnet_seg.cluster import (
     NeuralEigenClustering,
 )
 from spectralnet_seg.evaluation import evaluate
+from spectralnet_seg.features import ImageMemoryError, PixelExtractor, estimate_pixel_memory
 from spectralnet_seg.kernels import CosineKernel, KNNKernel, RBFKernel, make_kernel
 from spectralnet_seg.kernels.knn import _neighbor_csr
 from spectralnet_seg.metrics import mean_iou, pixel_accuracy, segmentation_scores
@@ -200,3 +201,34 @@ def test_metrics_warn_when_nothing_is_scored():
                   lambda: segmentation_scores(ignored, pred, 2)["mean_iou"]):
         with pytest.warns(UndefinedMetricWarning, match="no ground-truth pixel to score"):
             assert np.isnan(score())
+
+
+# ----------------------------------------------------------------------------- image memory
+def test_pixel_extractor_refuses_images_too_large_for_memory_before_any_work(monkeypatch):
+    from spectralnet_seg.features import pixel
+
+    monkeypatch.setattr(pixel, "available_memory_bytes", lambda: 200 * 2**20)
+    monkeypatch.setattr(PixelExtractor, "_image_features",
+                        lambda *a: pytest.fail("features computed despite the estimate"))
+    image = np.zeros((1000, 800, 3), dtype=np.uint8)  # ~0.57 GiB of temporaries
+    with pytest.raises(ImageMemoryError, match=r"about 0.6 GiB to process images of 1000 x "
+                       r"800 pixels.*only 0.2 GiB are available.*image_size=\(H, W\)"):
+        PixelExtractor().extract([image])
+    with pytest.raises(MemoryError):  # also a MemoryError (and a ValueError for the CLI)
+        PixelExtractor(image_size=(600, 480)).extract([image])
+
+
+@pytest.mark.parametrize("num_sigma", [None, 6])
+def test_pixel_memory_estimate_bounds_the_measured_peak(num_sigma):
+    import tracemalloc
+
+    extractor = PixelExtractor(num_sigma=num_sigma)
+    image = np.random.default_rng(0).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        extractor.extract([image])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = estimate_pixel_memory(192, 256, extractor.n_scales)
+    assert peak <= estimate <= 1.5 * peak
