@@ -154,7 +154,7 @@ def checkpoints_wanted(checkpoint_dir, random_state) -> bool:
             f"checkpoint_dir={os.fspath(checkpoint_dir)!r} is ignored: checkpoints need an "
             f"integer random_state (got {random_state!r}), otherwise a later fit could not be "
             "told apart from this run and would return its model without training.",
-            CheckpointWarning, stacklevel=4)
+            CheckpointWarning, stacklevel=5)  # the user's fit call
         return False
     directory = Path(checkpoint_dir)
     if directory.exists() and not directory.is_dir():
@@ -294,7 +294,7 @@ def resume_from_checkpoint(run) -> bool:
             continue
         if problems:
             warnings.warn(f"{problems[0]} Resumed from the previous checkpoint {candidate} "
-                          f"(step {run.step}) instead.", CheckpointWarning, stacklevel=3)
+                          f"(step {run.step}) instead.", CheckpointWarning, stacklevel=4)
         return True
     raise CheckpointError(" ".join(problems) + " Delete the file(s) to train this run from "
                           "the start, or use another checkpoint_dir.")
