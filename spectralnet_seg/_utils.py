@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -39,6 +40,14 @@ def resolve_device(device: str | None = "auto"):
             "use device='cpu' or device='auto'."
         )
     return device
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
 
 
 def torch_generator(random_state, device=None):

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._numeric import power_of_two_exponent, unit_rows
-from ._utils import progress
+from ._utils import available_cores, progress
 
 __all__ = [
     "KNNMemoryError",
@@ -286,11 +286,7 @@ def _faiss_threads(faiss, n_threads: int | None, work: float):
     """
     previous = faiss.omp_get_max_threads()
     if n_threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS / Windows
-            cores = os.cpu_count() or 1
-        n_threads = 1 if work < _PARALLEL_WORK else min(previous, cores)
+        n_threads = 1 if work < _PARALLEL_WORK else min(previous, available_cores())
     faiss.omp_set_num_threads(max(1, n_threads))
     try:
         yield

@@ -16,6 +16,7 @@ import pytest
 import torch
 from _forked import run_in_child
 from sklearn.datasets import make_blobs
+from test_checkpoint import _assert_same_fit
 
 from spectralnet_seg.cluster import NeuralEigenClustering, _neural_io
 from spectralnet_seg.cluster._checkpoints import (
@@ -47,14 +48,6 @@ def _make(**params):
                     max_iter=MAX_ITER, learning_rate=5e-3, device="cpu", random_state=0,
                     checkpoint_every=EVERY, n_init=2)
     return NeuralEigenClustering(3, **{**defaults, **params})
-
-
-def _assert_same_fit(a, b):
-    for (name, p), q in zip(a.network_.state_dict().items(),
-                            b.network_.state_dict().values(), strict=True):
-        torch.testing.assert_close(p, q, atol=0, rtol=0, msg=name)
-    assert a.loss_curve_ == b.loss_curve_
-    np.testing.assert_array_equal(a.labels_, b.labels_)
 
 
 def _count_steps(monkeypatch) -> list[int]:

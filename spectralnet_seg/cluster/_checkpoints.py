@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._utils import available_cores
+
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
@@ -56,14 +58,6 @@ class CheckpointWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- fingerprint
-def _hash_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
-
-
 def data_checksum(X) -> str:
     """Fingerprint of a whole data set: its shape, dtype and every byte of its rows.
 
@@ -92,7 +86,7 @@ def data_checksum(X) -> str:
         return hashlib.sha256(np.ascontiguousarray(rows)).digest()
 
     digests: list[bytes] = []
-    workers = _hash_workers()
+    workers = min(8, available_cores())
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         for start in range(0, n_rows, step):
