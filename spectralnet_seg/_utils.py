@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -39,6 +40,14 @@ def resolve_device(device: str | None = "auto"):
             "use device='cpu' or device='auto'."
         )
     return device
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
 
 
 def torch_generator(random_state, device=None):
@@ -84,6 +93,65 @@ def progress(iterable: Iterable[T], *, verbose: bool | int, desc: str, total: in
     return tqdm(iterable, desc=desc, total=total, leave=leave)
 
 
+# scikit-learn's wording (check_array with dtype="numeric"), so users see one message.
+_NOT_NUMERIC = ("dtype='numeric' is not compatible with arrays of bytes/strings. Convert your "
+                "data to numeric values explicitly instead.")
+
+
+def check_numeric(X, *, name: str = "X"):
+    """Refuse strings and other non-numbers with scikit-learn's message instead of numpy's.
+
+    numpy's "could not convert string to float: 'a'" names neither the argument nor the
+    fix. Sparse matrices, tensors and objects numpy cannot view as one array (ragged
+    lists, feature sources) pass through unchanged for the caller's own checks.
+
+    Parameters
+    ----------
+    X : object
+        The input about to be converted to a float array.
+    name : str, default="X"
+        Name used in the message.
+
+    Returns
+    -------
+    X : object
+        ``X`` itself.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is an array of strings or bytes, or an object array holding a string that
+        is not a number.
+
+    Examples
+    --------
+    >>> check_numeric([[1, 2], [3, "4a"]])
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds strings or other values that are not numbers (dtype <U21). dtype='numeric' is not compatible with arrays of bytes/strings. Convert your data to numeric values explicitly instead.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(X) or hasattr(X, "detach"):
+        return X
+    try:
+        array = X if isinstance(X, np.ndarray) else np.asarray(X)
+    except (TypeError, ValueError):
+        return X
+    numeric = array.dtype.kind not in "USV"
+    if array.dtype.kind == "O":
+        try:
+            array.astype(np.float64)
+        except ValueError:  # a string that is not a number
+            numeric = False
+        except TypeError:  # dicts, None...: numpy's TypeError is what sklearn expects too
+            pass
+    if not numeric:
+        raise ValueError(f"{name} holds strings or other values that are not numbers (dtype "
+                         f"{array.dtype}). {_NOT_NUMERIC}")
+    return X
+
+
 def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False) -> np.ndarray:
     """Validate a dense 2-D float array with a clear message for the usual mistakes.
 
@@ -108,6 +176,7 @@ def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False)
     """
     from sklearn.utils import check_array
 
-    X = check_array(X, dtype=dtype, order="C", copy=copy, input_name=name,
+    X = check_array(check_numeric(X, name=name), dtype=dtype, order="C", copy=copy,
+                    input_name=name,
                     ensure_all_finite=True)
     return X

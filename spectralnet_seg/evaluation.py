@@ -10,11 +10,12 @@ report pixel accuracy and (mean) IoU. Images can first be brought to the ReCo pr
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from numbers import Integral
 
 import numpy as np
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import NotFittedError, UndefinedMetricWarning
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
@@ -225,21 +226,31 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
             if pred.shape != mask.shape:
                 raise ValueError(f"the segmenter returned a {pred.shape} label map for a "
                                  f"{mask.shape} mask; label maps must be at full resolution")
-            if n_classes is None:
-                n_classes = int(mask[mask != ignore_index].max(initial=-1)) + 1
+            # int64 first: max(initial=-1) of an all-ignored uint8 mask would overflow.
+            classes = n_classes if n_classes is not None else int(
+                mask[mask != ignore_index].astype(np.int64).max(initial=-1)) + 1
             k = n_clusters if n_clusters is not None else int(pred.max()) + 1
-            part = confusion_matrix(mask, pred, n_classes, k, ignore_index)
+            part = confusion_matrix(mask, pred, classes, k, ignore_index)
             if confusion is None:
                 confusion = part
-            else:  # without n_labels_, later images may show more clusters
-                grown = np.zeros((n_classes, max(confusion.shape[1], part.shape[1])), np.int64)
-                grown[:, :confusion.shape[1]] += confusion
-                grown[:, :part.shape[1]] += part
+            else:  # without n_classes / n_labels_, later images may show more of either
+                grown = np.zeros(np.maximum(confusion.shape, part.shape), np.int64)
+                grown[:confusion.shape[0], :confusion.shape[1]] += confusion
+                grown[:part.shape[0], :part.shape[1]] += part
                 confusion = grown
             if return_predictions:
                 predictions.append(pred)
 
-    scores = scores_from_confusion(confusion, matching)
+    if confusion.sum() == 0:
+        warnings.warn(
+            f"every ground-truth pixel of the {n_items} evaluated masks is ignore_index="
+            f"{ignore_index}: there is nothing to score, pixel_accuracy and mean_iou are NaN. "
+            "Check the masks' class ids and the dataset's ignore_index.",
+            UndefinedMetricWarning, stacklevel=3)  # past validate_params's wrapper
+    with warnings.catch_warnings():  # warned above, with the evaluation's context
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        scores = scores_from_confusion(confusion, matching)
+    n_classes = confusion.shape[0]
     class_names = list(getattr(dataset, "class_names", [f"class {c}" for c in range(n_classes)]))
     result = {
         **scores,

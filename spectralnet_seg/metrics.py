@@ -14,10 +14,12 @@ default) are left out everywhere. NMI and ARI are re-exported from scikit-learn.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 __all__ = [
@@ -149,6 +151,8 @@ def majority_match(confusion: np.ndarray) -> np.ndarray:
     union = confusion.sum(axis=1, keepdims=True) + confusion.sum(axis=0, keepdims=True) \
         - confusion
     iou = np.divide(confusion, union, out=np.zeros_like(confusion), where=union > 0)
+    if confusion.shape[0] == 0:  # no class at all (every pixel ignored): nothing to match
+        return np.full(confusion.shape[1], -1, dtype=np.int64)
     mapping = iou.argmax(axis=0).astype(np.int64)
     mapping[confusion.sum(axis=0) == 0] = -1
     return mapping
@@ -206,6 +210,13 @@ def apply_mapping(y_pred, mapping: np.ndarray, fill: int = 255) -> np.ndarray:
     out = mapping[np.asarray(y_pred)]
     out[out < 0] = fill
     return out
+
+
+def _warn_nothing_to_score(n_pixels: int) -> None:
+    if n_pixels == 0:
+        warnings.warn("no ground-truth pixel to score (every pixel is ignore_index, or the "
+                      "input is empty): pixel accuracy and IoU are NaN.",
+                      UndefinedMetricWarning, stacklevel=3)
 
 
 def _scores_from_class_confusion(class_conf: np.ndarray, gt_total: np.ndarray
@@ -306,6 +317,7 @@ def scores_with_mapping(confusion: np.ndarray, mapping: np.ndarray) -> dict:
     matched = mapping >= 0
     class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(class_conf.T, mapping[matched], confusion[:, matched].T)
+    _warn_nothing_to_score(int(confusion.sum()))
     accuracy, iou = _scores_from_class_confusion(class_conf, confusion.sum(axis=1))
     return {
         "pixel_accuracy": accuracy,
@@ -334,6 +346,7 @@ def pixel_accuracy(y_true, y_pred, *, ignore_index: int | None = 255) -> float:
     if ignore_index is not None:
         keep = t != ignore_index
         t, p = t[keep], p[keep]
+    _warn_nothing_to_score(t.size)
     return float(np.mean(t == p)) if t.size else float("nan")
 
 
@@ -363,6 +376,7 @@ def mean_iou(y_true, y_pred, n_classes: int, *, ignore_index: int | None = 255,
     t, p = _flatten_pair(y_true, y_pred)
     p = np.where((p >= 0) & (p < n_classes), p, n_classes)  # extra "no class" column
     conf = confusion_matrix(t, p, n_classes, n_classes + 1, ignore_index)
+    _warn_nothing_to_score(int(conf.sum()))
     _, iou = _scores_from_class_confusion(conf[:, :n_classes], conf.sum(axis=1))
     miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
     return (miou, iou) if return_per_class else miou

@@ -25,7 +25,8 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._utils import progress
+from ._numeric import power_of_two_exponent, unit_rows
+from ._utils import available_cores, progress
 
 __all__ = [
     "KNNMemoryError",
@@ -200,22 +201,28 @@ def _chunk_rows(X: np.ndarray) -> int:
 
 
 def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
-              offset: int = 0) -> np.ndarray:
-    """Rows ``start:stop`` as C-contiguous float32, unit-normalised for the cosine metric."""
+              offset: int = 0, exponent: int = 0) -> np.ndarray:
+    """Rows ``start:stop`` as C-contiguous float32: unit-normalised for the cosine metric,
+    divided by ``2**exponent`` (exact, see :func:`_l2_exponent`) for the L2 metric."""
     rows = np.ascontiguousarray(X[start:stop], dtype=np.float32)
     if metric == "cosine":
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        if not np.all(norms > 0):
-            bad = offset + start + int(np.flatnonzero(norms.ravel() <= 0)[0])
+        rows, zero = unit_rows(rows)
+        if zero.any():
+            bad = offset + start + int(np.flatnonzero(zero)[0])
             raise ValueError(f"{name} row {bad} is all zeros; the cosine metric is undefined for "
                              "zero vectors (remove them or use metric='l2').")
-        rows = rows / norms
+    elif exponent:
+        rows = np.ldexp(rows, -exponent)
     return rows
 
 
-def _check_rows(X: np.ndarray, metric: str, name: str) -> None:
-    """One streaming pass: finite after float32 conversion, no zero rows for cosine."""
+def _check_rows(X: np.ndarray, metric: str, name: str) -> float:
+    """One streaming pass: finite after float32 conversion, no zero rows for cosine.
+
+    Returns the largest absolute value (what :func:`_l2_exponent` needs).
+    """
     step = _chunk_rows(X)
+    max_abs = 0.0
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
             rows = np.asarray(X[start:start + step], dtype=np.float32)
@@ -226,6 +233,27 @@ def _check_rows(X: np.ndarray, metric: str, name: str) -> None:
                              "conversion to float32); clean or impute the data first.")
         if metric == "cosine":
             _rows_f32(rows, 0, rows.shape[0], metric, name, offset=start)
+        else:
+            max_abs = max(max_abs, float(rows.max()), -float(rows.min()))  # no copy
+    return max_abs
+
+
+def _l2_exponent(max_abs: float, n_features: int) -> int:
+    """``e`` such that the L2 search divides the data by ``2**e`` (0 for ordinary magnitudes).
+
+    faiss squares float32 values: beyond ~1e19 the squares overflow (neighbours come back
+    as id -1) and below ~1e-19 they vanish (every distance 0). Scaling by a power of two is
+    exact, so the neighbours are those of the original data at any scale, as long as the
+    distances themselves fit in float32.
+    """
+    largest_distance = 2.0 * max_abs * np.sqrt(n_features)
+    if largest_distance >= np.finfo(np.float32).max:
+        raise ValueError(
+            f"X's values are too large for float32 distances (largest magnitude {max_abs:.3g}, "
+            f"so distances up to ~{largest_distance:.3g}, above float32's "
+            f"{float(np.finfo(np.float32).max):.3g}); divide X by a constant first (the kNN "
+            "graph does not change) or use metric='cosine'.")
+    return power_of_two_exponent(max_abs)
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -258,11 +286,7 @@ def _faiss_threads(faiss, n_threads: int | None, work: float):
     """
     previous = faiss.omp_get_max_threads()
     if n_threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS / Windows
-            cores = os.cpu_count() or 1
-        n_threads = 1 if work < _PARALLEL_WORK else min(previous, cores)
+        n_threads = 1 if work < _PARALLEL_WORK else min(previous, available_cores())
     faiss.omp_set_num_threads(max(1, n_threads))
     try:
         yield
@@ -292,7 +316,7 @@ def _to_gpu(faiss, cpu_index, gpu: int):
 
 
 def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_probe,
-                 random_state, n_search):
+                 random_state, n_search, exponent=0):
     d = X.shape[1]
     n = X.shape[0]
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
@@ -315,24 +339,24 @@ def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_pro
             # Keep a Python reference: faiss only stores a raw pointer to the clustering index.
             clustering = _to_gpu(faiss, faiss.IndexFlatL2(d), gpu)
             built.clustering_index = clustering
-        built.train(_rows_f32(X[train_ids], 0, n_train, metric, "X"))
+        built.train(_rows_f32(X[train_ids], 0, n_train, metric, "X", exponent=exponent))
         if clustering is not None:
             built.clustering_index = None
     if gpu is not None:
         built = _to_gpu(faiss, built, gpu)
     step = _chunk_rows(X)
     for start in range(0, n, step):
-        built.add(_rows_f32(X, start, start + step, metric, "X"))
+        built.add(_rows_f32(X, start, start + step, metric, "X", exponent=exponent))
     return built
 
 
-def _exact_rows(faiss, X, queries, k, metric):
+def _exact_rows(faiss, X, queries, k, metric, exponent=0):
     """Exact search of a few queries, streaming over the database (fallback for -1 results)."""
     heap = faiss.ResultHeap(queries.shape[0], k, keep_max=metric == "cosine")
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     step = _chunk_rows(X)
     for start in range(0, X.shape[0], step):
-        block = _rows_f32(X, start, start + step, metric, "X")
+        block = _rows_f32(X, start, start + step, metric, "X", exponent=exponent)
         kb = min(k, block.shape[0])
         dist, ind = faiss.knn(queries, block, kb, metric=faiss_metric)
         if kb < k:
@@ -481,9 +505,10 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
             "n_neighbors or the feature dimension, or raise max_memory_bytes."
         )
 
-    _check_rows(X, metric, "X")
+    max_abs = _check_rows(X, metric, "X")
     if not queries_are_database:
-        _check_rows(Y, metric, "Y")
+        max_abs = max(max_abs, _check_rows(Y, metric, "Y"))
+    exponent = _l2_exponent(max_abs, d) if metric == "l2" else 0
 
     faiss = _faiss()
     gpu = _resolve_gpu(device, n_search)
@@ -492,18 +517,21 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     work = _search_work(n_db, n_q, d, index, n_lists, n_probe, ef_search, hnsw_m)
     with _faiss_threads(faiss, n_threads, work):
         built = _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_probe,
-                             random_state, n_search)
+                             random_state, n_search, exponent)
         starts = range(0, n_q, batch)
         for start in progress(starts, verbose=verbose, desc="kNN search", total=len(starts)):
             stop = min(start + batch, n_q)
-            queries = _rows_f32(Y, start, stop, metric, "Y")
+            queries = _rows_f32(Y, start, stop, metric, "Y", exponent=exponent)
             dist, ind = built.search(queries, n_search)
             missing = (ind < 0).any(axis=1)
             if missing.any():  # approximate index found too few candidates for these rows
                 dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing], n_search,
-                                                          metric)
+                                                          metric, exponent)
+            _check_results(dist, ind, start)
             if metric == "l2":
                 dist = np.sqrt(np.maximum(dist, 0.0))
+                if exponent:
+                    dist = np.ldexp(dist, exponent)
             else:  # similarity -> distance; rounding can make a self-match slightly negative
                 dist = np.maximum(1.0 - dist, 0.0)
             if exclude_self:
@@ -511,3 +539,18 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
             distances[start:stop] = dist
             indices[start:stop] = ind
     return distances, indices
+
+
+def _check_results(dist: np.ndarray, ind: np.ndarray, first_query: int) -> None:
+    """Never hand back a missing neighbour (id -1) or a non-finite distance.
+
+    faiss marks "no neighbour found" with id -1 and distance FLT_MAX instead of raising; an
+    id of -1 indexes the last row in numpy and writes out of bounds in a sparse matrix.
+    """
+    bad = (ind < 0).any(axis=1) | ~np.isfinite(dist).all(axis=1)
+    if bad.any():
+        row = first_query + int(np.flatnonzero(bad)[0])
+        raise RuntimeError(
+            f"faiss returned no valid neighbours for query row {row} (id -1 or a non-finite "
+            "distance); this should not happen after the input checks, please report it with "
+            "the data's shape, dtype and value range.")

@@ -1,6 +1,7 @@
 """Spectral clustering estimators: the eigsh baseline and the neural eigenfunction variants."""
 
 from ._assign import assign_labels, cluster_qr, nearest_centroid, normalize_embedding
+from ._checkpoints import CheckpointError, CheckpointWarning
 from ._discrete import DiscreteNeuralEigenClustering
 from ._eigsh import EigshSpectralClustering
 from ._neural import NeuralEigenClustering
@@ -15,6 +16,8 @@ from ._spectral_embedding import (
 )
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointWarning",
     "DiscreteNeuralEigenClustering",
     "NeuralEigenClustering",
     "DisconnectedGraphWarning",

@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._utils import check_numeric
 from ..kernels import Kernel, resolve_kernel
 
 
@@ -34,8 +35,8 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         Returns a C-contiguous float32 array; raises ``ValueError`` on NaN/inf, empty or
         1-D input, and when ``n_clusters`` exceeds the number of samples.
         """
-        X = validate_data(self, X, dtype=np.float32, order="C", ensure_min_samples=2,
-                          reset=True)
+        X = validate_data(self, check_numeric(X), dtype=np.float32, order="C",
+                          ensure_min_samples=2, reset=True)
         if self.n_clusters > X.shape[0]:
             raise ValueError(
                 f"n_clusters={self.n_clusters} is larger than the number of samples "
@@ -46,7 +47,7 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     def _validate_predict_input(self, X) -> np.ndarray:
         """Validate new data against the fitted estimator (same number of features)."""
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        return validate_data(self, check_numeric(X), dtype=np.float32, order="C", reset=False)
 
     def _resolve_kernel(self) -> Kernel:
         """A fresh copy of ``self.kernel`` (built from its name when it is a string)."""

@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
+from .._utils import check_numeric
 from ._assign import ASSIGN_METHODS, assign_labels, nearest_centroid, normalize_embedding
 from ._base import BaseSpectralClustering
 from ._spectral_embedding import (
@@ -199,8 +200,8 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         Finiteness, sign and shape are checked here, symmetry by the kernel's ``graph``
         (the precomputed kernel symmetrises a non-symmetric affinity with a warning).
         """
-        X = validate_data(self, X, accept_sparse=["csr", "csc", "coo"], dtype=np.float64,
-                          ensure_min_samples=2 if reset else 1, reset=reset)
+        X = validate_data(self, check_numeric(X), accept_sparse=["csr", "csc", "coo"],
+                          dtype=np.float64, ensure_min_samples=2 if reset else 1, reset=reset)
         # sklearn's standard message, which check_estimator expects for positive_only.
         check_non_negative(X, f"{type(self).__name__} with kernel='precomputed'")
         if reset:

@@ -160,11 +160,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             # A global graph is only built for data small enough to hold: read it once.
             X = io.gather_rows(X, np.arange(n_samples)).numpy()
         run = self._start_run(X, W, context=context)
-        if run.checkpoint is not None:
-            state = io.load_checkpoint(run.checkpoint)
-            if state is not None:
-                run.load_state_dict(state)
-                self._rank_streams_after_resume(run)
+        if run.checkpoint is not None and io.resume_from_checkpoint(run):
+            self._rank_streams_after_resume(run)
         self._train(run, X)
         self.n_train_samples_ = n_samples
         self._store_run(run)
@@ -416,7 +413,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             check_every=CHECK_EVERY)
         checkpoint = None
-        if not streaming and self.checkpoint_dir is not None:
+        if not streaming and io.checkpoints_wanted(self.checkpoint_dir, self.random_state):
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
                                             self._fingerprint(X, W))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),

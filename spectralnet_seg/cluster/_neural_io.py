@@ -3,20 +3,30 @@
 Training data may be far larger than device memory (millions of patch tokens), so the
 estimators never move a whole data set: numpy arrays, ``np.memmap`` files and torch tensors
 are kept where they are, and only the rows of one minibatch (or one inference chunk) are
-gathered, converted to float32 and sent to the device.
+gathered, converted to float32 and sent to the device. The checkpoint files live in
+:mod:`._checkpoints`; their functions are re-exported here for the estimators.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
+
+from .._utils import check_numeric
+from ._checkpoints import (  # noqa: F401 - the estimators reach checkpoints through this module
+    CheckpointError,
+    CheckpointWarning,
+    checkpoint_path,
+    checkpoints_wanted,
+    data_checksum,
+    load_checkpoint,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
 
 # Rows per chunk for finiteness checks and inference passes over lazy arrays.
 CHUNK_ROWS = 8192
@@ -108,8 +118,8 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     lazy = _lazy_view(X)
     if lazy is not None:
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    return validate_data(estimator, X, dtype=[np.float32, np.float64], reset=reset,
-                         ensure_min_samples=min_samples)
+    return validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
+                         reset=reset, ensure_min_samples=min_samples)
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:
@@ -122,49 +132,6 @@ def iter_chunks(X: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[torch.T
     for start in range(0, X.shape[0], chunk_rows):
         yield torch.from_numpy(np.ascontiguousarray(X[start:start + chunk_rows],
                                                     dtype=np.float32))
-
-
-def data_checksum(X: np.ndarray, n_rows: int = 16) -> str:
-    """Cheap fingerprint of a data set: its shape and a few evenly spaced rows."""
-    rows = np.unique(np.linspace(0, X.shape[0] - 1, num=min(n_rows, X.shape[0])).astype(int))
-    sample = np.ascontiguousarray(X[rows], dtype=np.float64)
-    digest = hashlib.sha1(np.round(sample, 6).tobytes()).hexdigest()[:16]
-    return f"{X.shape[0]}x{X.shape[1]}:{digest}"
-
-
-def checkpoint_path(directory: str | os.PathLike, prefix: str, fingerprint: dict) -> Path:
-    """File of the checkpoint of one training run, named after its configuration.
-
-    Runs with another configuration or other data get another file, so a directory can be
-    shared without one run resuming from another's state.
-    """
-    key = repr(sorted((str(k), str(v)) for k, v in fingerprint.items()))
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(directory) / f"{prefix}-{digest}.pt"
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` to a temporary file in the same directory, then an atomic rename.
-
-    A crash while writing leaves the previous checkpoint intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint at ``path`` (tensors on the CPU), or None when there is none."""
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def to_cpu(obj):

@@ -135,6 +135,17 @@ def _n_components_and_warn(W: sp.csr_matrix) -> int:
     return n_comp
 
 
+def _check_has_edges(degree: np.ndarray) -> None:
+    """Refuse a graph without a single edge: every vector is then an eigenvector (of 0)."""
+    if degree.size > 1 and not np.any(degree > 0):
+        raise ValueError(
+            f"the affinity graph has no edges: all {degree.size} points have zero affinity to "
+            "every other point, so the spectral embedding is arbitrary. The kernel does not "
+            "fit the scale of the data: with RBFKernel(gamma=...) the points are too far "
+            "apart for gamma (lower it, use bandwidth='self-tuning', or rescale X); kNN "
+            "kernels always have edges.")
+
+
 # ---------------------------------------------------------------------------- eigensolvers
 
 
@@ -281,6 +292,7 @@ def spectral_embedding(
     k = int(n_components)
     if not 1 <= k <= n:
         raise ValueError(f"n_components={k} must be between 1 and n_samples={n}.")
+    _check_has_edges(degree)
     if eigen_solver == "amg":
         _require_pyamg()  # fail the same way whatever the graph size
     if check_connectivity:

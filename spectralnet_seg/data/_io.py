@@ -20,19 +20,36 @@ HAS_PREAD = hasattr(os, "pread")  # not on Windows: there sources fall back to t
 
 
 def read_npy_header(path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """``(shape, dtype, fortran_order, data_offset)`` of a ``.npy`` file, data unread."""
+    """``(shape, dtype, fortran_order, data_offset)`` of a ``.npy`` file, data unread.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is not a ``.npy`` file or is shorter than its header says
+        (a truncated copy would otherwise fail later, inside numpy or a read).
+    """
     fmt = np.lib.format
-    with open(path, "rb") as fh:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:  # rarer header versions: let numpy parse them
-            array = np.load(path, mmap_mode="r")
-            return array.shape, array.dtype, bool(array.flags.f_contiguous and
-                                                  not array.flags.c_contiguous), array.offset
-        return shape, dtype, fortran, fh.tell()
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+            else:  # rarer header versions: let numpy parse them
+                array = np.load(path, mmap_mode="r")
+                return array.shape, array.dtype, bool(array.flags.f_contiguous and
+                                                      not array.flags.c_contiguous), array.offset
+            offset = fh.tell()
+    except (ValueError, EOFError) as exc:  # numpy's "magic string is not correct" and kin
+        raise ValueError(f"{path} is not a valid .npy file ({exc}).") from None
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = os.path.getsize(path)
+    if actual < expected:
+        raise ValueError(f"{path} is truncated: its header describes a {shape} {dtype} array "
+                         f"({expected} bytes in all) but the file holds {actual} bytes; "
+                         "re-create it (for shards: extract_to_shards redoes damaged shards).")
+    return shape, dtype, fortran, offset
 
 
 class RowFile:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .sources import (
     DEFAULT_CHUNK_SIZE,
     ArraySource,
@@ -108,6 +109,7 @@ def as_feature_source(obj, **kwargs) -> FeatureSource:
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if path.is_file() and path.suffix == ".npy":
+            _io.read_npy_header(path)  # a clear error for a truncated or foreign file
             return ArraySource(np.load(path, mmap_mode="r"), **kwargs)
         if path.is_file():
             raise ValueError(f"{path} is not a .npy file; save features with np.save or "

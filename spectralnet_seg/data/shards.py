@@ -136,17 +136,113 @@ class ShardManifest:
         if not path.is_file():
             raise FileNotFoundError(f"no {MANIFEST_NAME} in {directory}; it is not an output "
                                     "directory of extract_to_shards.")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a valid manifest (malformed JSON: {exc}); delete "
+                             "the directory's outputs and extract again.") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a valid manifest (a JSON object is expected).")
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} has format_version {data.get('format_version')}, this "
                              f"version of spectralnet_seg reads {FORMAT_VERSION}.")
-        data["shards"] = [ShardInfo(**s) for s in data["shards"]]
-        return cls(directory=directory, **data)
+        try:
+            data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+            manifest = cls(directory=directory, **data)
+        except (KeyError, TypeError) as exc:  # missing, unknown or mistyped fields
+            raise ValueError(f"{path} is not a valid manifest ({exc}).") from None
+        check_manifest(manifest, path)
+        return manifest
 
     def save(self) -> None:
         """Write ``manifest.json`` atomically (temporary file + :func:`os.replace`)."""
         text = json.dumps(self.to_dict(), indent=1)
         _atomic_write(self.directory / MANIFEST_NAME, lambda fh: fh.write(text.encode()))
+
+
+# ---------------------------------------------------------------------- validation
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_file_name(name, manifest_path: Path) -> None:
+    """A shard file must be a plain name inside the manifest's directory.
+
+    The manifest drives deletions (``overwrite=True``): a ``../x`` or absolute name would
+    delete or read a file outside the directory.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name \
+            or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise ValueError(f"{manifest_path} lists the shard file {name!r}, which is not a plain "
+                         f"file name inside {manifest_path.parent}; refusing to read or delete "
+                         "it. Shard files must live in the manifest's directory.")
+    directory = manifest_path.parent.resolve()
+    resolved = (directory / name).resolve()  # a symbolic link may still lead elsewhere
+    if not resolved.is_relative_to(directory):
+        raise ValueError(f"{manifest_path} lists the shard file {name!r}, which resolves to "
+                         f"{resolved}, outside {directory}; refusing to read or delete it.")
+
+
+def check_manifest(manifest: ShardManifest, path: Path) -> None:
+    """Check that a manifest is self-consistent: file names, image ranges, row counts.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path`` and the first inconsistency.
+    """
+    def fail(problem: str):
+        raise ValueError(f"{path} is not a valid manifest: {problem}. Rerun extract_to_shards "
+                         "with overwrite=True (or delete the directory's outputs).")
+
+    if not (_is_int(manifest.n_images) and manifest.n_images >= 1
+            and _is_int(manifest.shard_size) and manifest.shard_size >= 1):
+        fail(f"n_images={manifest.n_images!r} and shard_size={manifest.shard_size!r} must be "
+             "positive integers")
+    if manifest.n_features is not None and not (_is_int(manifest.n_features)
+                                                and manifest.n_features >= 1):
+        fail(f"n_features={manifest.n_features!r} must be a positive integer")
+    indices = [info.index for info in manifest.shards]
+    if indices != sorted(set(indices)):
+        fail(f"shard indices {indices} are not increasing")
+    if manifest.complete and indices != list(range(manifest.n_shards)):
+        fail(f"it is marked complete but lists shards {indices} of {manifest.n_shards}")
+    for info in manifest.shards:
+        if not isinstance(info.files, dict) or "features" not in info.files \
+                or not set(info.files) <= set(KINDS):
+            fail(f"shard {info.index} lists files {info.files!r}; expected a 'features' file "
+                 f"and optional {sorted(set(KINDS) - {'features'})}")
+        for name in info.files.values():
+            _check_file_name(name, path)
+        if not _is_int(info.index) or not 0 <= info.index < manifest.n_shards:
+            fail(f"shard index {info.index!r} is outside [0, {manifest.n_shards})")
+        start = info.index * manifest.shard_size
+        stop = min(start + manifest.shard_size, manifest.n_images)
+        if (info.image_start, info.image_stop) != (start, stop):
+            fail(f"shard {info.index} covers images [{info.image_start}, {info.image_stop}), "
+                 f"shard_size={manifest.shard_size} puts it at [{start}, {stop})")
+        grid = info.grid
+        if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g) and g >= 1
+                                                                   for g in grid)):
+            fail(f"shard {info.index} has grid {grid!r}; expected [h, w]")
+        if info.n_rows != (stop - start) * grid[0] * grid[1]:
+            fail(f"shard {info.index} has n_rows={info.n_rows!r}, but its {stop - start} "
+                 f"images of {grid[0]} x {grid[1]} tokens make {(stop - start) * grid[0] * grid[1]}")
+
+
+def _check_shard_shapes(manifest: ShardManifest, kind: str, files: list[Path]) -> None:
+    """The rows and columns of each shard file agree with the manifest (headers only)."""
+    from ._io import read_npy_header
+
+    width = {"features": manifest.n_features, "colors": 3, "positions": 2}[kind]
+    for info, file in zip(manifest.shards, files, strict=True):
+        shape = read_npy_header(file)[0]  # also refuses a truncated file
+        if len(shape) != 2 or shape[0] != info.n_rows or (width and shape[1] != width):
+            raise ValueError(
+                f"shard file {file} holds an array of shape {shape}, but the manifest lists "
+                f"{info.n_rows} rows of {width} values (images [{info.image_start}, "
+                f"{info.image_stop})); the file was replaced or damaged. Rerun "
+                "extract_to_shards (resume=True redoes shards that fail their checksum).")
 
 
 # ---------------------------------------------------------------------- file writing
@@ -218,6 +314,7 @@ def load_shards(out_dir, *, kind: str = "features", allow_incomplete: bool = Fal
     files = manifest.files(kind, require_complete=not allow_incomplete)
     if not files:
         raise ValueError(f"{out_dir} has no finished shard yet.")
+    _check_shard_shapes(manifest, kind, files)
     if verify:
         for info in manifest.shards:
             if not _shard_is_intact(manifest.directory, info, "checksum"):

@@ -384,9 +384,12 @@ def _resolve_shard_files(files) -> list[Path]:
         if path.is_dir():
             manifest = path / "manifest.json"
             if manifest.exists():
-                from .shards import ShardManifest
+                from .shards import ShardManifest, _check_shard_shapes
 
-                return ShardManifest.load(path).files("features")
+                manifest = ShardManifest.load(path)
+                found = manifest.files("features")
+                _check_shard_shapes(manifest, "features", found)
+                return found
             found = sorted(p for p in path.glob("*.npy") if p.is_file())
             if not found:
                 raise FileNotFoundError(f"{path} contains no .npy files.")

@@ -9,13 +9,14 @@
 
 from ._base import ExtractedFeatures, FeatureExtractor, cell_means, resize_image, token_positions
 from ._registry import list_extractors, make_extractor, register_extractor
-from .pixel import PixelExtractor
+from .pixel import ImageMemoryError, PixelExtractor, estimate_pixel_memory
 from .precomputed import PrecomputedFeatures
 from .timm_extractor import TimmExtractor
 
 __all__ = [
     "ExtractedFeatures",
     "FeatureExtractor",
+    "ImageMemoryError",
     "PixelExtractor",
     "PrecomputedFeatures",
     "TimmExtractor",
@@ -25,4 +26,5 @@ __all__ = [
     "token_positions",
     "cell_means",
     "resize_image",
+    "estimate_pixel_memory",
 ]

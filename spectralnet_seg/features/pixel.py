@@ -25,13 +25,49 @@ from sklearn.utils._param_validation import Interval
 
 from .._utils import progress
 from ..images import load_images
+from ..neighbors import available_memory_bytes
 from ._base import ExtractedFeatures, FeatureExtractor, cell_means, resize_image, token_positions
 from ._registry import register_extractor
 
-__all__ = ["PixelExtractor", "common_size"]
+__all__ = ["ImageMemoryError", "PixelExtractor", "common_size", "estimate_pixel_memory"]
 
 # Lab channels span about [0, 100] (L) and [-110, 110] (a, b); this brings them to ~[-1, 1].
 _LAB_SCALE = np.array([1 / 100, 1 / 110, 1 / 110], dtype=np.float32)
+# Peak bytes per pixel of one image's features (tracemalloc, 500-1000 px images): float64
+# texture responses of skimage and their float32 moments grow with the number of scales.
+_BYTES_PER_PIXEL = 40
+_BYTES_PER_PIXEL_PER_SCALE = 180
+_FIXED_BYTES = 16 * 2**20  # skimage / scipy workspaces that do not grow with the image
+
+
+class ImageMemoryError(ValueError, MemoryError):
+    """Images whose feature extraction would need more memory than is available."""
+
+
+def estimate_pixel_memory(height: int, width: int, n_scales: int) -> int:
+    """Peak memory (bytes) :class:`PixelExtractor` needs to process one ``height x width`` image.
+
+    Parameters
+    ----------
+    height, width : int
+        Size the image is processed at (after ``image_size`` resizing).
+    n_scales : int
+        Number of texture scales (:attr:`PixelExtractor.n_scales`).
+
+    Returns
+    -------
+    int
+        About ``(40 + 180 * n_scales)`` bytes per pixel (760 with the default 4 scales)
+        plus 16 MiB, measured on the temporaries of colour conversion, texture responses and
+        their smoothed moments; images are processed one at a time.
+
+    Examples
+    --------
+    >>> round(estimate_pixel_memory(3000, 3000, 4) / 2**30, 1)
+    6.4
+    """
+    per_pixel = _BYTES_PER_PIXEL + _BYTES_PER_PIXEL_PER_SCALE * n_scales
+    return int(height) * int(width) * per_pixel + _FIXED_BYTES
 
 
 def common_size(images: list[np.ndarray], image_size) -> tuple[int, int]:
@@ -174,6 +210,7 @@ shape (n_images, H, W, 3)
         _check_image_size(self.image_size, self.stride)
         loaded = load_images(images, min_size=self.stride)
         size = common_size(loaded, self.image_size)
+        self._check_memory(size, len(loaded))
         grid = (max(1, size[0] // self.stride), max(1, size[1] // self.stride))
         features, colors = [], []
         for image in progress(loaded, verbose=self.verbose, desc="pixel features",
@@ -184,6 +221,20 @@ shape (n_images, H, W, 3)
         positions = np.broadcast_to(token_positions(*grid), (len(loaded), *grid, 2))
         return ExtractedFeatures(np.stack(features), np.stack(colors), positions,
                                  [im.shape[:2] for im in loaded])
+
+    def _check_memory(self, size: tuple[int, int], n_images: int) -> None:
+        """Refuse, before any work, images whose features would not fit in memory."""
+        need = estimate_pixel_memory(*size, self.n_scales)
+        budget = available_memory_bytes()
+        if budget is not None and need > budget:
+            side = int(np.sqrt(budget / need * size[0] * size[1]))
+            raise ImageMemoryError(
+                f"PixelExtractor would need about {need / 2**30:.1f} GiB to process images of "
+                f"{size[0]} x {size[1]} pixels (~{need // (size[0] * size[1])} bytes per "
+                f"pixel, one image at a time; {n_images} image(s) in this call), but only "
+                f"{budget / 2**30:.1f} GiB are available. Pass image_size=(H, W) to resize "
+                f"them first (at most about {side} x {side} pixels fit), or use a smaller "
+                "sigma_max / num_sigma.")
 
     def _scale_factors(self) -> np.ndarray:
         """``sigma`` for each gradient and ``sigma**2`` for each Hessian eigenvalue."""

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._numeric import power_of_two_exponent, unit_rows_torch
 from ..neighbors import _as_2d, knn_search
 from ._base import Kernel
 from ._registry import register_kernel
@@ -21,8 +22,14 @@ from ._registry import register_kernel
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
 # exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN.
 _TINY_SCALE = float(np.finfo(np.float32).tiny)
-_KNN_SEARCH_PARAMS = {"batch_size", "hnsw_m", "ef_search", "n_lists", "n_probe",
-                      "max_memory_bytes", "random_state", "n_threads"}
+# knn_search options each index uses; any other one would be silently ignored.
+_INDEX_PARAMS = {
+    "flat": {"batch_size", "max_memory_bytes", "n_threads"},
+    "hnsw": {"batch_size", "max_memory_bytes", "n_threads", "hnsw_m", "ef_search"},
+    "ivf": {"batch_size", "max_memory_bytes", "n_threads", "n_lists", "n_probe",
+            "random_state"},
+}
+_KNN_SEARCH_PARAMS = set().union(*_INDEX_PARAMS.values())
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -86,6 +93,10 @@ def _symmetrize_dense(W, mode: str):
 def _neighbor_csr(weights: np.ndarray, indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
     """CSR (n_rows, n_columns) with ``weights[i, j]`` at column ``indices[i, j]``, no zeros."""
     n_rows, k = indices.shape
+    if indices.size and (indices.min() < 0 or indices.max() >= n_columns):
+        # scipy does not bounds-check CSR indices: a -1 would be written out of bounds.
+        raise ValueError(f"neighbour indices must lie in [0, {n_columns}), got "
+                         f"[{indices.min()}, {indices.max()}].")
     indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
     W = sp.csr_matrix((weights.astype(np.float64).ravel(), indices.ravel(), indptr),
                       shape=(n_rows, n_columns))
@@ -122,21 +133,43 @@ def _batch_topk(X, k: int, metric: str):
     import torch
 
     if metric == "cosine":
-        norms = X.norm(dim=1)
-        if not bool((norms > 0).all()):
+        Xn, zero = unit_rows_torch(X)
+        if bool(zero.any()):
             raise ValueError("X_batch has an all-zero row; the cosine metric is undefined for "
                              "zero vectors (remove them or use metric='l2').")
-        Xn = X / norms[:, None]
         cos = Xn @ Xn.T
         scores = cos.clone()
         scores.fill_diagonal_(-torch.inf)
         sim, ind = scores.topk(k, dim=1)
         return (1.0 - sim).clamp_min(0.0), ind, cos
+    # Squares of values beyond ~1e±19 leave float32's range: divide by an exact power of two.
+    exponent = power_of_two_exponent(float(X.abs().max()))
+    if exponent:
+        X = (X.double() * 2.0**-exponent).to(X.dtype)
     sq = (X * X).sum(dim=1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
     d2.fill_diagonal_(torch.inf)
     d2_k, ind = d2.topk(k, dim=1, largest=False)
-    return d2_k.sqrt(), ind, None
+    dist = d2_k.sqrt()
+    if exponent:
+        dist = (dist.double() * 2.0**exponent).to(dist.dtype)
+    return dist, ind, None
+
+
+def _check_index_params(index_params: dict | None, index: str) -> dict:
+    """``index_params`` as a dict, refusing keys unknown or unused by ``index``."""
+    params = dict(index_params or {})
+    unknown = set(params) - _KNN_SEARCH_PARAMS
+    if unknown:
+        raise ValueError(f"unknown index_params {sorted(unknown)}; allowed: "
+                         f"{sorted(_KNN_SEARCH_PARAMS)}.")
+    unused = set(params) - _INDEX_PARAMS[index]
+    if unused:
+        users = sorted({name for name, keys in _INDEX_PARAMS.items() if unused & keys})
+        raise ValueError(f"index_params {sorted(unused)} have no effect with index={index!r} "
+                         f"(they apply to index={' or '.join(map(repr, users))}); remove them "
+                         "or change the index.")
+    return params
 
 
 # ----------------------------------------------------------------------------- the kernel
@@ -177,8 +210,9 @@ class KNNKernel(Kernel):
         :func:`~spectralnet_seg.neighbors.knn_search`); approximate indexes scale to millions.
     index_params : dict, optional
         More :func:`~spectralnet_seg.neighbors.knn_search` options: ``batch_size``,
-        ``hnsw_m``, ``ef_search``, ``n_lists``, ``n_probe``, ``max_memory_bytes``,
-        ``random_state``, ``n_threads``.
+        ``max_memory_bytes`` and ``n_threads`` for every index, ``hnsw_m`` and ``ef_search``
+        for ``"hnsw"``, ``n_lists``, ``n_probe`` and ``random_state`` for ``"ivf"``. An
+        option the chosen index does not use is an error, not silently ignored.
     device : str, default="auto"
         Device of the faiss search (GPU index when faiss has GPU support). :meth:`batch` runs
         on the device of its input.
@@ -253,11 +287,7 @@ class KNNKernel(Kernel):
         return self.n_neighbors
 
     def _search(self, X, Y=None):
-        params = dict(self.index_params or {})
-        unknown = set(params) - _KNN_SEARCH_PARAMS
-        if unknown:
-            raise ValueError(f"unknown index_params {sorted(unknown)}; allowed: "
-                             f"{sorted(_KNN_SEARCH_PARAMS)}.")
+        params = _check_index_params(self.index_params, self.index)
         return knn_search(X, Y, n_neighbors=self._n_search(), metric=self.metric,
                           index=self.index, device=self.device, verbose=self.verbose, **params)
 
@@ -377,11 +407,10 @@ class KNNKernel(Kernel):
                 weights = torch.exp(-dist[:, :k] ** 2 / (scale[:, None] * scale[ind[:, :k]]))
             else:
                 if cos is None:
-                    norms = X.norm(dim=1, keepdim=True)
-                    if not bool((norms > 0).all()):
+                    Xn, zero = unit_rows_torch(X)
+                    if bool(zero.any()):
                         raise ValueError("cosine weighting is undefined for all-zero rows; "
                                          "remove them or use weighting='binary' or 'gaussian'.")
-                    Xn = X / norms
                     cos = Xn @ Xn.T
                 weights = cos.gather(1, ind[:, :k]).clamp_min(0.0)
             W = torch.zeros((b, b), dtype=X.dtype, device=X.device)

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._numeric import unit_rows, unit_rows_torch
 from .._utils import check_finite_2d
 from ..neighbors import knn_search
 from ._base import Kernel
@@ -243,20 +244,19 @@ class _PairwiseKernel(Kernel):
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    if not np.all(norms > 0):
+    unit, zero = unit_rows(A)
+    if zero.any():
         raise ValueError("the cosine kernel is undefined for all-zero rows; remove them first.")
-    return A / norms
+    return unit
 
 
 def _torch_distances(X, metric: str):
     """(b, b) Euclidean or cosine distances inside a batch."""
     if metric == "cosine":
-        norms = X.norm(dim=1, keepdim=True)
-        if not bool((norms > 0).all()):
+        Xn, zero = unit_rows_torch(X)
+        if bool(zero.any()):
             raise ValueError("the cosine kernel is undefined for all-zero rows; remove them "
                              "first.")
-        Xn = X / norms
         return (1.0 - Xn @ Xn.T).clamp_min(0.0)
     sq = (X * X).sum(dim=1)
     return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0).sqrt()

@@ -1,0 +1,118 @@
+"""Scale-safe row norms and rescaling for float32 computations.
+
+float32 squares leave the normal range for values beyond about 1e±19 (``1e20 ** 2``
+overflows to ``inf``, ``1e-30 ** 2`` underflows to 0). Cosine similarity does not depend on
+the scale of the data, and the nearest neighbours under the Euclidean distance do not
+either, so both are computed here in a way that gives the same answer at any finite scale:
+
+* :func:`unit_rows` / :func:`unit_rows_torch` divide the rows whose norm cannot be trusted by
+  their largest absolute value first (ordinary rows take the usual fast path, bit for bit);
+* :func:`power_of_two_exponent` gives the exact (power-of-two) factor that brings data to unit
+  magnitude before faiss squares it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["power_of_two_exponent", "unit_rows", "unit_rows_torch"]
+
+# Norms inside this band come from sums of squares with no overflow and no loss to underflow
+# in float32 (tiny is 1.2e-38, max 3.4e38): they are trusted as computed.
+_TRUSTED_NORMS = (1e-18, 1e18)
+# Magnitudes faiss handles directly: squared distances stay far from float32's limits.
+_PLAIN_MAGNITUDES = (2.0**-32, 2.0**32)
+
+
+def unit_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows divided by their Euclidean norm, at any finite scale.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n, d), floating
+        Finite values.
+
+    Returns
+    -------
+    unit : ndarray of shape (n, d), dtype of ``rows``
+        Unit-norm rows (all-zero rows are left at zero).
+    zero : ndarray of shape (n,), bool
+        Which rows are all zeros (their direction, hence the cosine, is undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit, zero = unit_rows(np.array([[3e-30, 4e-30], [0, 0], [3e20, 4e20]], np.float32))
+    >>> unit.astype(float).round(3).tolist(), zero.tolist()
+    ([[0.6, 0.8], [0.0, 0.0], [0.6, 0.8]], [False, True, False])
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(rows, axis=1)
+    untrusted = ~((norms > _TRUSTED_NORMS[0]) & (norms < _TRUSTED_NORMS[1]))
+    if not untrusted.any():
+        return rows / norms[:, None], np.zeros(rows.shape[0], dtype=bool)
+    peak = np.abs(rows[untrusted]).max(axis=1)
+    zero = np.zeros(rows.shape[0], dtype=bool)
+    zero[untrusted] = peak == 0
+    # Divide by the peak first: the largest entry becomes +-1, nothing over- or underflows.
+    scaled = rows[untrusted] / np.where(peak > 0, peak, 1)[:, None]
+    norms[untrusted] = np.where(peak > 0, np.linalg.norm(scaled, axis=1), 1)
+    unit = np.empty_like(rows)
+    unit[~untrusted] = rows[~untrusted] / norms[~untrusted, None]
+    unit[untrusted] = scaled / norms[untrusted, None]
+    return unit, zero
+
+
+def unit_rows_torch(X):
+    """Torch counterpart of :func:`unit_rows` (same device and dtype).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (b, d), floating
+
+    Returns
+    -------
+    unit : torch.Tensor of shape (b, d)
+    zero : torch.Tensor of shape (b,), bool
+    """
+    import torch
+
+    norms = X.norm(dim=1)
+    untrusted = ~((norms > _TRUSTED_NORMS[0]) & (norms < _TRUSTED_NORMS[1]))
+    if not bool(untrusted.any()):  # one host sync, as the zero-row check always needed
+        return X / norms[:, None], torch.zeros_like(norms, dtype=torch.bool)
+    peak = X.abs().amax(dim=1)
+    scaled = X / torch.where(peak > 0, peak, torch.ones_like(peak))[:, None]
+    safe_norms = torch.where(untrusted, scaled.norm(dim=1), norms)
+    safe_norms = torch.where(peak > 0, safe_norms, torch.ones_like(safe_norms))
+    unit = torch.where(untrusted[:, None], scaled / safe_norms[:, None],
+                       X / safe_norms[:, None])
+    return unit, peak == 0
+
+
+def power_of_two_exponent(max_abs: float) -> int:
+    """Exponent ``e`` such that data divided by ``2**e`` has its largest magnitude near 1.
+
+    Parameters
+    ----------
+    max_abs : float
+        Largest absolute value of the data.
+
+    Returns
+    -------
+    int
+        0 when ``max_abs`` is already in a range where float32 squared distances are safe
+        (``[2**-32, 2**32]``, or 0); else ``floor(log2(max_abs))``. Scaling by a power of two
+        (:func:`numpy.ldexp`) is exact, so neighbours and (rescaled) distances are those of
+        the original data.
+
+    Examples
+    --------
+    >>> power_of_two_exponent(255.0), power_of_two_exponent(3e19), power_of_two_exponent(1e-40)
+    (0, 64, -133)
+    """
+    if max_abs == 0 or _PLAIN_MAGNITUDES[0] <= max_abs <= _PLAIN_MAGNITUDES[1]:
+        return 0
+    return math.floor(math.log2(max_abs))

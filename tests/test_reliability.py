@@ -1,0 +1,234 @@
+"""Bad input that used to crash natively, fail deep inside a library or give a silently wrong
+answer: extreme scales, kNN ids of -1, string data, index options that do nothing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from _forked import run_in_child
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import adjusted_rand_score
+
+from spectralnet_seg.cluster import (
+    DiscreteNeuralEigenClustering,
+    EigshSpectralClustering,
+    NeuralEigenClustering,
+)
+from spectralnet_seg.evaluation import evaluate
+from spectralnet_seg.features import ImageMemoryError, PixelExtractor, estimate_pixel_memory
+from spectralnet_seg.kernels import CosineKernel, KNNKernel, RBFKernel, make_kernel
+from spectralnet_seg.kernels.knn import _neighbor_csr
+from spectralnet_seg.metrics import mean_iou, pixel_accuracy, segmentation_scores
+from spectralnet_seg.neighbors import knn_search
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(300, centers=3, n_features=5, random_state=0)
+    return X.astype(np.float32), y
+
+
+# ----------------------------------------------------------------------------- scale
+def _eigsh_labels_at_scales(X):
+    out = {}
+    for scale in (1.0, 1e19, 1e30):
+        est = EigshSpectralClustering(3, kernel=make_kernel("knn", metric="l2"),
+                                      random_state=0).fit(X * np.float32(scale))
+        out[scale] = est.labels_
+    try:  # distances beyond float32 itself: a clear error, not a crash
+        wide = np.random.default_rng(0).normal(size=(50, 400)).astype(np.float32)
+        make_kernel("knn", metric="l2").graph(wide * np.float32(1e37))
+    except ValueError as exc:
+        out["error"] = str(exc)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::spectralnet_seg.cluster.DisconnectedGraphWarning")
+def test_huge_values_give_the_unscaled_clustering_not_a_native_crash(blobs):
+    """x 1e19 made faiss return id -1, which scipy wrote out of bounds ("double free or
+    corruption", exit 134): run in a child process so that a regression cannot take pytest
+    down with it."""
+    exit_code, report = run_in_child(_eigsh_labels_at_scales, blobs[0])
+    assert exit_code == 0 and report is not None, f"the child died (exit code {exit_code})"
+    assert report[0] == "ok", report[-1]
+    out = report[1]
+    for scale in (1.0, 1e19, 1e30):  # the same partition (labels may be permuted)
+        assert adjusted_rand_score(blobs[1], out[scale]) == 1.0
+    assert "too large for float32 distances" in out["error"]
+    assert "divide X by a constant" in out["error"]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("scale", [1e-40, 1e-30, 1e19, 1e30])
+def test_knn_search_is_scale_invariant(blobs, metric, scale):
+    X = blobs[0]
+    dist, ind = knn_search(X, n_neighbors=6, metric=metric)
+    dist_s, ind_s = knn_search(X * np.float32(scale), n_neighbors=6, metric=metric)
+    assert ind_s.min() >= 0
+    np.testing.assert_array_equal(ind_s, ind)
+    expected = dist * scale if metric == "l2" else dist
+    np.testing.assert_allclose(dist_s, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_neighbour_ids_out_of_range_never_reach_a_sparse_matrix():
+    weights = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"neighbour indices must lie in \[0, 3\)"):
+        _neighbor_csr(weights, np.array([[1, 2], [0, -1], [0, 1]]), 3)
+    with pytest.raises(ValueError, match=r"neighbour indices must lie in \[0, 3\)"):
+        _neighbor_csr(weights, np.array([[1, 2], [0, 3], [0, 1]]), 3)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20])
+def test_tiny_and_huge_rows_are_not_called_all_zero(blobs, scale):
+    """float32 squares of 1e-30 underflow to 0 and of 1e20 overflow: cosine must not care."""
+    X = blobs[0] * np.float32(scale)
+    batch = torch.from_numpy(X[:64])
+    for kernel in (KNNKernel(5), CosineKernel(), KNNKernel(5, metric="l2")):
+        expected = kernel.batch(torch.from_numpy(blobs[0][:64]))
+        torch.testing.assert_close(kernel.batch(batch), expected, rtol=1e-5, atol=1e-6)
+    W = CosineKernel(sparsify_neighbors=5).graph(X)
+    expected = CosineKernel(sparsify_neighbors=5).graph(blobs[0])
+    assert abs(W - expected).max() < 1e-5
+    with pytest.raises(ValueError, match="all zeros"):  # a real zero row is still refused
+        knn_search(np.vstack([X[:10], np.zeros((1, 5), np.float32)]), n_neighbors=3,
+                   metric="cosine")
+
+
+@pytest.mark.filterwarnings("ignore::spectralnet_seg.cluster.DisconnectedGraphWarning")
+def test_eigsh_cosine_on_huge_values_clusters_as_unscaled(blobs):
+    X, y = blobs
+    for scale in (1e20, 1e30):  # used to end in "ARPACK did not converge"
+        est = EigshSpectralClustering(3, random_state=0).fit(X * np.float32(scale))
+        assert adjusted_rand_score(y, est.labels_) == 1.0
+
+
+def test_eigsh_on_an_empty_graph_points_at_the_scale(blobs):
+    """A fixed RBF bandwidth far too narrow for the data leaves no edge at all."""
+    with pytest.raises(ValueError, match="no edges.*scale of the data.*gamma"):
+        EigshSpectralClustering(3, kernel=RBFKernel(), random_state=0).fit(blobs[0] * 1e20)
+    with pytest.raises(ValueError, match="no edges"):
+        EigshSpectralClustering(3, kernel=RBFKernel(gamma=1e9), random_state=0).fit(blobs[0])
+
+
+# ----------------------------------------------------------------------------- index_params
+@pytest.mark.parametrize(("index", "params", "users"), [
+    ("flat", {"n_lists": 8}, "'ivf'"),
+    ("flat", {"hnsw_m": 8, "n_probe": 2}, "'hnsw' or 'ivf'"),
+    ("hnsw", {"random_state": 0}, "'ivf'"),
+    ("ivf", {"ef_search": 64}, "'hnsw'"),
+])
+def test_index_params_the_index_ignores_are_an_error(blobs, index, params, users):
+    kernel = KNNKernel(5, index=index, index_params=params)
+    with pytest.raises(ValueError, match=f"no effect with index='{index}'.*{users}"):
+        kernel.graph(blobs[0])
+
+
+def test_index_params_the_index_uses_are_accepted(blobs):
+    W = KNNKernel(5, index="ivf", index_params={"n_lists": 4, "n_probe": 4,
+                                                "random_state": 0}).graph(blobs[0])
+    assert W.shape == (300, 300)
+    KNNKernel(5, index="hnsw", index_params={"hnsw_m": 8, "ef_search": 32,
+                                             "n_threads": 1}).graph(blobs[0])
+
+
+# ----------------------------------------------------------------------------- strings
+STRINGS = [["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]] * 5
+MIXED = np.array([[1.0, "x"], [2.0, 3.0]] * 10, dtype=object)
+
+
+@pytest.mark.parametrize("fit", [
+    lambda X: EigshSpectralClustering(2).fit(X),
+    lambda X: NeuralEigenClustering(2, max_iter=1, device="cpu").fit(X),
+    lambda X: DiscreteNeuralEigenClustering(2, max_iter=1, device="cpu").fit(X),
+    lambda X: RBFKernel().graph(X),
+    lambda X: CosineKernel().graph(X),
+], ids=["eigsh", "neural", "discrete", "rbf", "cosine"])
+@pytest.mark.parametrize("X", [STRINGS, np.array(STRINGS), MIXED], ids=["list", "str", "obj"])
+def test_strings_get_scikit_learns_message(fit, X):
+    with pytest.raises(ValueError, match="X holds strings.*Convert your data to numeric"):
+        fit(X)
+
+
+@pytest.mark.filterwarnings("ignore::spectralnet_seg.cluster.DisconnectedGraphWarning")
+def test_numeric_object_arrays_and_sparse_input_still_work(blobs):
+    X = blobs[0][:40].astype(object)
+    assert EigshSpectralClustering(3, random_state=0).fit(X).labels_.shape == (40,)
+    W = sp.csr_matrix(RBFKernel(gamma=0.1).graph(blobs[0][:40]))
+    est = EigshSpectralClustering(3, kernel="precomputed", random_state=0).fit(W)
+    assert est.labels_.shape == (40,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no spurious warning on ordinary data
+        make_kernel("knn").graph(blobs[0])
+
+
+# ----------------------------------------------------------------------------- evaluate
+class _ConstantSegmenter:
+    """Predicts cluster 0 everywhere (evaluate only needs ``predict``)."""
+
+    def predict(self, images):
+        return [np.zeros(np.shape(im)[:2], dtype=np.int64) for im in images]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_evaluate_with_every_pixel_ignored_warns(dtype):
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    data = [(im, np.full((8, 8), 255, dtype=dtype)) for im in images]
+    with pytest.warns(UndefinedMetricWarning, match="every ground-truth pixel of the 2 "
+                      "evaluated masks is ignore_index=255"):
+        scores = evaluate(_ConstantSegmenter(), data, protocol=None)
+    assert np.isnan(scores["pixel_accuracy"]) and np.isnan(scores["mean_iou"])
+
+
+def test_evaluate_infers_classes_from_every_mask():
+    """The first mask all ignored used to fix n_classes at 0 for the whole set."""
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    masks = [np.full((4, 4), 255, np.uint8), np.ones((4, 4), np.uint8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        scores = evaluate(_ConstantSegmenter(), list(zip(images, masks, strict=True)),
+                          protocol=None)
+    assert scores["confusion"].shape == (2, 1) and scores["pixel_accuracy"] == 1.0
+
+
+def test_metrics_warn_when_nothing_is_scored():
+    ignored, pred = np.full(6, 255), np.zeros(6, dtype=int)
+    for score in (lambda: pixel_accuracy(ignored, pred), lambda: mean_iou(ignored, pred, 2),
+                  lambda: segmentation_scores(ignored, pred, 2)["mean_iou"]):
+        with pytest.warns(UndefinedMetricWarning, match="no ground-truth pixel to score"):
+            assert np.isnan(score())
+
+
+# ----------------------------------------------------------------------------- image memory
+def test_pixel_extractor_refuses_images_too_large_for_memory_before_any_work(monkeypatch):
+    from spectralnet_seg.features import pixel
+
+    monkeypatch.setattr(pixel, "available_memory_bytes", lambda: 200 * 2**20)
+    monkeypatch.setattr(PixelExtractor, "_image_features",
+                        lambda *a: pytest.fail("features computed despite the estimate"))
+    image = np.zeros((1000, 800, 3), dtype=np.uint8)  # ~0.57 GiB of temporaries
+    with pytest.raises(ImageMemoryError, match=r"about 0.6 GiB to process images of 1000 x "
+                       r"800 pixels.*only 0.2 GiB are available.*image_size=\(H, W\)"):
+        PixelExtractor().extract([image])
+    with pytest.raises(MemoryError):  # also a MemoryError (and a ValueError for the CLI)
+        PixelExtractor(image_size=(600, 480)).extract([image])
+
+
+@pytest.mark.parametrize("num_sigma", [None, 6])
+def test_pixel_memory_estimate_bounds_the_measured_peak(num_sigma):
+    import tracemalloc
+
+    extractor = PixelExtractor(num_sigma=num_sigma)
+    image = np.random.default_rng(0).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        extractor.extract([image])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = estimate_pixel_memory(192, 256, extractor.n_scales)
+    assert peak <= estimate <= 1.5 * peak
