@@ -245,8 +245,9 @@ def _restore(run, state: dict) -> None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise ValueError(f"it does not fit this estimator's network and optimiser "
                          f"({type(exc).__name__}: {' '.join(lines[:2])[:300]})") from exc
-    if not 0 <= run.step <= run.total_steps:
-        raise ValueError(f"its step {run.step} is outside [0, {run.total_steps}]")
+    last = run.schedule.max_iter if run.schedule is not None else run.step
+    if not 0 <= run.step <= last:
+        raise ValueError(f"its step {run.step} is outside [0, {last}]")
 
 
 def resume_from_checkpoint(run) -> bool:
