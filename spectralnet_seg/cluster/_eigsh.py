@@ -68,7 +68,10 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         Number of eigenvectors K; ``n_clusters`` when None.
     eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
         Eigensolver (see :func:`~spectralnet_seg.cluster.spectral_embedding`); ``"amg"``
-        needs pyamg (the ``amg`` extra). Graphs under 200 nodes use a dense solver.
+        needs pyamg (the ``amg`` extra). ``"arpack"`` runs in shift-invert mode on nearly
+        planar graphs (an image's pixel grid, as in scikit-learn's coins example) and in
+        normal mode on kNN graphs, whichever converges fast on the graph at hand. Graphs
+        under 200 nodes use a dense solver.
     eigen_tol : float or "auto", default="auto"
         Eigensolver tolerance; ``"auto"``: machine precision for ARPACK, LOBPCG's default
         otherwise.
