@@ -127,6 +127,19 @@ def test_both_arpack_modes_match_dense_eigh_on_a_knn_graph(digits, mode):
     assert subspace_angles(vectors, ref_vectors[:, ::-1][:, :6]).max() < 1e-4
 
 
+def test_amg_is_deterministic_under_random_state_and_leaves_numpy_global_rng_alone():
+    # numpy's legacy global generator is the one pyamg draws from (hence NPY002 below).
+    W = _coins_pixel_graph(0.2)
+    np.random.seed(123)  # noqa: NPY002
+    expected_next = np.random.rand()  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    runs = [spectral_embedding(W, 8, eigen_solver="amg", random_state=0) for _ in range(3)]
+    assert np.random.rand() == expected_next  # noqa: NPY002 - pyamg's draws do not leak out
+    for values, vectors in runs[1:]:
+        assert_array_equal(values, runs[0][0])
+        assert_array_equal(vectors, runs[0][1])
+
+
 def test_coins_partition_is_as_good_as_sklearns():
     # scikit-learn's coin-segmentation example (20 %, 25 regions): with degree-normalised
     # eigenvectors our partition's normalised cut is within 10 % of scikit-learn's.

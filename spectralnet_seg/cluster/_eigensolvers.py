@@ -165,11 +165,18 @@ def require_pyamg():
     return pyamg
 
 
-def _amg_preconditioner(L: sp.csr_matrix):
+def _amg_preconditioner(L: sp.csr_matrix, rng):
     smoothed_aggregation_solver = require_pyamg().smoothed_aggregation_solver
     # L is singular (constant-like null vector); a tiny shift gives AMG a definite matrix.
     shifted = sp.csr_matrix(L + 1e-5 * sp.identity(L.shape[0], format="csr"))
-    return smoothed_aggregation_solver(shifted).aspreconditioner()
+    # pyamg draws start vectors from numpy's global generator (pyamg issue #139), so the
+    # same random_state gave different partitions: seed it from rng for the build only.
+    global_state = np.random.get_state()  # noqa: NPY002 - the generator pyamg uses
+    np.random.seed(rng.randint(np.iinfo(np.int32).max))  # noqa: NPY002
+    try:
+        return smoothed_aggregation_solver(shifted).aspreconditioner()
+    finally:
+        np.random.set_state(global_state)  # noqa: NPY002
 
 
 def _lobpcg_start(degree: np.ndarray, k: int, rng) -> np.ndarray:
@@ -191,7 +198,7 @@ def solve_lobpcg(M: sp.csr_matrix, degree: np.ndarray, k: int, tol: float | None
     # Solve for the smallest eigenpairs of L = I - M, as scikit-learn does: LOBPCG and the
     # AMG preconditioner both work on the positive semi-definite Laplacian.
     L = sp.csr_matrix(sp.identity(n, format="csr") - M)
-    M_pre = _amg_preconditioner(L) if preconditioner == "amg" else None
+    M_pre = _amg_preconditioner(L, rng) if preconditioner == "amg" else None
     X = _lobpcg_start(degree, k, rng)
     with warnings.catch_warnings():
         # Non-convergence is checked below from the residuals, with an actionable error.
