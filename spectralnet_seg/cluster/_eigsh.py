@@ -71,7 +71,8 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         under 200 nodes use a dense solver.
     eigen_tol : float or "auto", default="auto"
         Eigensolver tolerance; ``"auto"``: machine precision for ARPACK, LOBPCG's default
-        otherwise.
+        for ``"lobpcg"``, at most 1e-3 for ``"amg"`` (see
+        :func:`~spectralnet_seg.cluster.spectral_embedding`).
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the normalised embedding. ``"discretize"`` and
         ``"cluster_qr"`` need ``n_components >= n_clusters``.
