@@ -36,7 +36,7 @@ _ESTIMATOR_OPTIONS = {
 
 # ----------------------------------------------------------------------------- building
 def _make_extractor(args):
-    """The feature extractor, built and run once on a blank image (weights load now)."""
+    """The feature extractor; a timm backbone runs once on a blank image (weights load now)."""
     from ._cli_checks import check_extractor
     from .features import make_extractor
 
@@ -54,7 +54,8 @@ def _make_extractor(args):
     if device is not None and args.extractor.startswith("timm:"):
         params["device"] = device
     extractor = make_extractor(args.extractor, **params)
-    check_extractor(extractor, name=args.extractor, checkpoint_path=args.checkpoint_path)
+    if args.extractor.startswith("timm:"):  # a backbone whose weights load on first use
+        check_extractor(extractor, name=args.extractor, checkpoint_path=args.checkpoint_path)
     return extractor
 
 
