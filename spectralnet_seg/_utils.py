@@ -27,16 +27,24 @@ def resolve_device(device: str | None = "auto"):
     Raises
     ------
     ValueError
-        If a CUDA device is requested but CUDA is not available.
+        If the name is not a torch device, or a CUDA or MPS device is requested but not
+        available in this build or on this machine.
     """
     import torch
 
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda', "
+                         "'cuda:N', 'mps' or 'auto'.") from err
+    available = {"cuda": torch.cuda.is_available,
+                 "mps": lambda: torch.backends.mps.is_available()}
+    if device.type in available and not available[device.type]():
+        name = "CUDA" if device.type == "cuda" else "MPS (Apple GPU)"
         raise ValueError(
-            f"device={str(device)!r} was requested but CUDA is not available; "
+            f"device={str(device)!r} was requested but {name} is not available; "
             "use device='cpu' or device='auto'."
         )
     return device

@@ -168,7 +168,11 @@ def demo_kernel(n_neighbors: int = 32, *, kind: str = "paper", pixel_weight: flo
 
 def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=None,
                    device: str = "auto", random_state=0, verbose: bool = False):
-    """Build one of the demo's estimators by name.
+    """Build one of the demo's estimators by name, with the demo's settings.
+
+    The estimators come from the package's registry
+    (:func:`spectralnet_seg.cluster.make_estimator`); this adds the demo's kernel, training
+    settings and k-means restarts.
 
     Parameters
     ----------
@@ -198,26 +202,19 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     >>> make_estimator("discrete", 6).n_clusters
     6
     """
-    from sklearn.cluster import KMeans
-
-    from .cluster import (
-        DiscreteNeuralEigenClustering,
-        EigshSpectralClustering,
-        NeuralEigenClustering,
-    )
+    from .cluster import make_estimator as registered_estimator
 
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    if name == "kmeans":  # best of 10 starts, the usual baseline
+        return registered_estimator("kmeans", n_clusters, n_init=10, random_state=random_state)
     kernel = demo_kernel() if kernel is None else kernel
+    if name == "eigsh":
+        return registered_estimator("eigsh", n_clusters, kernel=kernel,
+                                    random_state=random_state)
     neural = dict(DemoConfig().neural_params() if neural_params is None else neural_params)
     neural.update(kernel=kernel, device=device, random_state=random_state, verbose=verbose)
-    if name == "eigsh":
-        return EigshSpectralClustering(n_clusters, kernel=kernel, random_state=random_state)
-    if name == "neural":
-        return NeuralEigenClustering(n_clusters, **neural)
-    if name == "discrete":
-        return DiscreteNeuralEigenClustering(n_clusters, **neural)
-    return KMeans(n_clusters, n_init=10, random_state=random_state)
+    return registered_estimator(name, n_clusters, **neural)
 
 
 def format_table(rows: list[dict], *, markdown: bool = False) -> str:

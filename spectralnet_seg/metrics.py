@@ -10,6 +10,10 @@ Clusters carry no class names, so they are first matched to classes on the evalu
 Label maps may have any shape (``(n,)``, ``(h, w)``, ``(n_images, h, w)``), or be lists of
 maps of different sizes; pixels whose ground truth equals ``ignore_index`` (255 by
 default) are left out everywhere. NMI and ARI are re-exported from scikit-learn.
+
+:func:`normalized_cut` scores a partition of a graph instead of against ground truth: the
+objective that spectral clustering relaxes (Shi & Malik, 2000), which compares clusterings
+of the same affinity (e.g. an image's pixel graph) without labels.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -383,46 +388,65 @@ def mean_iou(y_true, y_pred, n_classes: int, *, ignore_index: int | None = 255,
 
 
 def normalized_cut(affinity, labels) -> float:
-    """Normalised cut of a partition on an affinity graph (Shi & Malik, 2000).
+    """Normalised cut of a partition of a graph (Shi & Malik, 2000).
 
-    ``Σ_k cut(C_k, V ∖ C_k) / vol(C_k)`` over the non-empty clusters C_k, where
-    ``cut(A, B) = Σ_{i∈A, j∈B} W_ij`` and ``vol(A) = Σ_{i∈A} d_i``. Lower is better; 0 when
-    no edge crosses a cluster boundary. It needs no ground truth, so it compares two
-    clusterings of the same graph (e.g. eigsh and a neural estimator) without labels.
-    Equivalently ``K' − Σ_k assoc(C_k) / vol(C_k)`` for the K' non-empty clusters.
+    ``Ncut = Σ_k cut(C_k, V \\ C_k) / vol(C_k)``, where ``cut(A, B) = Σ_{i∈A, j∈B} w_ij``
+    and ``vol(C) = Σ_{i∈C} d_i`` with the degrees ``d = W 1`` (self-loops count in the
+    volume, never in a cut). It lies in ``[0, K)`` for K clusters; lower is better, 0
+    when no edge joins two clusters. Normalised spectral clustering minimises a relaxation
+    of it, so it compares partitions of one graph without ground truth.
 
     Parameters
     ----------
     affinity : {array-like, sparse matrix} of shape (n_samples, n_samples)
-        Symmetric non-negative affinity W (self-loops count as associations).
+        Symmetric, non-negative, finite affinity ``W``.
     labels : array-like of shape (n_samples,)
-        Cluster of each node (any integers).
+        Cluster of each node (any integer ids).
 
     Returns
     -------
     float
-        Clusters of zero volume (only isolated nodes) contribute 0.
+        The normalised cut. A cluster of zero volume (isolated nodes only) has no edge to
+        cut and adds 0.
+
+    Raises
+    ------
+    ValueError
+        If ``affinity`` is not square, symmetric, non-negative and finite, or ``labels``
+        does not have one entry per node.
+
+    References
+    ----------
+    J. Shi, J. Malik, "Normalized Cuts and Image Segmentation", IEEE TPAMI 22(8), 2000.
 
     Examples
     --------
     >>> import numpy as np
-    >>> W = np.array([[0, 2, 1, 0], [2, 0, 0, 0], [1, 0, 0, 3], [0, 0, 3, 0]], float)
-    >>> normalized_cut(W, [0, 0, 1, 1])  # cut 1; volumes 5 and 7
-    0.34285714285714286
+    >>> W = np.array([[0, 1, 0.1], [1, 0, 0], [0.1, 0, 0]])
+    >>> round(normalized_cut(W, [0, 0, 1]), 4)  # 0.1 / 2.1 + 0.1 / 0.1
+    1.0476
     """
-    import scipy.sparse as sp
+    from sklearn.utils import check_array
 
-    W = sp.csr_matrix(affinity, dtype=np.float64)
-    labels = np.asarray(labels).ravel()
-    if W.shape[0] != W.shape[1] or W.shape[0] != labels.shape[0]:
-        raise ValueError(f"affinity must be (n, n) with n = len(labels) = {labels.shape[0]}, "
-                         f"got shape {W.shape}")
+    W = sp.csr_matrix(check_array(affinity, accept_sparse=["csr", "csc", "coo"],
+                                  dtype=np.float64, input_name="affinity"))
+    n = W.shape[0]
+    if W.shape[1] != n:
+        raise ValueError(f"affinity must be square (n_samples, n_samples), got {W.shape}.")
+    if W.nnz and W.data.min() < 0:
+        raise ValueError(f"affinity has negative entries (min {W.data.min():.3g}).")
+    asym = abs(W - W.T)
+    if asym.nnz and asym.max() > 1e-8 * max(abs(W).max(), 1.0):
+        raise ValueError(f"affinity must be symmetric (max |W - W.T| = {asym.max():.3g}).")
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) (one per node), got {labels.shape}.")
     _, codes = np.unique(labels, return_inverse=True)
-    n_clusters = int(codes.max()) + 1 if codes.size else 0
-    indicator = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)),
-                              shape=(codes.size, n_clusters))
-    volume = np.asarray(indicator.T @ np.asarray(W.sum(axis=1)).ravel()).ravel()
-    association = (indicator.T @ W @ indicator).diagonal()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(volume > 0, (volume - association) / volume, 0.0)
-    return float(ratios.sum())
+    W = W.tocoo()
+    same = codes[W.row] == codes[W.col]
+    n_clusters = int(codes.max()) + 1 if n else 0
+    within = np.bincount(codes[W.row[same]], weights=W.data[same], minlength=n_clusters)
+    volume = np.bincount(codes[W.row], weights=W.data, minlength=n_clusters)
+    cut = volume - within
+    safe = volume > 0
+    return float(np.sum(cut[safe] / volume[safe]))

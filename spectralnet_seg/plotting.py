@@ -22,6 +22,7 @@ __all__ = [
     "colorize_labels",
     "label_overlay",
     "save_overlay",
+    "save_label_map",
     "plot_segmentations",
     "plot_eigenfunctions",
     "plot_per_class_iou",
@@ -151,6 +152,55 @@ def save_overlay(path: str | os.PathLike, image, labels, **kwargs) -> None:
     from PIL import Image
 
     Image.fromarray(label_overlay(image, labels, **kwargs)).save(path)
+
+
+def save_label_map(path: str | os.PathLike, labels, *, palette: bool = False) -> None:
+    """Write a label map to a PNG file, as raw ids or as a palette image one can look at.
+
+    Raw ids (``palette=False``) are exact but look black in an image viewer (ids 0-7 out of
+    255); a palette PNG stores the same ids as indices into :func:`label_colors`, so it
+    opens as a colour picture and still reads back as ids
+    (``np.asarray(PIL.Image.open(path))``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file (PNG); its parent directory must exist.
+    labels : ndarray of shape (H, W), integer
+        Non-negative label map.
+    palette : bool, default=False
+        Write an 8-bit palette PNG instead of grey ids. Label maps with ids of 256 or more
+        do not fit a palette and are written as an RGB colour image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> labels = np.array([[0, 1], [2, 3]])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels.png"
+    >>> save_label_map(path, labels, palette=True)
+    >>> with Image.open(path) as image:
+    ...     image.mode, np.asarray(image).tolist()
+    ('P', [[0, 1], [2, 3]])
+    """
+    from PIL import Image
+
+    labels = _check_labels(labels)
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative to be written as a PNG")
+    top = int(labels.max()) if labels.size else 0
+    if not palette:
+        dtype = np.uint8 if top < 256 else np.uint16
+        if top >= 2**16:
+            raise ValueError(f"label ids up to {top} do not fit a 16-bit PNG")
+        Image.fromarray(labels.astype(dtype)).save(path)
+        return
+    if top >= 256:
+        Image.fromarray(colorize_labels(labels, ignore_index=None)).save(path)
+        return
+    image = Image.fromarray(labels.astype(np.uint8))  # grey ("L"); a palette makes it "P"
+    image.putpalette(label_colors(256).ravel().tolist())
+    image.save(path)
 
 
 def _new_figure(n_rows: int, n_cols: int, *, panel: float = 2.6):

@@ -1,5 +1,9 @@
 """``Segmenter``: images in, label maps out — a feature extractor plus a spectral estimator.
 
+:func:`segment_image` is the one-photo shortcut: K regions of a single image at its full
+resolution, from the per-image graph (feature kNN graph + pixel colour/position graph), as
+in Deep Spectral Methods and scikit-learn's coins example.
+
 ``fit`` extracts token features from a *set* of images and fits one clustering across all of
 them, so cluster ids mean the same thing in every image (semantic, not per-image, segments).
 ``predict`` extracts the features of (new) images, assigns their tokens to the fitted
@@ -27,7 +31,8 @@ from .images import is_image_like, load_image
 from .kernels.spatial_color import TokenContext, requires_context
 from .postprocessing import CRF_DEFAULTS, _import_densecrf, dense_crf, upsample_scores
 
-__all__ = ["Segmenter", "upsample_scores", "dense_crf", "CRF_DEFAULTS"]
+__all__ = ["Segmenter", "segment_image", "upsample_scores", "dense_crf", "CRF_DEFAULTS"]
+
 
 def _as_image_list(images) -> list:
     """A list of single images from a path/PIL/array, a 4-D batch array or an iterable."""
@@ -367,3 +372,86 @@ class Segmenter(BaseEstimator):
                              dtype=np.float32)
             out.extend(extracted.unflatten(emb))
         return out
+
+
+def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extractor="pixel",
+                  kernel=None, random_state=None, verbose: bool = False,
+                  **estimator_params) -> np.ndarray:
+    """Segment one image into ``n_clusters`` regions, at the image's full resolution.
+
+    Fits ``method`` on the tokens of this image alone (a
+    :class:`Segmenter` with one image) and returns its label map.
+
+    Parameters
+    ----------
+    image : path, PIL image or ndarray of shape (H, W, 3)
+        The photo.
+    n_clusters : int, default=8
+        Number of regions K.
+    method : str, default="eigsh"
+        A registered estimator (:func:`~spectralnet_seg.cluster.list_estimators`):
+        ``"eigsh"`` (exact, seconds on a photo), ``"neural"``, ``"discrete"`` or ``"kmeans"``
+        (on the features alone, no graph).
+    extractor : str or FeatureExtractor, default="pixel"
+        Token features: ``"pixel"`` (colour and texture, offline) or ``"timm:<model>"``
+        (see :func:`~spectralnet_seg.features.make_extractor`).
+    kernel : str or Kernel, optional
+        Affinity of the spectral methods; by default ``"paper"``, the cosine kNN graph of
+        the features plus 0.3 x the image's pixel graph on colour and position
+        (:func:`~spectralnet_seg.kernels.paper_kernel`), whose neighbour count is capped to
+        the image's tokens. Not used by ``"kmeans"``.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the estimator.
+    verbose : bool, default=False
+        Progress of the extraction and of the estimator's fit.
+    **estimator_params
+        Other parameters of the estimator (e.g. ``max_iter`` of the neural ones).
+
+    Returns
+    -------
+    ndarray of shape (H, W), int64
+        Region id of every pixel, in ``[0, n_clusters)``.
+
+    See Also
+    --------
+    Segmenter : fits one clustering across many images (segments mean the same in each).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.zeros((64, 96, 3), np.uint8)
+    >>> image[:, 48:] = (200, 30, 30)  # a red right half
+    >>> labels = segment_image(image, n_clusters=2, random_state=0)
+    >>> labels.shape, len(np.unique(labels[:, :40])), len(np.unique(labels[:, 56:]))
+    ((64, 96), 1, 1)
+    """
+    from .cluster import estimator_defaults, make_estimator
+    from .features import make_extractor
+
+    defaults = estimator_defaults(method)
+    if kernel is not None and "kernel" not in defaults:
+        raise ValueError(f"method={method!r} uses no kernel; leave kernel=None")
+    feature_extractor = make_extractor(extractor) if isinstance(extractor, str) else extractor
+    extracted = feature_extractor.extract([image])
+    params = dict(estimator_params, random_state=random_state)
+    if "kernel" in defaults:
+        params["kernel"] = kernel if kernel is not None else _image_kernel(
+            extracted.flatten().shape[0], params.get("batch_size", defaults.get("batch_size")))
+    if "verbose" in defaults and method != "kmeans":  # KMeans prints every iteration
+        params.setdefault("verbose", verbose)
+    segmenter = Segmenter(feature_extractor, make_estimator(method, n_clusters, **params),
+                          verbose=verbose)
+    segmenter._validate_params()
+    segmenter.extractor_ = feature_extractor
+    segmenter._fit_extracted(extracted)
+    return segmenter.predict([image])[0]
+
+
+def _image_kernel(n_tokens: int, batch_size: int | None):
+    """The paper's kernel with its k capped to the tokens a graph or minibatch holds."""
+    from .kernels import paper_kernel
+
+    kernel = paper_kernel()
+    in_graph = n_tokens if batch_size is None else min(n_tokens, batch_size)
+    kernel.cap_neighbors(max(in_graph - 1, 1))
+    return kernel

@@ -186,3 +186,44 @@ def test_common_isolation_and_errors(bench, tmp_path):
     args = common.base_parser("x", "test").parse_args(["--repeats", "0"])
     with pytest.raises(SystemExit, match="at least 1"):
         common.repeats(args)
+
+
+def test_coins_graph_is_scikit_learns_pixel_graph(bench):
+    coins = bench("bench_coins")
+    data = coins.coins_data(0.1)
+    h, w = data.image.shape
+    W = data.graph
+    assert (h, w) == (30, 38) and W.shape == (h * w, h * w)
+    assert W.nnz == 2 * (h * (w - 1) + w * (h - 1))  # 4-neighbour grid, no self-loops
+    assert abs(W - W.T).max() == 0 and W.diagonal().max() == 0
+    assert 1e-6 <= W.data.min() and W.data.max() <= 1 + 1e-6  # exp(-beta grad / std) + eps
+    assert data.features.shape == (h * w, 3)
+
+
+def test_bench_coins_quick(bench, tmp_path, monkeypatch):
+    from sklearn.cluster import KMeans
+
+    from spectralnet_seg.metrics import normalized_cut
+
+    coins = bench("bench_coins")
+    # The hook for more rows (the neural estimators will take fit(features, graph=W)).
+    monkeypatch.setitem(coins.METHODS, "kmeans features", lambda data, k, seed: KMeans(
+        k, n_init=1, random_state=seed).fit_predict(data.features))
+    methods = ["sklearn arpack", "eigsh arpack", "eigsh arpack row", "kmeans features"]
+    result = coins.main(["--quick", "--scales", "0.1", "--methods", *methods, "--repeats", "1",
+                         "--isolate", "no", "--out", str(tmp_path)])
+    md = _check_outputs(tmp_path, "bench_coins")
+    columns, rows = _csv(tmp_path / "bench_coins.csv")
+    assert columns == coins.COLUMNS and [r["method"] for r in rows] == methods
+    by = {r["method"]: r for r in result["rows"]}
+    assert all(r["status"] == "ok" and r["fit_s"] > 0 for r in result["rows"])
+    # The same algorithm as scikit-learn's gives a partition as good as scikit-learn's;
+    # clustering the row-normalised eigenvectors cuts this pixel graph worse.
+    assert by["eigsh arpack"]["ncut_vs_sklearn"] <= 1.1
+    assert by["eigsh arpack row"]["ncut"] > 2 * by["eigsh arpack"]["ncut"]
+    assert "ncut_vs_sklearn" not in by["kmeans features"]  # no scikit-learn twin
+    # The Ncut column is the metric on the graph, recomputed here from the labels.
+    data = coins.coins_data(0.1)
+    labels = coins.METHODS["sklearn arpack"](data, 25, 0)
+    assert by["sklearn arpack"]["ncut"] == pytest.approx(normalized_cut(data.graph, labels))
+    assert "normalised cut" in md and "embedding_norm='degree'" in md

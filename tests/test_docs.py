@@ -56,7 +56,8 @@ def test_api_reference_is_generated_from_docstrings(site):
 
 
 def test_benchmark_pages_show_tables_plots_and_machine(site):
-    for name in ("bench_scaling", "bench_quality", "bench_eigenfunctions", "bench_knn"):
+    for name in ("bench_scaling", "bench_quality", "bench_eigenfunctions", "bench_knn",
+                 "bench_coins"):
         html = (site / "benchmarks" / name / name / "index.html").read_text()
         assert "<table>" in html, name
         assert f'src="../{name}.png"' in html or f'src="{name}.png"' in html, name

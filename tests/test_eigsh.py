@@ -22,6 +22,7 @@ from spectralnet_seg.cluster import (
     EigshSpectralClustering,
     IsolatedPointWarning,
     _assign,
+    _eigensolvers,
     _eigsh,
     _spectral_embedding,
     normalized_affinity,
@@ -30,12 +31,33 @@ from spectralnet_seg.cluster import (
     spectral_embedding,
 )
 from spectralnet_seg.kernels import KNNKernel
+from spectralnet_seg.metrics import normalized_cut
 
 
 def _knn_affinity(X, k=10):
     """Symmetric binary kNN affinity without self-loops (scikit-learn's construction)."""
     A = kneighbors_graph(X, n_neighbors=k, include_self=False)
     return sp.csr_matrix(0.5 * (A + A.T))
+
+
+def _coins_pixel_graph(scale=0.1):
+    """scikit-learn's coin-segmentation graph (its example's weighting), without self-loops.
+
+    At scale 0.1 it has 1140 pixels and its top eigenvalues lie within 5e-6 of 1.
+    """
+    from scipy.ndimage import gaussian_filter
+    from skimage.data import coins
+    from skimage.transform import rescale
+    from sklearn.feature_extraction.image import img_to_graph
+
+    image = rescale(gaussian_filter(coins(), sigma=2), scale, mode="reflect",
+                    anti_aliasing=False)
+    W = img_to_graph(image)
+    W.data = np.exp(-10 * W.data / W.data.std()) + 1e-6
+    W = sp.csr_matrix(W)
+    W.setdiag(0)
+    W.eliminate_zeros()
+    return W
 
 
 def _l2_knn(k=10):
@@ -78,6 +100,57 @@ def test_spectral_embedding_matches_dense_eigh(digits, solver):
     assert np.all(vectors[np.abs(vectors).argmax(axis=0), np.arange(6)] > 0)
 
 
+def test_arpack_mode_auto_tells_pixel_grids_from_knn_graphs(digits):
+    assert _eigensolvers.arpack_mode_for(_coins_pixel_graph(0.1)) == "shift-invert"
+    assert _eigensolvers.arpack_mode_for(_coins_pixel_graph(0.2)) == "shift-invert"
+    assert _eigensolvers.arpack_mode_for(_knn_affinity(digits[0])) == "normal"
+
+
+@pytest.mark.parametrize("mode", ["auto", "shift-invert"])
+def test_arpack_on_a_pixel_graph_matches_dense_eigh(mode):
+    W = _coins_pixel_graph(0.1)
+    values, vectors = spectral_embedding(W, 8, arpack_mode=mode, random_state=0)
+    n = W.shape[0]
+    ref_values, ref_vectors = eigh(normalized_affinity(W)[0].toarray(),
+                                   subset_by_index=[n - 8, n - 1])
+    assert_allclose(values, ref_values[::-1], atol=1e-10)
+    # The eigenvalues are packed within 5e-6 of 1, so compare the subspace they span.
+    assert subspace_angles(vectors, ref_vectors).max() < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["normal", "shift-invert"])
+def test_both_arpack_modes_match_dense_eigh_on_a_knn_graph(digits, mode):
+    W = _knn_affinity(digits[0][:400])
+    values, vectors = spectral_embedding(W, 6, arpack_mode=mode, random_state=0)
+    ref_values, ref_vectors = eigh(normalized_affinity(W)[0].toarray())
+    assert_allclose(values, ref_values[::-1][:6], atol=1e-8)
+    assert subspace_angles(vectors, ref_vectors[:, ::-1][:, :6]).max() < 1e-4
+
+
+def test_amg_is_deterministic_under_random_state_and_leaves_numpy_global_rng_alone():
+    # numpy's legacy global generator is the one pyamg draws from (hence NPY002 below).
+    W = _coins_pixel_graph(0.2)
+    np.random.seed(123)  # noqa: NPY002
+    expected_next = np.random.rand()  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    runs = [spectral_embedding(W, 8, eigen_solver="amg", random_state=0) for _ in range(3)]
+    assert np.random.rand() == expected_next  # noqa: NPY002 - pyamg's draws do not leak out
+    for values, vectors in runs[1:]:
+        assert_array_equal(values, runs[0][0])
+        assert_array_equal(vectors, runs[0][1])
+
+
+def test_coins_partition_is_as_good_as_sklearns():
+    # scikit-learn's coin-segmentation example (20 %, 25 regions): with degree-normalised
+    # eigenvectors our partition's normalised cut is within 10 % of scikit-learn's.
+    from sklearn.cluster import spectral_clustering as sk_spectral_clustering
+
+    W = _coins_pixel_graph(0.2)
+    theirs = sk_spectral_clustering(W, n_clusters=25, random_state=42)
+    ours = spectral_clustering(W, 25, embedding_norm="degree", random_state=42)
+    assert normalized_cut(W, ours) <= 1.1 * normalized_cut(W, theirs)
+
+
 def test_small_graphs_use_the_dense_solver():
     W = np.ones((5, 5)) - np.eye(5)
     values, vectors = spectral_embedding(W, 5)  # K = n: iterative solvers cannot do this
@@ -101,6 +174,8 @@ def test_amg_without_pyamg_names_the_extra(monkeypatch):
 def test_spectral_embedding_bad_arguments():
     with pytest.raises(ValueError, match="eigen_solver must be one of"):
         spectral_embedding(np.ones((4, 4)), 2, eigen_solver="eigh")
+    with pytest.raises(ValueError, match="arpack_mode must be one of"):
+        spectral_embedding(np.ones((4, 4)), 2, arpack_mode="buckling")
     with pytest.raises(ValueError, match="n_components=5 must be between 1 and"):
         spectral_embedding(np.ones((4, 4)), 5)
     with pytest.raises(ValueError, match="symmetric"):

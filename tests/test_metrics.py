@@ -14,6 +14,7 @@ from spectralnet_seg.metrics import (
     majority_match,
     match_clusters,
     mean_iou,
+    normalized_cut,
     pixel_accuracy,
     segmentation_scores,
 )
@@ -178,6 +179,56 @@ def test_scores_agree_with_sklearn_on_random_labels():
                        sk_confusion(y_true, y_pred, labels=range(4)))
     _, per_class = mean_iou(y_true, y_pred, 4, return_per_class=True)
     assert_allclose(per_class, jaccard_score(y_true, y_pred, average=None))
+
+
+# ----------------------------------------------------------------------------- normalised cut
+
+
+def test_normalized_cut_by_hand():
+    # Two triangles (weights 1) joined by one edge of weight 0.5, plus a self-loop of 2 on
+    # node 0 (it counts in the volume, never in the cut).
+    W = np.zeros((6, 6))
+    for a, b in [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]:
+        W[a, b] = W[b, a] = 1.0
+    W[2, 3] = W[3, 2] = 0.5
+    W[0, 0] = 2.0
+    # vol({0,1,2}) = (2+2) + 2 + 2.5 = 8.5, vol({3,4,5}) = 2.5 + 2 + 2 = 6.5; cut = 0.5
+    assert normalized_cut(W, [0, 0, 0, 1, 1, 1]) == pytest.approx(0.5 / 8.5 + 0.5 / 6.5)
+    # Any ids; one cluster cuts nothing; singletons cut everything except self-loops.
+    assert normalized_cut(W, [7, 7, 7, -1, -1, -1]) == pytest.approx(0.5 / 8.5 + 0.5 / 6.5)
+    assert normalized_cut(W, np.zeros(6)) == 0.0
+    assert normalized_cut(W, np.arange(6)) == pytest.approx(5 + 2 / 4)
+    # A cluster of isolated nodes (zero volume) adds nothing.
+    W_iso = np.pad(W, ((0, 1), (0, 1)))
+    assert normalized_cut(W_iso, [0, 0, 0, 1, 1, 1, 2]) == pytest.approx(0.5 / 8.5 + 0.5 / 6.5)
+
+
+def test_normalized_cut_matches_the_laplacian_quadratic_form():
+    # Independent formula: Ncut = sum_k h_k^T (D - W) h_k / h_k^T D h_k, h_k the indicator
+    # of cluster k (Shi & Malik; von Luxburg 2007, section 5).
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    A = sp.random(60, 60, density=0.2, random_state=0) * 3.0
+    W = (A + A.T).toarray()
+    labels = rng.integers(0, 4, 60)
+    D = np.diag(W.sum(axis=1))
+    H = np.eye(4)[labels]  # (n, K) indicators
+    expected = np.sum(np.diag(H.T @ (D - W) @ H) / np.diag(H.T @ D @ H))
+    assert normalized_cut(W, labels) == pytest.approx(expected, rel=1e-12)
+    assert normalized_cut(sp.csr_matrix(W), labels) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(("W", "labels", "match"), [
+    (np.ones((3, 4)), [0, 0, 1], "square"),
+    (np.triu(np.ones((3, 3))), [0, 0, 1], "symmetric"),
+    (-np.ones((3, 3)), [0, 0, 1], "negative"),
+    (np.full((3, 3), np.nan), [0, 0, 1], "NaN"),
+    (np.ones((3, 3)), [0, 1], r"shape \(3,\)"),
+])
+def test_normalized_cut_bad_input(W, labels, match):
+    with pytest.raises(ValueError, match=match):
+        normalized_cut(W, labels)
 
 
 def test_docstring_examples_run():

@@ -13,6 +13,7 @@ from spectralnet_seg.plotting import (
     plot_eigenfunctions,
     plot_per_class_iou,
     plot_segmentations,
+    save_label_map,
     save_overlay,
 )
 
@@ -73,6 +74,26 @@ def test_save_overlay_writes_a_png_of_the_image_size(tmp_path):
     save_overlay(tmp_path / "o.png", image, labels)
     with Image.open(tmp_path / "o.png") as png:
         assert png.size == (32, 24) and png.mode == "RGB"
+
+
+def test_label_maps_round_trip_as_raw_ids_and_as_a_visible_palette(tmp_path):
+    _, labels = _image_and_labels()
+    save_label_map(tmp_path / "raw.png", labels)
+    save_label_map(tmp_path / "color.png", labels, palette=True)
+    with Image.open(tmp_path / "raw.png") as raw, Image.open(tmp_path / "color.png") as color:
+        assert raw.mode == "L" and color.mode == "P"
+        np.testing.assert_array_equal(np.asarray(raw), labels)
+        np.testing.assert_array_equal(np.asarray(color), labels)  # indices are the ids
+        # What a viewer shows: each id in its palette colour, not near-black grey.
+        np.testing.assert_array_equal(np.asarray(color.convert("RGB")), colorize_labels(labels))
+    many = np.arange(300 * 2).reshape(20, 30) % 300  # ids >= 256: 16-bit ids, RGB picture
+    save_label_map(tmp_path / "raw16.png", many)
+    save_label_map(tmp_path / "color16.png", many, palette=True)
+    with Image.open(tmp_path / "raw16.png") as raw, Image.open(tmp_path / "color16.png") as c:
+        np.testing.assert_array_equal(np.asarray(raw), many)
+        np.testing.assert_array_equal(np.asarray(c), colorize_labels(many, ignore_index=None))
+    with pytest.raises(ValueError, match="non-negative"):
+        save_label_map(tmp_path / "bad.png", -labels)
 
 
 def test_figures_render_without_pyplot_state(tmp_path):

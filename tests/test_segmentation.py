@@ -260,3 +260,70 @@ def test_segmenter_with_crf_refines_full_resolution_labels():
     (labels,) = seg.predict(images[:1])
     # Column 14 is the colour edge, inside a token: the CRF puts the border on it.
     assert (labels[:, :14] == labels[0, 0]).all() and (labels[:, 14:] != labels[0, 0]).all()
+
+
+# ----------------------------------------------------------------------------- one image
+
+
+def four_region_photo(height=96, width=128, seed=0):
+    """A made-up photo: four quadrants of different colours and textures, plus noise."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((height, width), dtype=np.int64)
+    truth[: height // 2, width // 2:] = 1
+    truth[height // 2:, : width // 2] = 2
+    truth[height // 2:, width // 2:] = 3
+    palette = np.array([[200, 60, 40], [40, 160, 60], [50, 70, 200], [220, 210, 90]])
+    image = palette[truth].astype(float)
+    stripes = 25 * np.sin(np.arange(width) / 2.0)[None, :]  # texture in one quadrant
+    image[truth == 3] += stripes.repeat(height, 0)[truth == 3][:, None]
+    image += rng.normal(0, 12, image.shape)
+    return image.clip(0, 255).astype(np.uint8), truth
+
+
+@pytest.mark.parametrize("method", ["eigsh", "kmeans"])
+def test_segment_image_finds_the_regions_of_one_photo_at_full_resolution(method):
+    from sklearn.metrics import adjusted_rand_score
+
+    from spectralnet_seg.segmentation import segment_image
+
+    image, truth = four_region_photo()
+    labels = segment_image(image, n_clusters=4, method=method, random_state=0)
+    assert labels.shape == image.shape[:2] and labels.dtype == np.int64
+    assert set(np.unique(labels)) <= set(range(4))
+    # Region borders are blurred by the 8-pixel token grid; the regions themselves are found.
+    assert adjusted_rand_score(truth.ravel(), labels.ravel()) > 0.85
+
+
+def test_segment_image_neural_on_fewer_tokens_than_the_paper_k():
+    from spectralnet_seg.segmentation import segment_image
+
+    image, _ = four_region_photo()  # 12 x 16 = 192 tokens < k = 256 of the paper kernel
+    labels = segment_image(image, n_clusters=4, method="discrete", max_iter=5, random_state=0)
+    assert labels.shape == image.shape[:2] and labels.max() < 4
+
+
+def test_segmenter_fit_predict_on_a_single_image():
+    from sklearn.metrics import adjusted_rand_score
+
+    from spectralnet_seg.cluster import EigshSpectralClustering
+    from spectralnet_seg.features import PixelExtractor
+
+    image, truth = four_region_photo()
+    seg = Segmenter(PixelExtractor(), EigshSpectralClustering(4, kernel=paper_kernel(),
+                                                              random_state=0))
+    with pytest.warns(UserWarning, match="using 191"):  # k = 256 capped to the 192 tokens
+        (labels,) = seg.fit_predict([image])
+    assert labels.shape == (96, 128)
+    assert adjusted_rand_score(truth.ravel(), labels.ravel()) > 0.85
+
+
+def test_segment_image_errors():
+    from spectralnet_seg.segmentation import segment_image
+
+    image, _ = four_region_photo()
+    with pytest.raises(ValueError, match="uses no kernel"):
+        segment_image(image, method="kmeans", kernel="knn")
+    with pytest.raises(ValueError, match="unknown estimator 'spectral'"):
+        segment_image(image, method="spectral")
+    with pytest.raises(ValueError, match="'eigsh' .* no parameter.* max_iter"):
+        segment_image(image, method="eigsh", max_iter=5)

@@ -5,6 +5,7 @@ from ._checkpoints import CheckpointError, CheckpointWarning
 from ._discrete import DiscreteNeuralEigenClustering
 from ._eigsh import EigshSpectralClustering
 from ._neural import NeuralEigenClustering
+from ._registry import estimator_defaults, list_estimators, make_estimator, register_estimator
 from ._spectral_embedding import (
     DisconnectedGraphWarning,
     EigenSolverConvergenceError,
@@ -14,6 +15,18 @@ from ._spectral_embedding import (
     spectral_clustering,
     spectral_embedding,
 )
+
+
+def _register_builtin_estimators() -> None:
+    from sklearn.cluster import KMeans
+
+    register_estimator("eigsh")(EigshSpectralClustering)
+    register_estimator("neural")(NeuralEigenClustering)
+    register_estimator("discrete")(DiscreteNeuralEigenClustering)
+    register_estimator("kmeans")(KMeans)  # the usual baseline on the same features
+
+
+_register_builtin_estimators()
 
 __all__ = [
     "CheckpointError",
@@ -26,10 +39,14 @@ __all__ = [
     "IsolatedPointWarning",
     "assign_labels",
     "cluster_qr",
+    "estimator_defaults",
+    "list_estimators",
+    "make_estimator",
     "nearest_centroid",
     "normalize_embedding",
     "normalized_affinity",
     "nystrom_extension",
+    "register_estimator",
     "spectral_clustering",
     "spectral_embedding",
 ]

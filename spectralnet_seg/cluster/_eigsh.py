@@ -30,10 +30,6 @@ from ._spectral_embedding import (
 
 __all__ = ["EigshSpectralClustering"]
 
-# Kernel parameters that count neighbours among the fitted points; clipped on tiny data.
-_NEIGHBOR_PARAMS = ("n_neighbors", "local_scale_neighbor")
-
-
 def _is_precomputed(kernel) -> bool:
     """Whether ``kernel`` takes affinities instead of features (``"precomputed"``)."""
     if isinstance(kernel, str):
@@ -62,17 +58,22 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         with its defaults) or a :class:`~spectralnet_seg.kernels.Kernel` instance (cloned,
         never modified). With ``"precomputed"``, ``X`` in ``fit`` is the affinity matrix
         and ``X`` in ``transform``/``predict`` the cross-affinity to the fitted points.
-        Neighbour counts of the kernel (``n_neighbors``, ``local_scale_neighbor``) larger
-        than ``n_samples - 1`` are lowered to ``n_samples - 1`` with a warning, so tiny
-        data sets still work.
+        Neighbour counts the kernel declares (``Kernel.neighbor_params``, e.g.
+        ``n_neighbors``; members of a ``SumKernel`` included) larger than
+        ``n_samples - 1`` are lowered to ``n_samples - 1`` with a warning, so small data
+        sets (a small image with the paper's k = 256) still work.
     n_components : int, optional
         Number of eigenvectors K; ``n_clusters`` when None.
     eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
         Eigensolver (see :func:`~spectralnet_seg.cluster.spectral_embedding`); ``"amg"``
-        needs pyamg (the ``amg`` extra). Graphs under 200 nodes use a dense solver.
+        needs pyamg (the ``amg`` extra). ``"arpack"`` runs in shift-invert mode on nearly
+        planar graphs (an image's pixel grid, as in scikit-learn's coins example) and in
+        normal mode on kNN graphs, whichever converges fast on the graph at hand. Graphs
+        under 200 nodes use a dense solver.
     eigen_tol : float or "auto", default="auto"
         Eigensolver tolerance; ``"auto"``: machine precision for ARPACK, LOBPCG's default
-        otherwise.
+        for ``"lobpcg"``, at most 1e-3 for ``"amg"`` (see
+        :func:`~spectralnet_seg.cluster.spectral_embedding`).
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the normalised embedding. ``"discretize"`` and
         ``"cluster_qr"`` need ``n_components >= n_clusters``.
@@ -216,15 +217,14 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         return X
 
     def _clip_neighbors(self, kernel, n_samples: int) -> None:
-        """Lower neighbour counts that tiny data cannot satisfy (n_samples - 1 at most)."""
-        params = kernel.get_params(deep=False)
-        too_big = {p: params[p] for p in _NEIGHBOR_PARAMS
-                   if isinstance(params.get(p), Integral) and params[p] > n_samples - 1}
+        """Lower the kernel's declared neighbour counts to n_samples - 1 at most."""
+        if not hasattr(kernel, "cap_neighbors"):  # a duck-typed kernel declares nothing
+            return
+        too_big = kernel.cap_neighbors(n_samples - 1)
         if too_big:
             warnings.warn(
                 f"{type(kernel).__name__} parameters {too_big} exceed n_samples - 1 = "
                 f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning, stacklevel=3)
-            kernel.set_params(**dict.fromkeys(too_big, n_samples - 1))
 
     def _embed_new(self, X, context=None) -> tuple[np.ndarray, np.ndarray]:
         """Nyström eigenvectors of new points, and their degrees to the fitted points."""

@@ -17,7 +17,8 @@ Kernels are scikit-learn style objects: ``__init__`` stores parameters, ``graph`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from numbers import Integral
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +31,46 @@ class Kernel(BaseEstimator, ABC):
     Subclasses implement :meth:`graph`, :meth:`batch` and, where out-of-sample extension
     makes sense, :meth:`cross`. Affinities are non-negative; ``graph`` returns a symmetric
     matrix.
+
+    Attributes
+    ----------
+    neighbor_params : tuple of str
+        Class attribute: the integer parameters that count neighbours among the points a
+        graph or batch is built on (e.g. ``("n_neighbors", "local_scale_neighbor")``).
+        They cannot exceed the number of points minus one, and :meth:`cap_neighbors`
+        lowers them for small data. A kernel declares them instead of callers guessing
+        parameter names; combined kernels cap their members (see ``SumKernel``).
     """
+
+    neighbor_params: ClassVar[tuple[str, ...]] = ()
+
+    def cap_neighbors(self, n_max: int) -> dict[str, int]:
+        """Lower every neighbour count above ``n_max`` to ``n_max``, in place.
+
+        Estimators call it with ``n_samples - 1`` before building a graph, so that a
+        kernel configured for large data (e.g. the paper's k = 256) still works on a small
+        image.
+
+        Parameters
+        ----------
+        n_max : int
+            Largest neighbour count the data allows (``n_points - 1``), at least 1.
+
+        Returns
+        -------
+        dict of str to int
+            The original value of each parameter that was lowered, by name (members of a
+            combined kernel as ``"kernels[i].<name>"``); empty when nothing changed.
+        """
+        if isinstance(n_max, bool) or not isinstance(n_max, Integral) or n_max < 1:
+            raise ValueError(f"n_max must be an integer >= 1, got {n_max!r}")
+        params = self.get_params(deep=False)
+        too_big = {name: params[name] for name in self.neighbor_params
+                   if isinstance(params.get(name), Integral)
+                   and not isinstance(params[name], bool) and params[name] > n_max}
+        if too_big:
+            self.set_params(**dict.fromkeys(too_big, int(n_max)))
+        return too_big
 
     @abstractmethod
     def graph(self, X: np.ndarray, context: Any = None) -> sp.csr_matrix:

@@ -50,6 +50,7 @@ class SumKernel(Kernel):
 
     Notes
     -----
+    :meth:`cap_neighbors` caps the neighbour counts of every member.
     ``context`` is passed unchanged to every member. :meth:`cross` returns the rows of the same
     operator for new points: each member's cross-affinity ``C_i`` normalised by the new
     points' degrees (row sums of ``C_i``) and the fitted degrees ``D_i``, then summed,
@@ -101,6 +102,31 @@ class SumKernel(Kernel):
         """The geometry of the first member that reads features (e.g. the cosine kNN graph)."""
         geometries = [resolve_kernel(m).input_geometry() for m in self.kernels]
         return "cosine" if "cosine" in geometries else "euclidean"
+
+    def cap_neighbors(self, n_max: int) -> dict[str, int]:
+        """Cap the neighbour counts of every member (see :meth:`Kernel.cap_neighbors`).
+
+        Members given by name are built first; the members are copies, so kernel objects
+        shared with other code are not modified.
+
+        Parameters
+        ----------
+        n_max : int
+            Largest neighbour count the data allows (``n_points - 1``).
+
+        Returns
+        -------
+        dict of str to int
+            Original values of the lowered parameters, as ``"kernels[i].<name>"``.
+        """
+        members = [resolve_kernel(member) for member in self.kernels]
+        changed = {}
+        for i, member in enumerate(members):
+            capped = member.cap_neighbors(n_max) if hasattr(member, "cap_neighbors") else {}
+            changed.update({f"kernels[{i}].{name}": old for name, old in capped.items()})
+        if changed:
+            self.kernels = members
+        return changed
 
     def graph(self, X, context: Any = None) -> sp.csr_matrix:
         """Weighted sum of the members' degree-normalised graphs.

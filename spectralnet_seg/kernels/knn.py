@@ -252,6 +252,7 @@ class KNNKernel(Kernel):
     ((50, 50), True, 0.0)
     """
 
+    neighbor_params = ("n_neighbors", "local_scale_neighbor")
     _parameter_constraints: dict = {
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "metric": [StrOptions({"cosine", "l2"})],

@@ -323,6 +323,7 @@ class RBFKernel(_PairwiseKernel):
     """
 
     _metric = "l2"
+    neighbor_params = ("local_scale_neighbor", "sparsify_neighbors")
     _parameter_constraints: dict = {
         "gamma": [Interval(Real, 0, None, closed="neither"), None],
         "bandwidth": [StrOptions({"fixed", "self-tuning"})],
@@ -400,6 +401,7 @@ class CosineKernel(_PairwiseKernel):
     """
 
     _metric = "cosine"
+    neighbor_params = ("sparsify_neighbors",)
     _parameter_constraints: dict = {
         "shift": [StrOptions({"clip", "shift"})],
         "sparsify_neighbors": [Interval(Integral, 1, None, closed="left"), None],

@@ -202,7 +202,9 @@ class SpatialColorKernel(Kernel):
     Parameters
     ----------
     n_neighbors : sequence of int, default=(10, 5)
-        Neighbours per token for each graph (capped by the image's token count − 1).
+        Neighbours per token for each graph, capped by each image's token count − 1 when
+        the graph is built (images differ in size, so there is no single cap to declare:
+        ``neighbor_params`` is empty).
     spatial_weights : sequence of float, default=(2.0, 0.1)
         λ for each graph: the weight of the normalised position against the colour.
 
@@ -404,8 +406,9 @@ def paper_kernel(n_neighbors: int = 256, pixel_weight: float = 0.3, *,
     Parameters
     ----------
     n_neighbors : int, default=256
-        Neighbours per token in the feature graph (the paper's k = 256); capped by the
-        number of tokens available (the kNN kernel caps it at n − 1).
+        Neighbours per token in the feature graph (the paper's k = 256). On fewer than
+        k + 1 tokens, :meth:`SumKernel.cap_neighbors` lowers it to the tokens available
+        minus one, which the estimators do before building the graph.
     pixel_weight : float, default=0.3
         α, the weight of the normalised pixel graph.
     pixel_neighbors, spatial_weights : sequence, default=(10, 5) and (2.0, 0.1)

@@ -1,0 +1,123 @@
+"""String registry of clustering estimators, in the style of timm's model registry.
+
+The command line, the demo and the benchmarks pick estimators by name; this is the one
+place that turns a name into an estimator, so adding an estimator is one registration.
+
+>>> from spectralnet_seg.cluster import list_estimators, make_estimator
+>>> list_estimators()
+['discrete', 'eigsh', 'kmeans', 'neural']
+>>> make_estimator("eigsh", 5, embedding_norm="degree").n_clusters
+5
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+
+__all__ = ["estimator_defaults", "list_estimators", "make_estimator", "register_estimator"]
+
+_ESTIMATORS: dict[str, Callable] = {}
+
+
+def register_estimator(name: str) -> Callable[[Callable], Callable]:
+    """Decorator that registers an estimator class (or factory) under ``name``.
+
+    The constructor must take ``n_clusters`` as its first parameter and the rest as
+    keywords, as scikit-learn's clusterers do.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, lower case (e.g. ``"eigsh"``).
+
+    Examples
+    --------
+    >>> from sklearn.cluster import AgglomerativeClustering
+    >>> _ = register_estimator("ward-example")(AgglomerativeClustering)
+    >>> make_estimator("ward-example", 3).n_clusters
+    3
+    >>> _ESTIMATORS.pop("ward-example") is AgglomerativeClustering
+    True
+    """
+
+    def decorator(constructor: Callable) -> Callable:
+        if name in _ESTIMATORS:
+            raise ValueError(f"an estimator named {name!r} is already registered")
+        _ESTIMATORS[name] = constructor
+        return constructor
+
+    return decorator
+
+
+def list_estimators(pattern: str = "*") -> list[str]:
+    """Names of the registered estimators matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _ESTIMATORS if fnmatch.fnmatch(n, pattern))
+
+
+def _parameter_names(constructor: Callable) -> set[str] | None:
+    """Keyword parameters of ``constructor`` (None when it takes ``**kwargs``)."""
+    params = inspect.signature(constructor).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def make_estimator(name: str, n_clusters: int = 8, **params):
+    """Build a registered estimator by name; unset parameters keep the estimator's defaults.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_estimators`: ``"eigsh"``
+        (:class:`~spectralnet_seg.cluster.EigshSpectralClustering`), ``"neural"``
+        (:class:`~spectralnet_seg.cluster.NeuralEigenClustering`), ``"discrete"``
+        (:class:`~spectralnet_seg.cluster.DiscreteNeuralEigenClustering`), ``"kmeans"``
+        (:class:`sklearn.cluster.KMeans`), or one registered with
+        :func:`register_estimator`.
+    n_clusters : int, default=8
+        Number of clusters.
+    **params
+        Other constructor parameters of that estimator.
+
+    Returns
+    -------
+    estimator
+        Unfitted.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or parameters the estimator does not take (the message lists
+        the ones it does).
+    """
+    try:
+        constructor = _ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown estimator {name!r}; available estimators: {', '.join(list_estimators())}"
+        ) from None
+    accepted = _parameter_names(constructor)
+    unknown = [] if accepted is None else sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(
+            f"estimator {name!r} ({getattr(constructor, '__name__', constructor)}) has no "
+            f"parameter(s) {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
+    return constructor(n_clusters=n_clusters, **params)
+
+
+def estimator_defaults(name: str) -> dict:
+    """The constructor defaults of a registered estimator (``get_params`` of a fresh one).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_estimators`.
+
+    Returns
+    -------
+    dict
+        Parameter name to default value.
+    """
+    return make_estimator(name).get_params(deep=False)
