@@ -13,7 +13,7 @@ from spectralnet_seg.cluster import DiscreteNeuralEigenClustering, NeuralEigenCl
 from spectralnet_seg.cluster._neural_base import BaseNeuralEigenClustering
 from spectralnet_seg.kernels import RBFKernel
 
-MAX_ITER, EVERY, CRASH_AT = 40, 10, 27
+MAX_ITER, EVERY, CRASH_AT, FINE_TUNE = 40, 10, 27, 10
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,8 @@ def _make(cls, **params):
                     checkpoint_every=EVERY)
     if cls is NeuralEigenClustering:
         defaults["n_init"] = 2
+    else:
+        defaults["fine_tune_iter"] = FINE_TUNE
     return cls(3, **{**defaults, **params})
 
 
@@ -48,11 +50,11 @@ def test_interrupted_fit_resumes_to_the_same_result(cls, X, tmp_path, monkeypatc
     original_step = BaseNeuralEigenClustering._train_step
     steps_done = []
 
-    def crashing_step(self, run, batch):
+    def crashing_step(self, run, X, objective):
         if run.step == CRASH_AT:
             raise KeyboardInterrupt("simulated crash")
         steps_done.append(run.step)
-        return original_step(self, run, batch)
+        return original_step(self, run, X, objective)
 
     monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", crashing_step)
     est = _make(cls, checkpoint_dir=tmp_path)
@@ -62,19 +64,21 @@ def test_interrupted_fit_resumes_to_the_same_result(cls, X, tmp_path, monkeypatc
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
     state = torch.load(files[0], weights_only=True)
     assert state["step"] == 20  # the latest multiple of checkpoint_every before the crash
-    assert {"network", "normalizer", "optimizer", "scheduler", "generator", "permutation",
-            "eigenvalues"} <= set(state)
-    assert state["scheduler"]["last_epoch"] == 20
+    assert {"network", "normalizer", "optimizer", "schedule", "generator", "permutation",
+            "eigenvalues", "diffusion_steps"} <= set(state)
+    assert state["schedule"]["history"][-1]["step"] == 20  # the plateau test's record
     assert state["optimizer"]["state"]  # Adam moments are saved
 
     monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", original_step)
     steps_done.clear()
     counted = []
     monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step",
-                        lambda self, run, batch: counted.append(run.step)
-                        or original_step(self, run, batch))
+                        lambda self, run, X, objective: counted.append(run.step)
+                        or original_step(self, run, X, objective))
     resumed = _make(cls, checkpoint_dir=tmp_path).fit(X)
-    assert counted == list(range(20, MAX_ITER))  # resumed, not restarted
+    # Resumed, not restarted (the discrete estimator's fine-tuning phase follows, unsaved).
+    fine_tune = list(range(FINE_TUNE)) if cls is DiscreteNeuralEigenClustering else []
+    assert counted == list(range(20, MAX_ITER)) + fine_tune
     _assert_same_fit(resumed, reference)
     assert torch.load(files[0], weights_only=True)["step"] == MAX_ITER  # final state saved
 

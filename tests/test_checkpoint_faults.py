@@ -54,9 +54,9 @@ def _count_steps(monkeypatch) -> list[int]:
     original = BaseNeuralEigenClustering._train_step
     steps: list[int] = []
 
-    def counting(self, run, batch):
+    def counting(self, run, X, objective):
         steps.append(run.step)
-        return original(self, run, batch)
+        return original(self, run, X, objective)
 
     monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", counting)
     return steps
@@ -112,8 +112,8 @@ def _fit_killed_at_step(X, directory, step):
     """SIGKILL in the middle of a training step (between two checkpoints)."""
     original = BaseNeuralEigenClustering._train_step
 
-    def step_then_die(self, run, batch):
-        out = original(self, run, batch)
+    def step_then_die(self, run, X, objective):
+        out = original(self, run, X, objective)
         if run.step == step:
             _kill_self()
         return out
@@ -219,7 +219,7 @@ def _fit_in_read_only_dir(X, steps):
         os.setuid(65534)
     original = BaseNeuralEigenClustering._train_step
     BaseNeuralEigenClustering._train_step = lambda self, run, batch: (
-        steps.append(run.step), original(self, run, batch))[1]
+        steps.append(run.step), original(self, run, X, objective))[1]
     try:
         _make(checkpoint_dir=directory).fit(X)
     except CheckpointError as exc:

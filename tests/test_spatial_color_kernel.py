@@ -236,13 +236,16 @@ def test_eigsh_fits_and_predicts_100_tokens_with_the_default_paper_kernel():
     assert est.predict(Y, context=ctx_new).shape == (100,)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="the neural training loop (cluster/_neural_base.py, rewritten on "
-                          "another branch) does not yet call kernel_.cap_neighbors(batch - 1) "
-                          "before its first minibatch")
 def test_neural_fits_100_tokens_with_the_default_paper_kernel():
     from spectralnet_seg.cluster import NeuralEigenClustering
 
     X, ctx = _hundred_tokens()
-    est = NeuralEigenClustering(4, kernel=paper_kernel(), max_iter=3, random_state=0)
-    assert est.fit(X, context=ctx).labels_.shape == (100,)
+    kernel = paper_kernel()
+    for sampler in ("graph", "minibatch"):
+        est = NeuralEigenClustering(4, kernel=kernel, sampler=sampler, max_iter=3,
+                                    random_state=0)
+        with pytest.warns(UserWarning, match=r"'kernels\[0\]\.n_neighbors': 256.* using 99"):
+            est.fit(X, context=ctx)
+        assert est.kernel_.kernels[0].n_neighbors == 99
+        assert kernel.kernels[0].n_neighbors == 256  # the user's kernel is not modified
+        assert est.predict(X).shape == (100,)

@@ -388,7 +388,8 @@ def _nearest_centroid_head(embedding: np.ndarray, centers: np.ndarray,
     top_two = np.sort(logits, axis=1)[:, -2:]
     margin = float(np.median(top_two[:, 1] - top_two[:, 0])) if logits.shape[1] > 1 else 1.0
     scale = _INITIAL_LOGIT_MARGIN / margin if margin > 0 else 1.0
-    head = nn.Linear(centers.shape[1], centers.shape[0])
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten just below
+        head = nn.Linear(centers.shape[1], centers.shape[0])
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor((2.0 * scale * output_map @ centers.T).T,
                                           dtype=torch.float32))

@@ -255,6 +255,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         else:
             if not isinstance(X, np.ndarray):
                 X = io.gather_rows(X, np.arange(X.shape[0])).numpy()
+            self._cap_kernel_neighbors(X.shape[0] - 1, "n_samples - 1")
             W = check_affinity(self.kernel_.graph(X, context),
                                name=f"{type(self.kernel_).__name__}.graph(X)")
         W = W - sp.diags(W.diagonal())  # self-loops carry no information between points
@@ -262,6 +263,15 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         W.eliminate_zeros()
         self._check_graph(W)
         return W
+
+    def _cap_kernel_neighbors(self, limit: int, what: str) -> None:
+        """Lower the kernel's declared neighbour counts to what a graph of the data allows."""
+        if self.kernel_ is None or not hasattr(self.kernel_, "cap_neighbors"):
+            return
+        lowered = self.kernel_.cap_neighbors(max(int(limit), 1))
+        if lowered:
+            warnings.warn(f"{type(self.kernel_).__name__} parameters {lowered} exceed {what} "
+                          f"= {limit}; using {limit} instead.", UserWarning, stacklevel=4)
 
     def _check_graph(self, W: sp.csr_matrix) -> None:
         """Clear errors and warnings for graphs the method cannot learn from."""
@@ -308,8 +318,9 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         pairs = W is not None
         self.batch_size_ = (settings.default_batch_size(K, n, pairs=pairs)
                             if self.batch_size == "auto" else int(self.batch_size))
-        if not pairs:
+        if not pairs:  # minibatch graphs: the neighbours come from one batch
             self.batch_size_ = min(self.batch_size_, n)
+            self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
         geometry = "euclidean" if self.kernel_ is None else self.kernel_.input_geometry()
         self._input_statistics = settings.input_statistics(
             X, normalize_rows=geometry == "cosine", generator=generator)
@@ -411,7 +422,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         normalizer = ColumnNormalization(self._n_outputs(), momentum=_EIGENVALUE_MOMENTUM)
         schedule = None if streaming else PlateauSchedule(
             max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            check_every=CHECK_EVERY)
+            check_every=min(CHECK_EVERY, max(1, self.max_iter // 10)))
         checkpoint = None
         if not streaming and io.checkpoints_wanted(self.checkpoint_dir, self.random_state):
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
@@ -489,8 +500,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                         bar.set_postfix(loss=f"{run.loss_curve[-1]:.4f}", t=run.diffusion_steps)
                 if run.checkpoint is not None and run.step % self.checkpoint_every == 0:
                     self._save_checkpoint(run)
-            if run.checkpoint is not None:
-                self._save_checkpoint(run)
+            if run.checkpoint is not None and run.step % self.checkpoint_every:
+                self._save_checkpoint(run)  # the final state, unless just saved
         finally:
             if bar is not None:
                 bar.close()
