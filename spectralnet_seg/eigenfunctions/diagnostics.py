@@ -62,8 +62,11 @@ def eigenfunction_alignment(estimator, X, reference, *,
         both). Only used to compute ``estimator.transform(X)``.
     reference : fitted estimator or ndarray of shape (n_samples, K_ref)
         A fitted :class:`~spectralnet_seg.cluster.EigshSpectralClustering` on the same
-        ``X`` and kernel (its ``embedding_`` and ``eigenvalues_`` are used), or an array of
-        reference eigenvectors, columns in decreasing eigenvalue order.
+        ``X`` and kernel, or an array of reference eigenfunctions, columns in decreasing
+        eigenvalue order. The neural estimators learn the random-walk eigenfunctions
+        ``D^{-1/2} u``, so an eigsh reference contributes ``embedding_ / sqrt(degree_)``
+        (its eigenvectors ``u`` of ``D^{-1/2} W D^{-1/2}`` in the same space) and its
+        ``eigenvalues_``.
     reference_eigenvalues : array-like of shape (K_ref,), optional
         Reference eigenvalues when ``reference`` is an array.
 
@@ -82,7 +85,12 @@ def eigenfunction_alignment(estimator, X, reference, *,
         dtype=np.float64)
     if hasattr(reference, "embedding_"):
         ref_values = getattr(reference, "eigenvalues_", None)
-        reference = reference.embedding_
+        degree = getattr(reference, "degree_", None)
+        reference = np.asarray(reference.embedding_, dtype=np.float64)
+        if degree is not None:
+            scale = np.sqrt(np.asarray(degree, dtype=np.float64))[:, None]
+            reference = np.divide(reference, scale, out=np.zeros_like(reference),
+                                  where=scale > 0)
     else:
         ref_values = reference_eigenvalues
     reference = np.asarray(reference, dtype=np.float64)
