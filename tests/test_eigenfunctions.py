@@ -1,14 +1,15 @@
-"""The pure pieces of the neural estimators: loss, minibatch operator, normalisation,
+"""The pure pieces of the neural estimators: loss, graph terms and pair sampling,
+Rayleigh–Ritz, schedule, normalisation,
 discretisation, networks and the alignment diagnostic (no training here)."""
 
 from __future__ import annotations
 
 import copy
-import itertools
 import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from spectralnet_seg.eigenfunctions import (
@@ -17,15 +18,19 @@ from spectralnet_seg.eigenfunctions import (
     RandomFourierFeatures,
     TransformerEigenfunctions,
     cosine_temperature,
-    diffusion_operator,
+    diffusion_eigenvalues,
     eigenfunction_alignment,
     eigenvalues_from_diffusion,
+    graph_rayleigh_matrices,
     gumbel_softmax,
-    minibatch_operator,
     neuralef_loss,
     orthogonality_error,
+    pair_rayleigh_matrices,
     rayleigh_matrices,
 )
+from spectralnet_seg.cluster._convergence import PlateauSchedule, diffusion_steps_for
+from spectralnet_seg.cluster._pair_sampler import GraphPairSampler
+from spectralnet_seg.cluster._spectral_embedding import rayleigh_ritz
 from spectralnet_seg.kernels import degree_normalize_dense
 
 # ---------------------------------------------------------------------------- loss
@@ -97,61 +102,107 @@ def test_loss_rejects_bad_shapes():
         neuralef_loss(torch.ones(4, 2), torch.ones(3, 3), 1.0)
 
 
-# ---------------------------------------------------------------------------- operator
+# ---------------------------------------------------------------------------- graph terms
 
 
-def test_minibatch_operator_is_exact_on_the_full_batch():
-    G = _random_G(7)
-    W = G * 7  # any symmetric affinity
-    torch.testing.assert_close(minibatch_operator(W, 7), degree_normalize_dense(W) / 7)
+def _small_graph(n=7, seed=0):
+    """A dense symmetric affinity, and its random-walk eigenpairs by numpy (the reference)."""
+    rng = np.random.default_rng(seed)
+    W = rng.random((n, n))
+    W = (W + W.T) / 2
+    np.fill_diagonal(W, 0.0)
+    d = W.sum(1)
+    values, u = np.linalg.eigh(W / np.sqrt(np.outer(d, d)))
+    f = u / np.sqrt(d)[:, None] * np.sqrt(d.sum())  # E_pi[f^2] = 1 with pi = d / vol
+    return W, values[::-1].copy(), np.ascontiguousarray(f[:, ::-1])
 
 
-def test_minibatch_operator_is_nearly_unbiased_for_quadratic_forms():
-    """Averaged over all batches of size b, uᵀGu ≈ uᵀMu/n (exact enumeration, n=9, b=6)."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(9, 2))
-    W = torch.from_numpy(np.exp(-((X[:, None] - X[None]) ** 2).sum(-1)))
-    W.fill_diagonal_(0.0)
-    M = degree_normalize_dense(W)
-    values, vectors = torch.linalg.eigh(M)
-    psi = vectors[:, -3:] * 3.0  # unit second moment
-    total = torch.zeros(3, dtype=torch.float64)
-    batches = list(itertools.combinations(range(9), 6))
-    for idx in batches:
-        idx = list(idx)
-        G = minibatch_operator(W[idx][:, idx], 9)
-        total += torch.diagonal(psi[idx].T @ G @ psi[idx])
-    estimate = total / len(batches)
-    np.testing.assert_allclose(estimate, values[-3:], rtol=0.1)
+@pytest.mark.parametrize("steps", [1, 4])
+def test_graph_rayleigh_matrices_are_the_diffused_rayleigh_quotients(steps):
+    W, values, f = _small_graph()
+    R, R_hat = graph_rayleigh_matrices(torch.from_numpy(f), torch.from_numpy(W), steps)
+    expected = np.diag(values * ((1 + values) / 2) ** (steps - 1))
+    np.testing.assert_allclose(R.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(R_hat.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(diffusion_eigenvalues(values, steps), np.diag(expected))
 
 
-def test_minibatch_operator_errors():
-    with pytest.raises(ValueError, match="square"):
-        minibatch_operator(torch.ones(3, 2), 5)
-    with pytest.raises(ValueError, match="smaller than the batch size"):
-        minibatch_operator(torch.ones(3, 3), 2)
+def test_eigenvalues_from_diffusion_inverts_the_diffusion():
+    lam = np.array([1.0, 0.999, 0.97, 0.6, 0.2])
+    for steps in (1, 2, 7, 32):
+        np.testing.assert_allclose(
+            eigenvalues_from_diffusion(diffusion_eigenvalues(lam, steps), steps), lam,
+            atol=1e-9)
+    assert eigenvalues_from_diffusion(torch.tensor([-0.3]), 5)[0] == 0.0
 
 
-def test_diffusion_operator_is_the_power_of_the_full_operator():
-    """On the whole set, (nG)^t / n = M^t / n: same eigenvectors, eigenvalues λ^t."""
-    W = _random_G(8) * 8
-    M = degree_normalize_dense(W)
-    G = minibatch_operator(W, 8)
-    assert diffusion_operator(G, 1) is G
-    powered = diffusion_operator(G, 5)
-    torch.testing.assert_close(powered, torch.linalg.matrix_power(M, 5) / 8)
-    values, vectors = torch.linalg.eigh(M)
-    psi = vectors * 8 ** 0.5  # unit second moment
-    rayleigh = torch.diagonal(psi.T @ powered @ psi)
-    torch.testing.assert_close(rayleigh, values ** 5)
-    # Back on the scale of t = 1, signs included (odd t keeps negative eigenvalues negative).
-    torch.testing.assert_close(eigenvalues_from_diffusion(rayleigh, 5), values)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_pair_sampler_draws_the_diffused_edge_distribution(steps):
+    W, _, _ = _small_graph(6, seed=1)
+    W[W < 0.4] = 0.0  # a sparse graph with unequal weights
+    n, d = len(W), W.sum(1)
+    P = W / d[:, None]
+    lazy = np.linalg.matrix_power((np.eye(n) + P) / 2, steps - 1)
+    expected = (W @ lazy) / d.sum()  # pi_a [P ((I + P) / 2)^(t-1)]_ab
+    a, b = GraphPairSampler(sp.csr_matrix(W)).sample(
+        200_000, steps=steps, generator=torch.Generator().manual_seed(0))
+    counts = np.zeros((n, n))
+    np.add.at(counts, (a.numpy(), b.numpy()), 1.0)
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=4e-3)
+    np.testing.assert_allclose(expected, expected.T, atol=1e-12)  # reversible: symmetric
 
 
-@pytest.mark.parametrize("steps", [0, -2, 1.5])
-def test_diffusion_operator_errors(steps):
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
-        diffusion_operator(torch.eye(3), steps)
+def test_pair_rayleigh_estimate_is_unbiased():
+    W, values, f = _small_graph(6, seed=2)
+    a, b = GraphPairSampler(sp.csr_matrix(W)).sample(
+        400_000, steps=2, generator=torch.Generator().manual_seed(1))
+    psi = torch.from_numpy(f)
+    R, R_hat = pair_rayleigh_matrices(psi[a], psi[b])
+    np.testing.assert_allclose(R.numpy(), np.diag(diffusion_eigenvalues(values, 2)),
+                               atol=0.02)
+    torch.testing.assert_close(R, R_hat)
+    with pytest.raises(ValueError, match=r"psi_a and psi_b must both be \(B, K\)"):
+        pair_rayleigh_matrices(psi[:3], psi[:4])
+
+
+def test_pair_sampler_refuses_a_graph_without_edges():
+    with pytest.raises(ValueError, match="no edges"):
+        GraphPairSampler(sp.csr_matrix((4, 4)))
+
+
+def test_rayleigh_ritz_recovers_eigenpairs_from_any_basis_of_their_span():
+    W, values, f = _small_graph(9, seed=3)
+    basis = f[:, :3] @ np.random.default_rng(0).normal(size=(3, 3))  # mixed and rescaled
+    ritz, rotation = rayleigh_ritz(sp.csr_matrix(W), basis)
+    np.testing.assert_allclose(ritz, values[:3], atol=1e-10)
+    recovered = basis @ rotation
+    d = W.sum(1)
+    np.testing.assert_allclose(recovered.T @ (recovered * d[:, None]), np.eye(3), atol=1e-10)
+    for j in range(3):  # each Ritz vector is an eigenfunction, up to sign
+        cosine = abs(recovered[:, j] @ (f[:, j] * d)) / np.sqrt(d.sum())
+        assert cosine == pytest.approx(1.0, abs=1e-10)
+    # Any other basis: Ritz values bound the top eigenvalues from below.
+    other = np.random.default_rng(1).normal(size=(9, 3))
+    assert np.all(rayleigh_ritz(sp.csr_matrix(W), other)[0] <= values[:3] + 1e-12)
+
+
+def test_diffusion_time_and_plateau_schedule():
+    # t with lambda ((1 + lambda) / 2)^(t - 1) ~ 1/2, by hand: 0.9 -> 1 + ln(5/9) / ln(0.95).
+    assert diffusion_steps_for(0.9) == round(1 + np.log(0.5 / 0.9) / np.log(0.95))
+    assert diffusion_steps_for(0.3) == 1 and diffusion_steps_for(1.0) == 32
+    schedule = PlateauSchedule(max_iter=1000, tol=0.1, n_iter_no_change=2, check_every=10)
+    for step, mean in [(10, 0.5), (20, 0.8), (30, 0.81), (40, 0.815)]:
+        assert schedule.learning_rate_factor(step) == 1.0
+        schedule.update(step, np.array([mean]), 1)
+    # 0.81 and 0.815 are within tol x (1 - 0.8) = 0.02 of the best: a plateau at step 40.
+    assert schedule.converged and schedule.anneal_start == 40
+    assert schedule.anneal_length == 10  # max(check_every, 40 / 4)
+    assert schedule.learning_rate_factor(45) == pytest.approx(0.5)
+    assert not schedule.is_done(49) and schedule.is_done(50)
+    forced = PlateauSchedule(max_iter=100, tol=0.0, n_iter_no_change=99, check_every=10)
+    for step in range(10, 90, 10):
+        forced.update(step, np.array([step / 100]), 1)
+    assert not forced.converged and forced.anneal_start == 80 and forced.is_done(100)
 
 
 # ---------------------------------------------------------------------------- normalisation
@@ -224,8 +275,9 @@ def test_mlp_head_has_orthonormal_rows_and_pickles():
 def test_fourier_features_are_fixed_and_pickle():
     torch.manual_seed(0)
     net = MLPEigenfunctions(2, 3, hidden=(8,), fourier_features=16, fourier_scale=2.0).eval()
-    rff = net.trunk[0]
+    rff = net.fourier
     assert isinstance(rff, RandomFourierFeatures)
+    assert net.trunk[0].in_features == 2 + 32  # the inputs are kept beside the features
     assert not any(p is rff.frequencies for p in net.parameters())  # a buffer, never trained
     assert rff.frequencies.shape == (2, 16)
     x = torch.randn(5, 2)
@@ -236,6 +288,21 @@ def test_fourier_features_are_fixed_and_pickle():
         RandomFourierFeatures(2, 4, scale=0.0)
     with pytest.raises(ValueError, match="fourier_features must be >= 0"):
         MLPEigenfunctions(2, 3, fourier_features=-1)
+
+
+def test_input_standardisation_makes_the_network_scale_free():
+    # A network standardised on data x and one standardised on 1e20 x (offset and scale
+    # scaled alike) give identical outputs: the estimators fit them on the data.
+    X = torch.randn(6, 3)
+    offset, scale = X.mean(0), float((X - X.mean(0)).square().sum(1).mean().sqrt())
+    torch.manual_seed(0)
+    net = MLPEigenfunctions(3, 2, hidden=(8,), input_offset=offset, input_scale=scale)
+    big = copy.deepcopy(net)
+    big.standardize.offset.mul_(1e20)
+    big.standardize.scale.mul_(1e20)
+    torch.testing.assert_close(big(X * 1e20), net(X), rtol=1e-5, atol=1e-6)
+    cosine = MLPEigenfunctions(3, 2, hidden=(8,), normalize_rows=True)
+    torch.testing.assert_close(cosine(X * 7.0), cosine(X))  # the norm of a row is ignored
 
 
 def test_transformer_shapes_and_pickle():

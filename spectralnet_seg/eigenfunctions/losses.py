@@ -89,7 +89,7 @@ def eigenvalues_from_diffusion(rayleigh, steps: int):
         mid = 0.5 * (low + high)
         below = diffusion_eigenvalues(mid, steps) < mu
         low, high = np.where(below, mid, low), np.where(below, high, mid)
-    return 0.5 * (low + high)
+    return np.where(mu > 0, 0.5 * (low + high), 0.0)
 
 
 def pair_rayleigh_matrices(psi_a: torch.Tensor, psi_b: torch.Tensor
