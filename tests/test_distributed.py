@@ -167,19 +167,18 @@ def test_run_local_reports_a_failing_rank():
 
 
 # ---------------------------------------------------------------------------- DDP training
-# Same total batch: one process with 512 rows per step, or two with 256 each (a kNN
-# kernel inside a batch of 256 digits is already as good as inside 512).
+# Same total batch: one process with 512 graph pairs per step, or two with 256 each.
 _TOTAL_BATCH, _DIGITS_STEPS = 512, 200
 
 
 class _RecordingNEC(NeuralEigenClustering):
-    """Records a fingerprint of the first minibatches this rank draws."""
+    """Records a fingerprint of the random stream each rank draws its first pairs from."""
 
-    def _sample_batch(self, run, X):
-        batch = super()._sample_batch(run, X)
+    def _train_step(self, run, X, objective):
         if run.step < 3:
-            self.first_batches_ = getattr(self, "first_batches_", []) + [float(batch.sum())]
-        return batch
+            state = float(run.generator.get_state().double().sum())
+            self.first_batches_ = getattr(self, "first_batches_", []) + [state]
+        return super()._train_step(run, X, objective)
 
 
 def _digits():
@@ -196,7 +195,8 @@ def _fit_digits(batch_size, checkpoint_dir=None):
     X, y = _digits()
     est = _RecordingNEC(10, kernel=make_kernel("knn", n_neighbors=10),
                         hidden_layer_sizes=(64,), batch_size=batch_size,
-                        max_iter=_DIGITS_STEPS, learning_rate=3e-3, n_init=4, device="cpu",
+                        max_iter=_DIGITS_STEPS, n_iter_no_change=_DIGITS_STEPS,
+                        learning_rate=3e-3, n_init=4, device="cpu",
                         random_state=0, checkpoint_dir=checkpoint_dir, checkpoint_every=50)
     try:
         est.fit(X)
