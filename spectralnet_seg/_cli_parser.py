@@ -80,18 +80,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="weight alpha of the pixel graph in the 'paper' kernel "
                             f"[{paper['pixel_weight'].default}]")
     group.add_argument("--max-iter", type=_positive_int, default=None,
-                       help="training steps of the neural estimators [auto = from their "
-                            f"max_epochs: {_defaults_text('max_epochs')} epochs]")
+                       help="largest number of training steps of the neural estimators; "
+                            "they stop earlier when their eigenvalue estimates settle "
+                            f"[{_defaults_text('max_iter')}]")
     group.add_argument("--batch-size", type=_positive_int, default=None,
-                       help="minibatch size (tokens) of the neural estimators; with the "
-                            "'paper' kernel it should hold whole images, since the pixel "
-                            f"graph only links tokens of one image [{_defaults_text('batch_size')}]")
+                       help="graph pairs (or minibatch tokens) per training step of the "
+                            f"neural estimators [{_defaults_text('batch_size')}]")
     group.add_argument("--learning-rate", type=_positive_float, default=None,
                        help="Adam step of the neural estimators "
                             f"[{_defaults_text('learning_rate')}]")
     group.add_argument("--diffusion-steps", type=_positive_int, default=None,
-                       help="power t of the minibatch operator the neural estimators train "
-                            f"on [{_defaults_text('diffusion_steps')}]")
+                       help="random-walk steps t of the diffusion the neural estimators "
+                            f"train on [{_defaults_text('diffusion_steps')}]")
     group.add_argument("--orthogonality-weight", type=_positive_float, default=None,
                        help="beta of the neural estimators' loss "
                             f"[{_defaults_text('orthogonality_weight')}]")

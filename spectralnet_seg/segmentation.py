@@ -405,7 +405,9 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     verbose : bool, default=False
         Progress of the extraction and of the estimator's fit.
     **estimator_params
-        Other parameters of the estimator (e.g. ``max_iter`` of the neural ones).
+        Other parameters of the estimator (e.g. ``max_iter`` of the neural ones). Unless
+        given, ``embedding_norm="auto"`` (eigsh, neural): of the two row scalings, the one
+        whose regions have the lower normalised cut on the image's graph.
 
     Returns
     -------
@@ -436,7 +438,10 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     params = dict(estimator_params, random_state=random_state)
     if "kernel" in defaults:
         params["kernel"] = kernel if kernel is not None else _image_kernel(
-            extracted.flatten().shape[0], params.get("batch_size", defaults.get("batch_size")))
+            extracted.flatten().shape[0])
+    if "embedding_norm" in defaults:
+        # One photo, no labels: keep the row scaling with the lower normalised cut.
+        params.setdefault("embedding_norm", "auto")
     if "verbose" in defaults and method != "kmeans":  # KMeans prints every iteration
         params.setdefault("verbose", verbose)
     segmenter = Segmenter(feature_extractor, make_estimator(method, n_clusters, **params),
@@ -447,11 +452,10 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     return segmenter.predict([image])[0]
 
 
-def _image_kernel(n_tokens: int, batch_size: int | None):
-    """The paper's kernel with its k capped to the tokens a graph or minibatch holds."""
+def _image_kernel(n_tokens: int):
+    """The paper's kernel with its k capped to the tokens of the image."""
     from .kernels import paper_kernel
 
     kernel = paper_kernel()
-    in_graph = n_tokens if batch_size is None else min(n_tokens, batch_size)
-    kernel.cap_neighbors(max(in_graph - 1, 1))
+    kernel.cap_neighbors(max(n_tokens - 1, 1))
     return kernel

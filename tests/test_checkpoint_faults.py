@@ -218,7 +218,7 @@ def _fit_in_read_only_dir(X, steps):
         os.setgid(65534)
         os.setuid(65534)
     original = BaseNeuralEigenClustering._train_step
-    BaseNeuralEigenClustering._train_step = lambda self, run, batch: (
+    BaseNeuralEigenClustering._train_step = lambda self, run, X, objective: (
         steps.append(run.step), original(self, run, X, objective))[1]
     try:
         _make(checkpoint_dir=directory).fit(X)

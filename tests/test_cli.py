@@ -251,7 +251,7 @@ def test_help_shows_the_estimators_own_defaults(capsys):
     assert f"[neural {neural.batch_size}, discrete {discrete.batch_size}]" in text
     assert f"[neural {neural.learning_rate}, discrete {discrete.learning_rate}]" in text
     assert f"[neural {neural.diffusion_steps}, discrete {discrete.diffusion_steps}]" in text
-    assert f"neural {neural.max_epochs}, discrete {discrete.max_epochs} epochs" in text
+    assert f"[neural {neural.max_iter}, discrete {discrete.max_iter}]" in text
     assert "[paper 256, knn 10]" in text and "[0.3]" in text
 
 

@@ -73,3 +73,25 @@ def test_quickstart_has_the_readme_commands():
     assert len(commands) >= 2
     for command in commands[:2]:
         assert command in quickstart
+
+
+def _modules_with_examples():
+    import importlib
+    import pkgutil
+
+    import spectralnet_seg
+
+    return [m.name for m in pkgutil.walk_packages(spectralnet_seg.__path__, "spectralnet_seg.")
+            if ">>>" in (importlib.util.find_spec(m.name).loader.get_source(m.name) or "")]
+
+
+@pytest.mark.parametrize("name", _modules_with_examples())
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the short example fits warn that they stop early
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -12,6 +12,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from spectralnet_seg.cluster._convergence import PlateauSchedule, diffusion_steps_for
+from spectralnet_seg.cluster._pair_sampler import GraphPairSampler
+from spectralnet_seg.cluster._spectral_embedding import rayleigh_ritz
 from spectralnet_seg.eigenfunctions import (
     ColumnNormalization,
     MLPEigenfunctions,
@@ -28,9 +31,6 @@ from spectralnet_seg.eigenfunctions import (
     pair_rayleigh_matrices,
     rayleigh_matrices,
 )
-from spectralnet_seg.cluster._convergence import PlateauSchedule, diffusion_steps_for
-from spectralnet_seg.cluster._pair_sampler import GraphPairSampler
-from spectralnet_seg.cluster._spectral_embedding import rayleigh_ritz
 from spectralnet_seg.kernels import degree_normalize_dense
 
 # ---------------------------------------------------------------------------- loss

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import sys
 
 import numpy as np
@@ -23,8 +22,6 @@ from spectralnet_seg.cluster import (
     IsolatedPointWarning,
     _assign,
     _eigensolvers,
-    _eigsh,
-    _spectral_embedding,
     normalized_affinity,
     nystrom_extension,
     spectral_clustering,
@@ -353,9 +350,3 @@ def test_verbose_prints_stages(capsys):
     EigshSpectralClustering(3, kernel=_l2_knn(5), verbose=True, random_state=0).fit(X)
     out = capsys.readouterr().out
     assert "affinity graph: 40 nodes" in out and "labels by 'kmeans'" in out
-
-
-@pytest.mark.parametrize("module", [_eigsh, _spectral_embedding])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -46,20 +46,26 @@ def test_eigsh_uses_the_context_in_fit_and_predict(tokens):
 @pytest.mark.parametrize("cls", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
 def test_neural_estimators_use_the_context_in_training(cls, tokens, monkeypatch):
     X, side, ctx = tokens
-    seen = []
-    original = SpatialColorKernel.batch
-
-    def recording_batch(self, X_batch, context=None):
-        seen.append(context)
-        return original(self, X_batch, context)
-
-    monkeypatch.setattr(SpatialColorKernel, "batch", recording_batch)
-    est = cls(2, kernel=_kernel(), hidden_layer_sizes=(16,), batch_size=24, max_iter=5,
-              device="cpu", random_state=0).fit(X, context=ctx)
-    # Each minibatch's pixel kernel got the context of exactly its 24 rows.
-    assert len(seen) == 5
-    assert all(isinstance(c, TokenContext) and len(c) == 24 for c in seen)
+    graphs, batches = [], []
+    original_graph, original_batch = SpatialColorKernel.graph, SpatialColorKernel.batch
+    monkeypatch.setattr(SpatialColorKernel, "graph", lambda self, X, context=None: (
+        graphs.append(context), original_graph(self, X, context))[1])
+    monkeypatch.setattr(SpatialColorKernel, "batch", lambda self, X, context=None: (
+        batches.append(context), original_batch(self, X, context))[1])
+    extra = {"fine_tune_iter": 5} if cls is DiscreteNeuralEigenClustering else {}
+    # The global graph: the pixel kernel gets the context of all 72 tokens, once.
+    est = cls(2, kernel=_kernel(), hidden_layer_sizes=(16,), max_iter=5, device="cpu",
+              random_state=0, **extra).fit(X, context=ctx)
+    assert est.sampler_ == "graph" and len(graphs) == 1 and graphs[0] is ctx and batches == []
     assert est.predict(X).shape == side.shape  # inference needs no context
+    graphs.clear()
+    # Minibatch graphs: each minibatch's pixel kernel gets the context of exactly its rows.
+    cls(2, kernel=_kernel(), sampler="minibatch", hidden_layer_sizes=(16,), batch_size=24,
+        max_iter=5, fourier_features=0, device="cpu", random_state=0, **extra).fit(
+        X, context=ctx)
+    steps = 5 + extra.get("fine_tune_iter", 0)
+    assert graphs == [] and len(batches) == steps
+    assert all(isinstance(c, TokenContext) and len(c) == 24 for c in batches)
 
 
 @pytest.mark.parametrize("cls", [EigshSpectralClustering, NeuralEigenClustering])

@@ -134,7 +134,7 @@ def test_knn_batch_is_the_papers_feature_graph(X):
     values, idx = S.topk(16, dim=1)
     S_k = torch.zeros_like(S).scatter_(1, idx, values.clamp_min(0))
     expected = (S_k + S_k.T) / 2
-    got = KNNKernel(16).batch(torch.from_numpy(X))
+    got = KNNKernel(16, metric="cosine", weighting="cosine").batch(torch.from_numpy(X))
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
 
 
@@ -312,7 +312,7 @@ def test_errors(X):
             kernel.graph(bad)
     zero = X.copy()
     zero[4] = 0
-    for kernel in (KNNKernel(), CosineKernel()):
+    for kernel in (KNNKernel(metric="cosine", weighting="cosine"), CosineKernel()):
         with pytest.raises(ValueError, match="zero"):
             kernel.graph(zero)
     with pytest.raises(ValueError, match="sparsify_neighbors=k"):

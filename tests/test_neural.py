@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import numpy as np
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
 import torch
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_digits, make_blobs, make_circles, make_moons

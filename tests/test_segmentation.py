@@ -309,7 +309,10 @@ def test_segmenter_fit_predict_on_a_single_image():
     from spectralnet_seg.features import PixelExtractor
 
     image, truth = four_region_photo()
+    # embedding_norm="auto", as segment_image uses: on this image the "row" scaling has the
+    # lower normalised cut (1.46 against 1.53 for the "degree" default) and finds the regions.
     seg = Segmenter(PixelExtractor(), EigshSpectralClustering(4, kernel=paper_kernel(),
+                                                              embedding_norm="auto",
                                                               random_state=0))
     with pytest.warns(UserWarning, match="using 191"):  # k = 256 capped to the 192 tokens
         (labels,) = seg.fit_predict([image])

@@ -1,6 +1,12 @@
 """Spectral clustering estimators: the eigsh baseline and the neural eigenfunction variants."""
 
-from ._assign import assign_labels, cluster_qr, nearest_centroid, normalize_embedding
+from ._assign import (
+    assign_labels,
+    cluster_embedding,
+    cluster_qr,
+    nearest_centroid,
+    normalize_embedding,
+)
 from ._checkpoints import CheckpointError, CheckpointWarning
 from ._discrete import DiscreteNeuralEigenClustering
 from ._eigsh import EigshSpectralClustering
@@ -38,6 +44,7 @@ __all__ = [
     "EigshSpectralClustering",
     "IsolatedPointWarning",
     "assign_labels",
+    "cluster_embedding",
     "cluster_qr",
     "estimator_defaults",
     "list_estimators",

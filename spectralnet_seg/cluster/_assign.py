@@ -13,8 +13,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances_argmin
 from sklearn.utils import check_random_state
 
-__all__ = ["ASSIGN_METHODS", "assign_labels", "cluster_qr", "nearest_centroid",
-           "normalize_embedding"]
+__all__ = ["ASSIGN_METHODS", "assign_labels", "cluster_embedding", "cluster_qr",
+           "nearest_centroid", "normalize_embedding"]
 
 ASSIGN_METHODS = ("kmeans", "discretize", "cluster_qr")
 EMBEDDING_NORMS = ("row", "degree", None)
@@ -156,3 +156,56 @@ def nearest_centroid(embedding: np.ndarray, centers: np.ndarray) -> np.ndarray:
     nearest = pairwise_distances_argmin(np.asarray(embedding, dtype=np.float64),
                                         centers[valid])
     return valid[nearest].astype(np.int32)
+
+
+def cluster_embedding(eigenvectors: np.ndarray, degree: np.ndarray | None, n_clusters: int, *,
+                      norm: str | None, method: str = "kmeans", n_init: int = 10,
+                      random_state=None, graph=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Normalise a spectral embedding and assign labels, choosing the norm by the graph.
+
+    With ``norm="auto"`` both ``"degree"`` and ``"row"`` are tried and the labelling with
+    the lower normalised cut on ``graph`` is kept: the objective spectral clustering
+    relaxes, measured without labels. Neither norm wins everywhere: ``"degree"`` on graphs
+    whose weakly connected points (a flat background, low-density bands) would otherwise
+    pull k-means centres towards them, ``"row"`` where clusters differ in degree
+    (scikit-learn's coins graph: Ncut 0.0017 with ``"degree"``, 0.030 with ``"row"``; a
+    four-region photo under the paper kernel: 1.53 with ``"degree"``, 1.46 with ``"row"``).
+
+    Parameters
+    ----------
+    eigenvectors : ndarray of shape (n_samples, n_components)
+        Eigenvectors of ``D^{-1/2} W D^{-1/2}``.
+    degree : ndarray of shape (n_samples,) or None
+        Degrees (needed by ``"degree"`` and ``"auto"``).
+    n_clusters : int
+        Number of clusters.
+    norm : {"degree", "row", "auto"} or None
+        See :func:`normalize_embedding`; ``"auto"`` needs ``graph``.
+    method, n_init, random_state
+        As in :func:`assign_labels` (every candidate norm gets the same seed).
+    graph : sparse matrix of shape (n_samples, n_samples), optional
+        The affinity the eigenvectors come from.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int32
+    centers : ndarray of shape (n_clusters, n_components)
+        In the space of the chosen norm.
+    norm : str or None
+        The norm used.
+    """
+    from ..metrics import normalized_cut
+
+    if norm == "auto" and graph is None:
+        raise ValueError("norm='auto' compares normalised cuts and needs the graph")
+    candidates = ("degree", "row") if norm == "auto" else (norm,)
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    best = None
+    for candidate in candidates:
+        E = normalize_embedding(eigenvectors, degree, norm=candidate)
+        labels, centers = assign_labels(E, n_clusters, method=method, n_init=n_init,
+                                        random_state=seed)
+        score = normalized_cut(graph, labels) if len(candidates) > 1 else 0.0
+        if best is None or score < best[0]:
+            best = (score, labels, centers, candidate)
+    return best[1], best[2], best[3]

@@ -50,8 +50,8 @@ def diffusion_steps_for(eigenvalue: float, *, max_steps: int = MAX_AUTO_DIFFUSIO
 
     Examples
     --------
-    >>> diffusion_steps_for(0.4), diffusion_steps_for(0.97), diffusion_steps_for(1.0)
-    (1, 22, 32)
+    >>> diffusion_steps_for(0.4), diffusion_steps_for(0.9), diffusion_steps_for(1.0)
+    (1, 12, 32)
     """
     lam = float(eigenvalue)
     if not lam > _TARGET_DIFFUSED_EIGENVALUE:

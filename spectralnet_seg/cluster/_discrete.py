@@ -15,6 +15,7 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..eigenfunctions import ColumnNormalization, cosine_temperature, gumbel_softmax
 from ..metrics import normalized_cut
+from . import _neural_io as io
 from ._convergence import PlateauSchedule
 from ._neural_base import (
     _EIGENVALUE_MOMENTUM,
@@ -297,6 +298,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         self.network_ = network
         self.fine_tuned_ = False
         if self.fine_tune_iter == 0:
+            self._optimizer_state = self._new_optimizer(network).state_dict()  # fresh moments
             return
         start_state = copy.deepcopy(network.state_dict())
         start_cut = None if graph is None else normalized_cut(graph, self._argmax(X))
@@ -322,7 +324,12 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         network.eval().cpu()
         self.n_iter_ += tune.step
         self.loss_curve_ += tune.loss_curve
+        # What a later partial_fit continues from: the fine-tuned network's training state.
         self._eigenvalue_ema = tune.eigenvalues
+        self._optimizer_state = io.to_cpu(tune.optimizer.state_dict())
+        self._generator_state = tune.generator.get_state()
+        self.normalizer_ = tune.normalizer.eval().cpu()
+        self.diffusion_steps_ = 1
         run.eigenvalues, run.diffusion_steps = tune.eigenvalues, 1
         self.fine_tuned_ = True
         if start_cut is not None and normalized_cut(graph, self._argmax(X)) > start_cut:

@@ -19,7 +19,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._utils import check_numeric
-from ._assign import ASSIGN_METHODS, assign_labels, nearest_centroid, normalize_embedding
+from ..metrics import normalized_cut
+from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
 from ._base import BaseSpectralClustering
 from ._spectral_embedding import (
     EIGEN_SOLVERS,
@@ -77,7 +78,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the normalised embedding. ``"discretize"`` and
         ``"cluster_qr"`` need ``n_components >= n_clusters``.
-    embedding_norm : {"degree", "row"} or None, default="degree"
+    embedding_norm : {"degree", "row", "auto"} or None, default="degree"
         Row scaling before label assignment: ``"degree"`` rows divided by ``sqrt(degree)``,
         the random-walk eigenvectors (Shi & Malik) that scikit-learn's ``SpectralClustering``
         clusters and the neural estimators learn; ``"row"`` unit-norm rows (Ng, Jordan &
@@ -86,7 +87,9 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         points in low-density bands between clusters, and pixels of a flat background in an
         image graph, then pull centres towards them (scikit-learn's coins graph at 20 %:
         normalised cut 0.030 with ``"row"`` against 0.0017 with ``"degree"``; on iris and
-        breast_cancer ``"row"`` also loses 0.03 NMI).
+        breast_cancer ``"row"`` also loses 0.03 NMI). ``"auto"`` tries both and keeps the
+        lower normalised cut on the training graph (``embedding_norm_``; see
+        :func:`~spectralnet_seg.cluster.cluster_embedding`).
     n_init : int, default=10
         Number of k-means restarts (``assign_labels="kmeans"``).
     random_state : int, RandomState instance or None, default=None
@@ -99,6 +102,11 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     ----------
     labels_ : ndarray of shape (n_samples,), int32
         Cluster of each training point.
+    normalized_cut_ : float
+        Normalised cut of ``labels_`` on ``affinity_matrix_`` (lower is better): the
+        objective the method relaxes, to compare clusterings of one graph without labels.
+    embedding_norm_ : str or None
+        The row scaling used (the one chosen with ``embedding_norm="auto"``).
     embedding_ : ndarray of shape (n_samples, n_components)
         Eigenvectors of ``M`` (unit-norm columns, decreasing eigenvalue).
     eigenvalues_ : ndarray of shape (n_components,)
@@ -170,7 +178,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
         "eigen_tol": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
         "assign_labels": [StrOptions(set(ASSIGN_METHODS))],
-        "embedding_norm": [StrOptions({"row", "degree"}), None],
+        "embedding_norm": [StrOptions({"row", "degree", "auto"}), None],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
@@ -285,9 +293,9 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
             random_state=rs)
         self._log(f"{n_components} eigenvectors with {self.eigen_solver!r}", start)
         degree = np.asarray(W.sum(axis=1)).ravel()
-        E = normalize_embedding(vectors, degree, norm=self.embedding_norm)
-        labels, centers = assign_labels(E, self.n_clusters, method=self.assign_labels,
-                                        n_init=self.n_init, random_state=rs)
+        labels, centers, self.embedding_norm_ = cluster_embedding(
+            vectors, degree, self.n_clusters, norm=self.embedding_norm,
+            method=self.assign_labels, n_init=self.n_init, random_state=rs, graph=W)
         self._log(f"labels by {self.assign_labels!r}", start)
 
         self.kernel_ = kernel
@@ -297,6 +305,7 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
         self.embedding_ = vectors
         self.cluster_centers_ = centers
         self.labels_ = labels
+        self.normalized_cut_ = normalized_cut(W, labels)
         return self
 
     def transform(self, X, *, context=None) -> np.ndarray:
@@ -339,7 +348,7 @@ of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
         labels : ndarray of shape (n_queries,), int32
         """
         U, query_degree = self._embed_new(X, context)
-        E = normalize_embedding(U, query_degree, norm=self.embedding_norm)
+        E = normalize_embedding(U, query_degree, norm=self.embedding_norm_)
         return nearest_centroid(E, self.cluster_centers_)
 
     def fit_transform(self, X, y=None, *, context=None) -> np.ndarray:

@@ -6,11 +6,11 @@ from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.cluster import KMeans
 from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..metrics import normalized_cut
+from ._assign import assign_labels, cluster_embedding, nearest_centroid
 from ._neural_base import BaseNeuralEigenClustering, TrainingObjective, _TrainingRun
 
 
@@ -87,11 +87,13 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         Adam weight decay.
     orthogonality_weight : float, default=None
         β of NeuralEF's normalised orthogonality penalty; None: 1.0, NeuralEF's exact form.
-    embedding_norm : {"degree", "row"}, default="degree"
+    embedding_norm : {"degree", "row", "auto"}, default="degree"
         What k-means clusters: ``"degree"`` the eigenfunctions themselves (the random-walk
         eigenvectors, as scikit-learn's ``SpectralClustering``); ``"row"`` unit-norm rows
         (Ng, Jordan & Weiss; the same as row-normalising the eigenvectors of
-        ``D^{-1/2} W D^{-1/2}``).
+        ``D^{-1/2} W D^{-1/2}``); ``"auto"`` the one with the lower normalised cut on the
+        training graph (graph sampler only; see
+        :class:`~spectralnet_seg.cluster.EigshSpectralClustering`).
     n_init : int, default=10
         Number of k-means initialisations.
     device : str or torch.device, default="auto"
@@ -125,10 +127,10 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     normalized_cut_ : float
         Normalised cut of ``labels_`` on the training graph (lower is better; compares fits
         without labels). NaN with the minibatch sampler.
-    kmeans_ : sklearn.cluster.KMeans
-        Fitted on the (normalised) embedding.
     cluster_centers_ : ndarray of shape (n_clusters, K)
-        Its centres.
+        k-means centres in the (normalised) embedding; :meth:`predict` takes the nearest.
+    embedding_norm_ : str
+        The normalisation used (the one chosen with ``embedding_norm="auto"``).
     sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_
         The settings used (see the parameters; ``diffusion_steps_`` is the final t).
     n_iter_ : int
@@ -169,7 +171,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     _parameter_constraints: dict = {
         **BaseNeuralEigenClustering._parameter_constraints,
         "n_components": [None, Interval(Integral, 1, None, closed="left")],
-        "embedding_norm": [StrOptions({"degree", "row"})],
+        "embedding_norm": [StrOptions({"degree", "row", "auto"})],
         "n_init": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -219,18 +221,27 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         raw = self._raw_outputs(X).double().numpy()  # (n, K)
         self.eigenvalues_, self._output_map = self._eigenfunction_map(raw, graph, run)
         self.embedding_ = raw @ self._output_map
-        self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init,
-                              random_state=self._label_seed).fit(self._label_space(
-                                  self.embedding_))
-        self.labels_ = self.kmeans_.labels_
-        self.cluster_centers_ = self.kmeans_.cluster_centers_
-        self.normalized_cut_ = (np.nan if graph is None
-                                else normalized_cut(graph, self.labels_))
+        if graph is not None:
+            # In u-space (eigenvectors of D^-1/2 W D^-1/2) the shared labelling path applies:
+            # "degree" gives back the eigenfunctions, "row" their unit-norm rows.
+            degree = np.asarray(graph.sum(axis=1)).ravel()
+            labels, centers, self.embedding_norm_ = cluster_embedding(
+                self.embedding_ * np.sqrt(degree)[:, None], degree, self.n_clusters,
+                norm=self.embedding_norm, n_init=self.n_init, random_state=self._label_seed,
+                graph=graph)
+            self.normalized_cut_ = normalized_cut(graph, labels)
+        else:
+            self.embedding_norm_ = "row" if self.embedding_norm == "row" else "degree"
+            labels, centers = assign_labels(self._label_space(self.embedding_),
+                                            self.n_clusters, n_init=self.n_init,
+                                            random_state=self._label_seed)
+            self.normalized_cut_ = np.nan
+        self.labels_, self.cluster_centers_ = labels, centers
 
     # ------------------------------------------------------------------ inference
     def _label_space(self, embedding: np.ndarray) -> np.ndarray:
-        """The embedding k-means works in (see ``embedding_norm``)."""
-        return normalize(embedding) if self.embedding_norm == "row" else embedding
+        """The embedding the clusters live in (see ``embedding_norm``)."""
+        return normalize(embedding) if self.embedding_norm_ == "row" else embedding
 
     def transform(self, X):
         """Eigenfunction embedding ψ(X), one column per eigenfunction.
@@ -263,4 +274,4 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         labels : ndarray of shape (n_samples,)
         """
         embedding = self.transform(X)  # checks that the estimator is fitted
-        return self.kmeans_.predict(self._label_space(embedding))
+        return nearest_centroid(self._label_space(embedding), self.cluster_centers_)

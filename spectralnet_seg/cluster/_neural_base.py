@@ -348,7 +348,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             edges = np.argwhere(self.kernel_.batch(batch, batch_context).numpy() > 0)
             if edges.size == 0:
                 return 1.0
-            heads, tails = rows[edges[:, 0]], rows[edges[:, 1]]
+            keep = torch.randperm(len(edges), generator=generator)[:2048].numpy()
+            heads, tails = rows[edges[keep, 0]], rows[edges[keep, 1]]
         return settings.fourier_scale_from_edges(X, heads, tails, self._input_statistics)
 
     def _build_network(self, n_features: int, init_seed: int) -> nn.Module:

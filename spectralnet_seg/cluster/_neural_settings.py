@@ -32,6 +32,7 @@ __all__ = ["GRAPH_COST_BUDGET", "InputStatistics", "default_batch_size",
 GRAPH_COST_BUDGET = 1e12
 #: Rows used to estimate the input statistics (a seeded subset of larger data sets).
 _STATISTICS_ROWS = 65536
+_CHUNK_ROWS = 4096
 #: Phase difference (radians) of the Fourier features across a typical graph edge.
 _PHASE_PER_EDGE = 0.5
 #: Default number of Fourier frequencies of the default MLP ("auto").
@@ -67,23 +68,29 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
 def input_statistics(X, *, normalize_rows: bool, generator: torch.Generator) -> InputStatistics:
     """Mean and root-mean-square norm of the (row-normalised) inputs, in float64.
 
-    Computed on all rows, or on a seeded subset of ``65536`` rows of larger data; the
-    features are rescaled by their largest magnitude first, so values near the float32
+    Computed on all rows, or on a seeded subset of ``65536`` rows of larger data, read
+    ``4096`` rows at a time (memory stays bounded for wide features and memory-mapped
+    files). The rows are divided by the largest magnitude first, so values near the float32
     limits (1e30) or below its resolution (1e-30) give the same statistics as unit data.
     """
     n = X.shape[0]
-    if n > _STATISTICS_ROWS:
-        rows = np.sort(torch.randperm(n, generator=generator)[:_STATISTICS_ROWS].numpy())
-        sample = np.asarray(X[rows], dtype=np.float64)
-    else:
-        sample = np.asarray(X[:], dtype=np.float64)
-    if normalize_rows:
-        sample = _unit_rows(sample)
-    magnitude = float(np.abs(sample).max()) or 1.0
-    sample = sample / magnitude
-    offset = sample.mean(axis=0)
-    scale = float(np.sqrt(np.square(sample - offset).sum(axis=1).mean()))
-    if not scale > 0:  # all rows identical: nothing to standardise
+    rows = (np.sort(torch.randperm(n, generator=generator)[:_STATISTICS_ROWS].numpy())
+            if n > _STATISTICS_ROWS else np.arange(n))
+    chunks = [rows[i:i + _CHUNK_ROWS] for i in range(0, rows.size, _CHUNK_ROWS)]
+
+    def read(index):
+        block = np.asarray(X[index], dtype=np.float64)
+        return _unit_rows(block) if normalize_rows else block
+
+    magnitude = max(float(np.abs(read(index)).max()) for index in chunks) or 1.0
+    total, total_square = np.zeros(X.shape[1]), 0.0
+    for index in chunks:
+        block = read(index) / magnitude
+        total += block.sum(axis=0)
+        total_square += float(np.square(block).sum())
+    offset = total / rows.size
+    scale = float(np.sqrt(max(total_square / rows.size - np.square(offset).sum(), 0.0)))
+    if not scale > 1e-12:  # all rows identical: nothing to standardise
         scale = 1.0
     return InputStatistics(offset=offset * magnitude, scale=scale * magnitude,
                            normalize_rows=normalize_rows)

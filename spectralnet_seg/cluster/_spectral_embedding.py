@@ -20,8 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.utils import check_random_state
 
 from ..kernels import degree_normalize
-from ._assign import assign_labels as _assign_labels
-from ._assign import normalize_embedding
+from ._assign import cluster_embedding
 from ._eigensolvers import (
     ARPACK_MODES,
     EIGEN_SOLVERS,
@@ -408,10 +407,11 @@ def spectral_clustering(
         See :func:`spectral_embedding`.
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the embedding (see :func:`.assign_labels`).
-    embedding_norm : {"degree", "row"} or None, default="degree"
+    embedding_norm : {"degree", "row", "auto"} or None, default="degree"
         ``"degree"``: rows divided by ``sqrt(d)``, the random-walk eigenvectors (Shi &
         Malik; what scikit-learn's ``SpectralClustering`` clusters); ``"row"``: unit-norm
-        rows (Ng, Jordan & Weiss, 2001); None: the raw eigenvectors.
+        rows (Ng, Jordan & Weiss, 2001); ``"auto"``: the one with the lower normalised cut
+        (:func:`cluster_embedding`); None: the raw eigenvectors.
     n_init : int, default=10
         Number of k-means restarts.
     random_state : int, RandomState instance or None, default=None
@@ -434,7 +434,7 @@ def spectral_clustering(
     >>> from spectralnet_seg.cluster import spectral_clustering
     >>> W = np.kron(np.eye(2), np.ones((3, 3))) + 0.01
     >>> spectral_clustering(W, n_clusters=2, random_state=0)
-    array([1, 1, 1, 0, 0, 0], dtype=int32)
+    array([0, 0, 0, 1, 1, 1], dtype=int32)
     """
     W = check_affinity(affinity)
     if n_clusters > W.shape[0]:
@@ -444,9 +444,9 @@ def spectral_clustering(
         W, n_components or n_clusters, eigen_solver=eigen_solver, eigen_tol=eigen_tol,
         random_state=rs)
     degree = np.asarray(W.sum(axis=1)).ravel()
-    E = normalize_embedding(vectors, degree, norm=embedding_norm)
-    labels, _ = _assign_labels(E, n_clusters, method=assign_labels, n_init=n_init,
-                               random_state=rs)
+    labels, _, _ = cluster_embedding(vectors, degree, n_clusters, norm=embedding_norm,
+                                     method=assign_labels, n_init=n_init, random_state=rs,
+                                     graph=W)
     if return_embedding:
         return labels, values, vectors
     return labels
