@@ -14,9 +14,8 @@ the three spectral methods on the *same kernel*: by default the paper's
 (:func:`~spectralnet_seg.kernels.paper_kernel`), a cosine kNN graph of the features plus
 α times the per-image pixel graph on ``[r, g, b, λx, λy]`` (α = 1 here, 0.3 in the paper),
 which gets the tokens' colours and positions (the token context) from the :class:`~spectralnet_seg.Segmenter`.
-The pixel graph only links tokens of one image, so the neural estimators are trained on
-minibatches that hold whole images: the default batch size equals the number of training
-tokens (8 images of 12 x 12 tokens). Held-out mosaics are segmented out-of-sample and
+The neural estimators train on pairs drawn from that graph, with their own defaults. Held-out
+mosaics are segmented out-of-sample and
 scored with the many-to-one majority matching; the table (mIoU, pixel accuracy, fit and
 predict time) and overlay pictures are written to a folder.
 """
@@ -40,24 +39,23 @@ KERNELS = ("paper", "knn")
 
 @dataclass
 class DemoConfig:
-    """Sizes and settings of the demo (the defaults finish in well under a minute on 2 CPU cores).
+    """Data, features and kernel of the demo; the estimators keep their own defaults.
+
+    Only what defines the task is set here — the mosaics, the features and the affinity
+    the three spectral methods share. Every estimator is built with its defaults (and
+    ``random_state``), as a new user would: nothing is tuned against the mosaics' labels.
 
     Attributes
     ----------
     n_train, n_test : int
         Training mosaics (fit) and held-out mosaics (evaluation, out-of-sample predict).
-        Eight training images fit in one minibatch of the neural estimators; with 16 (all
-        in one batch, or in random batches) eigsh gained a little, the neural estimators
-        did not, and training took longer.
     image_size : int
         Side of the square mosaics in pixels.
     stride : int
         Cell side of the :class:`~spectralnet_seg.features.PixelExtractor` grid.
     texture_window : float
-        Gaussian window (pixels) of the extractor's texture statistics. Half a cell (4)
-        rather than the extractor's default of one cell: noisier per-token texture, which
-        hurts k-means on the features alone (it has no spatial prior) more than the
-        spectral methods, whose pixel graph ties each region together.
+        Gaussian window (pixels) of the extractor's texture statistics: half a cell, so each
+        token describes its own cell rather than a blur of its neighbours.
     n_clusters : int
         Clusters K of every method, more than the 6 texture classes (matched to them
         many-to-one, as the paper does with K = 256 on Pascal Context).
@@ -65,22 +63,15 @@ class DemoConfig:
         Affinity shared by the spectral methods: the paper's feature + pixel graph (needs
         the token context, passed by the Segmenter) or the cosine kNN feature graph alone.
     n_neighbors : int
-        Neighbours of the cosine kNN feature graph.
+        Neighbours of the cosine kNN feature graph (the paper's 256 are meant for
+        thousands of tokens per image; a mosaic has 144).
     pixel_weight : float
-        α, the weight of the normalised pixel graph in the ``"paper"`` kernel. 1.0 rather
-        than the paper's 0.3: on the mosaics the spatial graph is what carries the spectral
-        methods past k-means (eigsh 53 → 56, discrete 52 → 56 mIoU in our sweep).
-    max_iter, batch_size, learning_rate : int, int, float
-        Training steps, minibatch size and initial Adam step of the neural estimators. The
-        default batch holds every training token (whole images: the pixel graph of a
-        minibatch only links tokens of the same image that are in it).
-    diffusion_steps : int
-        Power t of the minibatch operator the neural estimators train on (widens the gaps
-        between the top eigenvalues; t = 5 made the discrete fits steadier across seeds).
-    orthogonality_weight : float or None
-        β of the neural estimators' loss (None: each estimator's default).
-    hidden_layer_sizes : tuple of int
-        Hidden widths of their MLP.
+        α, the weight of the normalised pixel graph in the ``"paper"`` kernel: 1, the
+        feature and the spatial graph on an equal footing (the paper uses 0.3 on ViT
+        features, whose patches already carry context).
+    max_iter : int or None
+        Cap on the neural estimators' training steps; None keeps their default (only the
+        smoke-test configuration :meth:`quick` caps it).
     methods : tuple of str
         Which of :data:`ESTIMATORS` to run.
     random_state : int
@@ -96,30 +87,18 @@ class DemoConfig:
     kernel: str = "paper"
     n_neighbors: int = 16
     pixel_weight: float = 1.0
-    max_iter: int = 1000
-    batch_size: int = 1152
-    learning_rate: float = 3e-2
-    diffusion_steps: int = 5
-    orthogonality_weight: float | None = 0.05
-    hidden_layer_sizes: tuple = (128, 128)
+    max_iter: int | None = None
     methods: tuple = ESTIMATORS
     random_state: int = 0
 
     @classmethod
     def quick(cls) -> DemoConfig:
         """A small run for smoke tests (seconds, not minutes)."""
-        return cls(n_train=4, n_test=2, image_size=48, n_neighbors=16, max_iter=30,
-                   batch_size=256)
+        return cls(n_train=4, n_test=2, image_size=48, n_neighbors=16, max_iter=100)
 
     def neural_params(self) -> dict:
-        """Keyword arguments shared by the two neural estimators."""
-        params = dict(max_iter=self.max_iter, batch_size=self.batch_size,
-                      learning_rate=self.learning_rate,
-                      diffusion_steps=self.diffusion_steps,
-                      hidden_layer_sizes=tuple(self.hidden_layer_sizes))
-        if self.orthogonality_weight is not None:
-            params["orthogonality_weight"] = self.orthogonality_weight
-        return params
+        """What the neural estimators get besides the kernel: nothing but the step cap."""
+        return {} if self.max_iter is None else {"max_iter": self.max_iter}
 
     def build_kernel(self):
         """The kernel the spectral methods share (:func:`demo_kernel` with these settings)."""
@@ -171,8 +150,8 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     """Build one of the demo's estimators by name, with the demo's settings.
 
     The estimators come from the package's registry
-    (:func:`spectralnet_seg.cluster.make_estimator`); this adds the demo's kernel, training
-    settings and k-means restarts.
+    (:func:`spectralnet_seg.cluster.make_estimator`); this adds the demo's kernel and the
+    k-means restarts.
 
     Parameters
     ----------
@@ -183,8 +162,7 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     kernel : Kernel or str, optional
         Affinity of the spectral methods; :func:`demo_kernel` by default.
     neural_params : dict, optional
-        Training settings of the neural estimators (:meth:`DemoConfig.neural_params` by
-        default).
+        Settings of the neural estimators other than their defaults (none by default).
     device : str, default="auto"
         Device of the neural estimators.
     random_state : int, default=0
@@ -212,7 +190,7 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     if name == "eigsh":
         return registered_estimator("eigsh", n_clusters, kernel=kernel,
                                     random_state=random_state)
-    neural = dict(DemoConfig().neural_params() if neural_params is None else neural_params)
+    neural = dict(neural_params or {})
     neural.update(kernel=kernel, device=device, random_state=random_state, verbose=verbose)
     return registered_estimator(name, n_clusters, **neural)
 
@@ -329,13 +307,10 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
     train_images = train.images()
     say(f"texture mosaics: {cfg.n_train} training / {cfg.n_test} held-out images of "
         f"{cfg.image_size}x{cfg.image_size}, {train.n_classes} classes; K = {cfg.n_clusters}")
-    grid = max(1, cfg.image_size // cfg.stride) ** 2
-    batch_images = min(cfg.batch_size, grid * cfg.n_train) / grid
     kernel_text = ("cosine kNN feature graph + "
                    f"{cfg.pixel_weight:g} x pixel graph" if cfg.kernel == "paper"
                    else "cosine kNN feature graph")
-    say(f"kernel: {kernel_text} (k = {cfg.n_neighbors}); neural minibatches of "
-        f"{min(cfg.batch_size, grid * cfg.n_train)} tokens = {batch_images:g} images' worth")
+    say(f"kernel: {kernel_text} (k = {cfg.n_neighbors}); every estimator with its defaults")
     extractor = cfg.build_extractor()
     kernel = cfg.build_kernel()
     results: dict[str, dict] = {}
