@@ -227,3 +227,37 @@ def test_bench_coins_quick(bench, tmp_path, monkeypatch):
     labels = coins.METHODS["sklearn arpack"](data, 25, 0)
     assert by["sklearn arpack"]["ncut"] == pytest.approx(normalized_cut(data.graph, labels))
     assert "normalised cut" in md and "embedding_norm='degree'" in md
+
+
+def test_bench_defaults_quick(bench, tmp_path):
+    defaults = bench("bench_defaults")
+    result = defaults.main(["--quick", "--methods", "eigsh", "neural", "discrete", "sklearn",
+                            "kmeans", "--out", str(tmp_path)])
+    md = _check_outputs(tmp_path, "bench_defaults")
+    columns, rows = _csv(tmp_path / "bench_defaults.csv")
+    assert columns == defaults.COLUMNS
+    assert [(r["data"], r["method"]) for r in rows] == [
+        (d, m) for d in ("moons", "iris") for m in ("eigsh", "neural", "discrete", "sklearn",
+                                                     "kmeans")]
+    # The table's NMI is scikit-learn's score of the labels: recompute eigsh's on moons.
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from spectralnet_seg import EigshSpectralClustering
+    X, y = defaults.load("moons", quick=True)
+    reference = normalized_mutual_info_score(
+        y, EigshSpectralClustering(2, random_state=0).fit(X).labels_)
+    by = {(r["data"], r["method"]): r for r in result["rows"]}
+    assert by["moons", "eigsh"]["nmi"] == pytest.approx(reference)
+    assert by["moons", "neural"]["nmi_vs_eigsh"] == pytest.approx(
+        by["moons", "neural"]["nmi"] / by["moons", "eigsh"]["nmi"])
+    assert "Issue 10's bars in this run" in md and "moons: neural ARI" in md
+
+
+def test_mosaic_tokens_carry_the_texture_under_their_centre(bench):
+    defaults = bench("bench_defaults")
+    X, y = defaults.load("mosaics")
+    assert X.shape == (8 * 12 * 12, X.shape[1]) and y.shape == (8 * 12 * 12,)
+    from spectralnet_seg.datasets import TextureMosaics
+
+    first = np.asarray(TextureMosaics(8, image_size=96, seed=0).masks()[0])
+    assert y[0] == first[4, 4] and y[13] == first[12, 12]  # token (1, 1): pixel (12, 12)

@@ -1,0 +1,122 @@
+"""Write the numbers quoted in README.md and docs/ from the committed results files.
+
+Every table or figure of results in the README and the docs sits between two markers::
+
+    <!-- generated: NAME -->
+    ...
+    <!-- /generated -->
+
+and is rendered here from a file under ``benchmarks/results/`` (``NAME`` picks the renderer).
+``python benchmarks/publish.py`` rewrites those blocks; ``--check`` only compares and exits
+with status 1 when a block is stale, which the test suite runs, so a number typed by hand or
+left behind by a new run fails CI.
+
+Usage::
+
+    python benchmarks/publish.py            # rewrite the blocks
+    python benchmarks/publish.py --check    # fail on a stale block
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = (ROOT / "README.md", ROOT / "docs" / "quickstart.md", ROOT / "docs" / "index.md",
+         ROOT / "docs" / "benchmarks" / "index.md")
+_BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
+                    re.S)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _percent(value: str) -> str:
+    return f"{100 * float(value):.1f}"
+
+
+def demo_sentence() -> str:
+    """The demo's mIoU per method, as the README's sentence."""
+    rows = {r["method"]: r for r in _rows(RESULTS / "demo" / "results.csv")}
+    names = {"discrete": "the discrete network", "neural": "the neural eigenfunctions",
+             "eigsh": "eigsh", "kmeans": "k-means"}
+    parts = [f"{names[m]} {_percent(rows[m]['mean_iou'])}" for m in
+             ("discrete", "neural", "eigsh", "kmeans") if m in rows]
+    return ("With the default seed the demo prints these mIoU (%): " + ", ".join(parts) +
+            " (`benchmarks/results/demo/results.csv`, the same at 1 and 2 threads).\n")
+
+
+def demo_table() -> str:
+    """The demo's table (mIoU, pixel accuracy, fit time) in Markdown."""
+    rows = _rows(RESULTS / "demo" / "results.csv")
+    lines = ["| method | mIoU (%) | pixel acc (%) | fit (s) |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | {_percent(r['mean_iou'])} | {_percent(r['pixel_accuracy'])} "
+              f"| {float(r['fit_time_s']):.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def defaults_table() -> str:
+    """NMI with every estimator's defaults: one row per data set, one column per method."""
+    rows = _rows(RESULTS / "bench_defaults" / "bench_defaults.csv")
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["nmi"]))
+    data = list(dict.fromkeys(r["data"] for r in rows))
+    by = {(r["data"], r["method"]): r for r in rows}
+    lines = ["| data | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for name in data:
+        cells = []
+        for method in methods:
+            row = by.get((name, method))
+            cells.append(f"{float(row['nmi']):.3f}" if row and row["nmi"] else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seeds = max(int(r["seeds"]) for r in rows if r["seeds"])
+    return "\n".join(lines) + (f"\n\nNMI, mean over {seeds} seeds "
+                               "(`benchmarks/results/bench_defaults/bench_defaults.csv`).\n")
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "demo": demo_sentence,
+    "demo-table": demo_table,
+    "defaults": defaults_table,
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block rewritten."""
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in RENDERERS:
+            raise SystemExit(f"unknown generated block {name!r}; known: {sorted(RENDERERS)}")
+        return match.group(1) + RENDERERS[name]() + match.group(4)
+    return _BLOCK.sub(replace, text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a block differs from the results files")
+    args = parser.parse_args(argv)
+    stale = []
+    for page in PAGES:
+        if not page.exists():
+            continue
+        text = page.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(page)
+            if not args.check:
+                page.write_text(new)
+    for page in stale:
+        print(f"{'stale' if args.check else 'updated'}: {page.relative_to(ROOT)}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
