@@ -98,7 +98,7 @@ def _spectralnet(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     from spectralnet import SpectralNet
 
     torch.manual_seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - SpectralNet draws from the global RNGs
     model = SpectralNet(n_clusters=k, spectral_hiddens=[1024, 1024, 512, k])
     model.fit(torch.from_numpy(X))
     return np.asarray(model.predict(torch.from_numpy(X)))
