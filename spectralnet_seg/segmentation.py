@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._utils import progress
 from .images import is_image_like, load_image
-from .kernels.spatial_color import TokenContext, requires_context
+from .kernels import TokenContext, kernel_tags
 from .postprocessing import CRF_DEFAULTS, _import_densecrf, dense_crf, upsample_scores
 
 __all__ = ["Segmenter", "segment_image", "upsample_scores", "dense_crf", "CRF_DEFAULTS"]
@@ -168,15 +168,11 @@ class Segmenter(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _needs_context(self, estimator) -> bool:
-        kernel = getattr(estimator, "kernel", None)
-        if kernel is None or isinstance(kernel, str):
-            from .kernels import make_kernel
-
-            try:
-                kernel = make_kernel(kernel) if isinstance(kernel, str) else None
-            except (ValueError, TypeError):
-                return False
-        return kernel is not None and requires_context(kernel)
+        """Whether the estimator's kernel declares that it needs the token context."""
+        try:
+            return kernel_tags(getattr(estimator, "kernel", None)).requires_context
+        except (ValueError, TypeError):  # a kernel name this package does not know
+            return False
 
     def fit(self, images, y=None):
         """Extract features of ``images`` and fit one clustering across all their tokens.

@@ -51,8 +51,8 @@ def test_errors_name_what_is_available():
         register_estimator("eigsh")(KMeans)
 
 
-def test_a_toy_estimator_registers_through_the_public_api(monkeypatch):
-    monkeypatch.setattr(_registry, "_ESTIMATORS", dict(_registry._ESTIMATORS))
+def test_a_toy_estimator_registers_through_the_public_api(request):
+    request.addfinalizer(lambda: _registry.ESTIMATORS.unregister("first-feature-sign"))
 
     @register_estimator("first-feature-sign")
     class FirstFeatureSign(ClusterMixin, BaseEstimator):

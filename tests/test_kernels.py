@@ -20,7 +20,10 @@ from spectralnet_seg.kernels import (
     PrecomputedKernel,
     RBFKernel,
     SumKernel,
+    KernelTags,
+    SpatialColorKernel,
     degree_normalize,
+    kernel_tags,
     list_kernels,
     make_kernel,
     resolve_kernel,
@@ -245,6 +248,26 @@ def test_sum_kernel_normalisation(X):
         d = np.asarray(member.graph(X).sum(axis=1)).ravel()
         parts.append(weight * c / np.sqrt(c.sum(1, keepdims=True)) / np.sqrt(d)[None, :])
     np.testing.assert_allclose(C, parts[0] + parts[1], atol=1e-12)
+
+
+def test_capabilities_are_declared_and_compose_through_sums():
+    plain, context, affinity = (KernelTags(), KernelTags(requires_context=True),
+                                KernelTags(input_is_affinity=True))
+    for kernel in (KNNKernel(), RBFKernel(), CosineKernel(), "knn"):
+        assert kernel_tags(kernel) == plain
+    assert kernel_tags(SpatialColorKernel()) == context
+    assert kernel_tags(PrecomputedKernel()) == affinity
+    assert kernel_tags("paper") == context  # a SumKernel: the pixel member needs context
+    nested = SumKernel([SumKernel(["knn", "spatial_color"]), "rbf"])
+    assert kernel_tags(nested) == context and not nested.input_is_affinity
+    assert kernel_tags(SumKernel(["knn", PrecomputedKernel()])).input_is_affinity
+    assert kernel_tags(object()) == plain  # a duck-typed kernel declares nothing
+
+    class ContextualKNN(KNNKernel):  # a user's kernel declares its needs the same way
+        def __kernel_tags__(self):
+            return KernelTags(requires_context=True)
+
+    assert kernel_tags(SumKernel([ContextualKNN(), "rbf"])).requires_context
 
 
 def test_precomputed_kernel(X):

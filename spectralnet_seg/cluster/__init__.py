@@ -1,5 +1,7 @@
 """Spectral clustering estimators: the eigsh baseline and the neural eigenfunction variants."""
 
+from sklearn.cluster import KMeans
+
 from ._assign import (
     assign_labels,
     cluster_embedding,
@@ -22,17 +24,9 @@ from ._spectral_embedding import (
     spectral_embedding,
 )
 
-
-def _register_builtin_estimators() -> None:
-    from sklearn.cluster import KMeans
-
-    register_estimator("eigsh")(EigshSpectralClustering)
-    register_estimator("neural")(NeuralEigenClustering)
-    register_estimator("discrete")(DiscreteNeuralEigenClustering)
-    register_estimator("kmeans")(KMeans)  # the usual baseline on the same features
-
-
-_register_builtin_estimators()
+# The package's estimators register themselves where they are defined
+# (``@register_estimator("eigsh")``); k-means, the usual baseline on the same features, here.
+register_estimator("kmeans")(KMeans)
 
 __all__ = [
     "CheckpointError",

@@ -24,6 +24,7 @@ from ._neural_base import (
     _TrainingRun,
 )
 from ._pair_sampler import GraphPairSampler
+from ._registry import register_estimator
 
 #: Cap of the default β = 20 / K of the discrete objective (reached for K <= 200).
 _MAX_DEFAULT_ORTHOGONALITY_WEIGHT = 0.1
@@ -33,6 +34,7 @@ _INITIAL_LOGIT_MARGIN = 4.0
 _FINE_TUNE_LR_FACTOR = 0.3
 
 
+@register_estimator("discrete")
 class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     """Spectral clustering whose network outputs cluster assignments (Deng & Luo, ICCV 2023).
 

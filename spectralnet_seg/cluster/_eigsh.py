@@ -19,9 +19,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._utils import check_numeric
+from ..kernels import kernel_tags
 from ..metrics import normalized_cut
 from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
 from ._base import BaseSpectralClustering
+from ._registry import register_estimator
 from ._spectral_embedding import (
     EIGEN_SOLVERS,
     check_affinity,
@@ -32,12 +34,14 @@ from ._spectral_embedding import (
 __all__ = ["EigshSpectralClustering"]
 
 def _is_precomputed(kernel) -> bool:
-    """Whether ``kernel`` takes affinities instead of features (``"precomputed"``)."""
-    if isinstance(kernel, str):
-        return kernel == "precomputed"
-    return bool(getattr(kernel, "input_is_affinity", False))
+    """Whether ``kernel`` takes affinities instead of features (its declared tags)."""
+    try:
+        return kernel_tags(kernel).input_is_affinity
+    except (ValueError, TypeError):  # an unknown kernel name: fit reports it
+        return False
 
 
+@register_estimator("eigsh")
 class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClustering):
     """Normalised spectral clustering by sparse eigendecomposition, with out-of-sample predict.
 

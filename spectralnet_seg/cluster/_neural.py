@@ -12,8 +12,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..metrics import normalized_cut
 from ._assign import assign_labels, cluster_embedding, nearest_centroid
 from ._neural_base import BaseNeuralEigenClustering, TrainingObjective, _TrainingRun
+from ._registry import register_estimator
 
 
+@register_estimator("neural")
 class NeuralEigenClustering(BaseNeuralEigenClustering):
     """Spectral clustering with neural eigenfunctions (NeuralEF), trained on the kernel's graph.
 

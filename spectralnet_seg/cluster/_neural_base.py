@@ -46,7 +46,7 @@ from ..eigenfunctions import (
     neuralef_objective,
     pair_rayleigh_matrices,
 )
-from ..kernels import as_token_context, requires_context
+from ..kernels import as_token_context, kernel_tags
 from . import _neural_io as io
 from . import _neural_settings as settings
 from ._base import BaseSpectralClustering
@@ -213,7 +213,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
     # ------------------------------------------------------------------ the training graph
     def _feature_kernel(self):
         kernel = self._resolve_kernel()
-        if getattr(kernel, "input_is_affinity", False):
+        if kernel_tags(kernel).input_is_affinity:
             raise ValueError(
                 f"{type(self).__name__} needs features for its network, not an affinity "
                 "matrix: kernel='precomputed' is not supported. Pass the features as X and "
@@ -223,7 +223,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
 
     def _check_context(self, context, n_samples: int):
         """The context for the kernel: checked against ``X`` when the kernel needs one."""
-        if self.kernel_ is None or not requires_context(self.kernel_):
+        if self.kernel_ is None or not kernel_tags(self.kernel_).requires_context:
             return None
         return as_token_context(context, n_samples, owner=type(self.kernel_).__name__)
 

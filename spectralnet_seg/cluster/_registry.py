@@ -12,13 +12,16 @@ place that turns a name into an estimator, so adding an estimator is one registr
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from collections.abc import Callable
 
-__all__ = ["estimator_defaults", "list_estimators", "make_estimator", "register_estimator"]
+from .._registry import Registry
 
-_ESTIMATORS: dict[str, Callable] = {}
+__all__ = ["ESTIMATORS", "estimator_defaults", "list_estimators", "make_estimator",
+           "register_estimator"]
+
+ESTIMATORS = Registry("estimator")
+"""The estimator registry (see :class:`spectralnet_seg._registry.Registry`)."""
 
 
 def register_estimator(name: str) -> Callable[[Callable], Callable]:
@@ -38,22 +41,15 @@ def register_estimator(name: str) -> Callable[[Callable], Callable]:
     >>> _ = register_estimator("ward-example")(AgglomerativeClustering)
     >>> make_estimator("ward-example", 3).n_clusters
     3
-    >>> _ESTIMATORS.pop("ward-example") is AgglomerativeClustering
+    >>> ESTIMATORS.unregister("ward-example") is AgglomerativeClustering
     True
     """
-
-    def decorator(constructor: Callable) -> Callable:
-        if name in _ESTIMATORS:
-            raise ValueError(f"an estimator named {name!r} is already registered")
-        _ESTIMATORS[name] = constructor
-        return constructor
-
-    return decorator
+    return ESTIMATORS.register(name)
 
 
 def list_estimators(pattern: str = "*") -> list[str]:
     """Names of the registered estimators matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _ESTIMATORS if fnmatch.fnmatch(n, pattern))
+    return ESTIMATORS.list(pattern)
 
 
 def _parameter_names(constructor: Callable) -> set[str] | None:
@@ -92,12 +88,7 @@ def make_estimator(name: str, n_clusters: int = 8, **params):
         For an unknown name, or parameters the estimator does not take (the message lists
         the ones it does).
     """
-    try:
-        constructor = _ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown estimator {name!r}; available estimators: {', '.join(list_estimators())}"
-        ) from None
+    constructor = ESTIMATORS.entry(name).constructor
     accepted = _parameter_names(constructor)
     unknown = [] if accepted is None else sorted(set(params) - accepted)
     if unknown:

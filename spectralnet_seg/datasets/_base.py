@@ -13,13 +13,14 @@ callable ``(image, mask) -> (image, mask)`` applied on access (e.g.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from numbers import Integral
 
 import numpy as np
+
+from .._registry import Registry
 
 __all__ = ["IGNORE_INDEX", "SegmentationDataset", "register_dataset", "make_dataset",
            "list_datasets"]
@@ -113,24 +114,18 @@ def remap_labels(raw: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- registry
-_DATASETS: dict[str, Callable[..., SegmentationDataset]] = {}
+DATASETS = Registry("dataset")
+"""The dataset registry (see :class:`spectralnet_seg._registry.Registry`)."""
 
 
-def register_dataset(name: str):
+def register_dataset(name: str) -> Callable:
     """Class decorator that registers a dataset constructor under ``name``."""
-
-    def decorator(constructor):
-        if name in _DATASETS:
-            raise ValueError(f"a dataset named {name!r} is already registered")
-        _DATASETS[name] = constructor
-        return constructor
-
-    return decorator
+    return DATASETS.register(name)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Names of the registered datasets matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+    return DATASETS.list(pattern)
 
 
 def make_dataset(name: str, root=None, **params) -> SegmentationDataset:
@@ -150,12 +145,7 @@ def make_dataset(name: str, root=None, **params) -> SegmentationDataset:
     -------
     SegmentationDataset
     """
-    try:
-        constructor = _DATASETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; available datasets: {', '.join(list_datasets())}"
-        ) from None
+    constructor = DATASETS.entry(name).constructor
     if root is not None:
         if "root" not in inspect.signature(constructor).parameters:
             raise ValueError(f"dataset {name!r} is generated in memory and takes no root "

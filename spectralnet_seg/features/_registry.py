@@ -13,18 +13,19 @@ True
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
+from .._registry import Registry
 from ._base import FeatureExtractor
 
-__all__ = ["register_extractor", "make_extractor", "list_extractors"]
+__all__ = ["EXTRACTORS", "register_extractor", "make_extractor", "list_extractors"]
 
-# key -> (constructor, name of the keyword the ":<argument>" part fills, or None)
-_EXTRACTORS: dict[str, tuple[Callable[..., FeatureExtractor], str | None]] = {}
+EXTRACTORS = Registry("extractor", hint="(timm models as 'timm:<name>')")
+"""The extractor registry; an entry's ``argument`` metadata names the keyword that the
+``":<argument>"`` part of a name fills (None: the name takes no argument)."""
 
 
-def register_extractor(name: str, *, argument: str | None = None):
+def register_extractor(name: str, *, argument: str | None = None) -> Callable:
     """Class decorator that registers an extractor constructor under ``name``.
 
     Parameters
@@ -38,14 +39,7 @@ def register_extractor(name: str, *, argument: str | None = None):
     """
     if ":" in name:
         raise ValueError(f"extractor names cannot contain ':', got {name!r}")
-
-    def decorator(constructor):
-        if name in _EXTRACTORS:
-            raise ValueError(f"an extractor named {name!r} is already registered")
-        _EXTRACTORS[name] = (constructor, argument)
-        return constructor
-
-    return decorator
+    return EXTRACTORS.register(name, argument=argument)
 
 
 def list_extractors(pattern: str = "*") -> list[str]:
@@ -58,7 +52,7 @@ def list_extractors(pattern: str = "*") -> list[str]:
         import timm
 
         return [f"timm:{m}" for m in timm.list_models(pattern[len("timm:"):])]
-    return sorted(n for n in _EXTRACTORS if fnmatch.fnmatch(n, pattern))
+    return EXTRACTORS.list(pattern)
 
 
 def make_extractor(name: str, **params) -> FeatureExtractor:
@@ -79,10 +73,9 @@ def make_extractor(name: str, **params) -> FeatureExtractor:
     if not isinstance(name, str):
         raise TypeError(f"extractor name must be a string, got {type(name).__name__}")
     key, sep, value = name.partition(":")
-    if key not in _EXTRACTORS:
-        raise ValueError(f"unknown extractor {name!r}; available extractors: "
-                         f"{', '.join(list_extractors())} (timm models as 'timm:<name>')")
-    constructor, argument = _EXTRACTORS[key]
+    # an unknown key fails with the full name in the message ("unknown extractor 'x:y'")
+    entry = EXTRACTORS.entry(key if key in EXTRACTORS else name)
+    argument = entry.metadata["argument"]
     if sep and argument is None:
         raise ValueError(f"extractor {key!r} takes no ':<argument>' suffix, got {name!r}")
     if argument is not None:
@@ -93,4 +86,4 @@ def make_extractor(name: str, **params) -> FeatureExtractor:
                 raise ValueError(f"{argument} given twice: in the name {name!r} and as a "
                                  "keyword")
             params[argument] = value
-    return constructor(**params)
+    return entry.constructor(**params)

@@ -4,7 +4,14 @@ Importing this package registers the built-in kernels: ``"knn"``, ``"rbf"``, ``"
 ``"precomputed"``, ``"sum"``, ``"spatial_color"`` and ``"paper"`` (see :func:`list_kernels`).
 """
 
-from ._base import Kernel, degree_normalize, degree_normalize_dense
+from ._base import (
+    Kernel,
+    KernelTags,
+    degree_normalize,
+    degree_normalize_dense,
+    kernel_tags,
+    requires_context,
+)
 from ._registry import list_kernels, make_kernel, register_kernel, resolve_kernel
 from .combined import SumKernel
 from .knn import KNNKernel
@@ -15,13 +22,13 @@ from .spatial_color import (
     TokenContext,
     as_token_context,
     paper_kernel,
-    requires_context,
 )
 
 __all__ = [
     "CosineKernel",
     "KNNKernel",
     "Kernel",
+    "KernelTags",
     "PrecomputedKernel",
     "RBFKernel",
     "SpatialColorKernel",
@@ -30,6 +37,7 @@ __all__ = [
     "as_token_context",
     "degree_normalize",
     "degree_normalize_dense",
+    "kernel_tags",
     "list_kernels",
     "make_kernel",
     "paper_kernel",

@@ -12,17 +12,44 @@ and one view for out-of-sample points:
 
 Kernels are scikit-learn style objects: ``__init__`` stores parameters, ``graph`` is the
 "fit" that records what ``cross`` needs (attributes ending in ``_``), and ``clone`` works.
+
+What a kernel needs from its caller is *declared*, in the spirit of scikit-learn's estimator
+tags: :meth:`Kernel.__kernel_tags__` returns :class:`KernelTags` (does it need the token
+context? is its input an affinity matrix rather than features?), combined kernels compose
+their members' tags, and callers read them through :func:`kernel_tags` instead of testing
+classes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
+
+
+@dataclass(frozen=True)
+class KernelTags:
+    """What a kernel declares about its inputs (see :meth:`Kernel.__kernel_tags__`).
+
+    Attributes
+    ----------
+    requires_context : bool, default=False
+        ``graph``/``batch``/``cross`` need the per-sample ``context`` (e.g. the token
+        colours and positions of the pixel graph); the estimators then check and pass it,
+        and the ``Segmenter`` builds it from the extracted features.
+    input_is_affinity : bool, default=False
+        ``X`` is the affinity matrix itself, not feature vectors (``"precomputed"``); the
+        eigsh estimator then reads cross-affinities in ``predict`` and the neural
+        estimators, whose network needs features, refuse the kernel.
+    """
+
+    requires_context: bool = False
+    input_is_affinity: bool = False
 
 
 class Kernel(BaseEstimator, ABC):
@@ -43,6 +70,21 @@ class Kernel(BaseEstimator, ABC):
     """
 
     neighbor_params: ClassVar[tuple[str, ...]] = ()
+
+    def __kernel_tags__(self) -> KernelTags:
+        """The kernel's declared capabilities; subclasses override and ``replace`` fields.
+
+        Returns
+        -------
+        KernelTags
+            All ``False`` for a plain feature kernel.
+        """
+        return KernelTags()
+
+    @property
+    def input_is_affinity(self) -> bool:
+        """Whether ``X`` is an affinity matrix rather than features (from the tags)."""
+        return self.__kernel_tags__().input_is_affinity
 
     def cap_neighbors(self, n_max: int) -> dict[str, int]:
         """Lower every neighbour count above ``n_max`` to ``n_max``, in place.
@@ -141,6 +183,43 @@ class Kernel(BaseEstimator, ABC):
             Symmetric, non-negative affinity, same device and dtype as ``X_batch``,
             computed without gradient tracking.
         """
+
+
+def kernel_tags(kernel: Kernel | str | None) -> KernelTags:
+    """The declared :class:`KernelTags` of ``kernel``.
+
+    Parameters
+    ----------
+    kernel : Kernel, str or None
+        A kernel object, a registered name (built with its defaults), or None. Objects
+        that do not derive from :class:`Kernel` and declare nothing get the default tags.
+
+    Returns
+    -------
+    KernelTags
+
+    Examples
+    --------
+    >>> from spectralnet_seg.kernels import kernel_tags, paper_kernel
+    >>> kernel_tags("knn")
+    KernelTags(requires_context=False, input_is_affinity=False)
+    >>> kernel_tags(paper_kernel()).requires_context  # through the SumKernel's members
+    True
+    """
+    if isinstance(kernel, str):
+        from ._registry import make_kernel
+
+        kernel = make_kernel(kernel)
+    declare = getattr(kernel, "__kernel_tags__", None)
+    return declare() if declare is not None else KernelTags()
+
+
+def requires_context(kernel: Kernel | str | None) -> bool:
+    """Whether ``kernel`` (or a member of a combined kernel) needs the token context.
+
+    Shorthand for ``kernel_tags(kernel).requires_context``.
+    """
+    return kernel_tags(kernel).requires_context
 
 
 def degree_normalize(W: sp.spmatrix) -> sp.csr_matrix:

@@ -9,14 +9,15 @@ True
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
 from sklearn.base import clone
 
+from .._registry import Registry
 from ._base import Kernel
 
-_KERNELS: dict[str, Callable[..., Kernel]] = {}
+KERNELS = Registry("kernel")
+"""The kernel registry (see :class:`spectralnet_seg._registry.Registry`)."""
 
 
 def register_kernel(name: str) -> Callable[[Callable[..., Kernel]], Callable[..., Kernel]]:
@@ -27,19 +28,12 @@ def register_kernel(name: str) -> Callable[[Callable[..., Kernel]], Callable[...
     name : str
         Registry key, lower case (e.g. ``"knn"``).
     """
-
-    def decorator(constructor: Callable[..., Kernel]) -> Callable[..., Kernel]:
-        if name in _KERNELS:
-            raise ValueError(f"a kernel named {name!r} is already registered")
-        _KERNELS[name] = constructor
-        return constructor
-
-    return decorator
+    return KERNELS.register(name)
 
 
 def list_kernels(pattern: str = "*") -> list[str]:
     """Names of the registered kernels matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _KERNELS if fnmatch.fnmatch(n, pattern))
+    return KERNELS.list(pattern)
 
 
 def make_kernel(name: str, **params) -> Kernel:
@@ -56,13 +50,7 @@ def make_kernel(name: str, **params) -> Kernel:
     -------
     Kernel
     """
-    try:
-        constructor = _KERNELS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown kernel {name!r}; available kernels: {', '.join(list_kernels())}"
-        ) from None
-    return constructor(**params)
+    return KERNELS.create(name, **params)
 
 
 def resolve_kernel(kernel: str | Kernel) -> Kernel:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import Kernel, degree_normalize_dense
+from ._base import Kernel, KernelTags, degree_normalize_dense, kernel_tags
 from ._registry import make_kernel, register_kernel, resolve_kernel
 from .knn import _check_fitted, _drop_diagonal
 
@@ -93,6 +93,12 @@ class SumKernel(Kernel):
             raise ValueError(f"weights must be finite, non-negative and not all zero, got "
                              f"{weights.tolist()}.")
         return weights
+
+    def __kernel_tags__(self) -> KernelTags:
+        """A capability any member needs is needed by the sum (the context, an affinity)."""
+        members = [kernel_tags(member) for member in self.kernels]
+        return KernelTags(requires_context=any(t.requires_context for t in members),
+                          input_is_affinity=any(t.input_is_affinity for t in members))
 
     def graph_cost(self, n_samples: int, n_features: int) -> float:
         """The members' costs added up."""

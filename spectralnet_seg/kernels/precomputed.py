@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
 
-from ._base import Kernel
+from ._base import Kernel, KernelTags
 from ._registry import register_kernel
 from .knn import _check_fitted, _drop_diagonal
 
@@ -51,8 +52,9 @@ class PrecomputedKernel(Kernel):
     Notes
     -----
     Because its inputs are affinities, not features, the neural estimators (whose network
-    consumes features) cannot train on this kernel; they should refuse it with a clear error.
-    The class attribute ``input_is_affinity = True`` lets callers detect that.
+    consumes features) cannot train on this kernel; they refuse it with a clear error. The
+    kernel declares ``input_is_affinity`` in its tags (see
+    :func:`~spectralnet_seg.kernels.kernel_tags`) so that callers can tell.
 
     Examples
     --------
@@ -65,11 +67,14 @@ class PrecomputedKernel(Kernel):
            [0. , 0.2, 0. ]])
     """
 
-    input_is_affinity = True
     _parameter_constraints: dict = {}
 
     def __init__(self):
         pass
+
+    def __kernel_tags__(self) -> KernelTags:
+        """``X`` is the affinity matrix itself."""
+        return replace(super().__kernel_tags__(), input_is_affinity=True)
 
     def graph(self, X, context: Any = None) -> sp.csr_matrix:
         """Validate and return the affinity ``X`` (here the matrix itself).

@@ -19,7 +19,7 @@ both the eigsh baseline (``graph``/``cross``) and the neural estimators (``batch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -27,11 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._base import Kernel
+from ._base import Kernel, KernelTags
 from ._registry import register_kernel
 
-__all__ = ["SpatialColorKernel", "TokenContext", "as_token_context", "paper_kernel",
-           "requires_context"]
+__all__ = ["SpatialColorKernel", "TokenContext", "as_token_context", "paper_kernel"]
 
 
 @dataclass(frozen=True)
@@ -162,30 +161,6 @@ def as_token_context(context: Any, n_tokens: int, *, owner: str) -> TokenContext
     return context
 
 
-def requires_context(kernel: Any) -> bool:
-    """Whether ``kernel`` (or a kernel nested in it, e.g. in a ``SumKernel``) needs a context.
-
-    Parameters
-    ----------
-    kernel : Kernel
-        Any kernel; combined kernels are searched through their parameters.
-
-    Returns
-    -------
-    bool
-        True when a :class:`SpatialColorKernel` is involved.
-    """
-    if isinstance(kernel, SpatialColorKernel):
-        return True
-    if not isinstance(kernel, Kernel):
-        return False
-    for value in kernel.get_params(deep=False).values():
-        members = value if isinstance(value, (list, tuple)) else [value]
-        if any(isinstance(m, Kernel) and requires_context(m) for m in members):
-            return True
-    return False
-
-
 _KNN_PARAM = [Interval(Integral, 1, None, closed="left")]
 _LAMBDA_PARAM = [Interval(Real, 0, None, closed="left")]
 
@@ -239,6 +214,10 @@ class SpatialColorKernel(Kernel):
                  spatial_weights: Sequence[float] = (2.0, 0.1)) -> None:
         self.n_neighbors = n_neighbors
         self.spatial_weights = spatial_weights
+
+    def __kernel_tags__(self) -> KernelTags:
+        """The pixel graph is built from the token context alone."""
+        return replace(super().__kernel_tags__(), requires_context=True)
 
     # ------------------------------------------------------------------ helpers
     def _pairs(self) -> list[tuple[int, float]]:
@@ -426,7 +405,8 @@ def paper_kernel(n_neighbors: int = 256, pixel_weight: float = 0.3, *,
     >>> [type(m).__name__ for m in k.kernels]
     ['KNNKernel', 'SpatialColorKernel']
     """
-    from . import KNNKernel, SumKernel
+    from .combined import SumKernel
+    from .knn import KNNKernel
 
     feature = KNNKernel(n_neighbors=n_neighbors, metric="cosine", weighting="cosine")
     pixel = SpatialColorKernel(n_neighbors=tuple(pixel_neighbors),
