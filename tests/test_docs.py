@@ -40,6 +40,7 @@ def test_build_is_strict_and_complete(site):
     for page in ("index.html", "quickstart/index.html", "concepts/index.html",
                  "how-to/backbones/index.html", "how-to/evaluate-datasets/index.html",
                  "how-to/sklearn-pipeline/index.html", "how-to/gpu/index.html",
+                 "how-to/extend/index.html",
                  "scale-out/index.html", "reliability/index.html", "benchmarks/index.html"):
         assert (site / page).is_file(), page
 
