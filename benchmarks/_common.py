@@ -32,18 +32,30 @@ RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 
 
 # ----------------------------------------------------------------------------- estimators
-def neural_estimators():
-    """``(NeuralEigenClustering, DiscreteNeuralEigenClustering)``.
+SKLEARN_SPECTRAL = ("sklearn", "sklearn-spectral")
+"""Benchmark names of scikit-learn's ``SpectralClustering``, the outside reference."""
 
-    Imported from :mod:`spectralnet_seg.cluster` when it exports them, else from the private
-    modules that define them (the public export landed after the estimators).
+
+def build_estimator(method: str, n_clusters: int, **params):
+    """An estimator by name: the package's registry, or scikit-learn's ``SpectralClustering``.
+
+    Parameters
+    ----------
+    method : str
+        A name of :func:`spectralnet_seg.cluster.list_estimators` (``"eigsh"``, ``"neural"``,
+        ``"discrete"``, ``"kmeans"``, ...) or one of :data:`SKLEARN_SPECTRAL`.
+    n_clusters : int
+        Number of clusters.
+    **params
+        Constructor parameters; the rest keep the estimator's defaults.
     """
-    try:
-        from spectralnet_seg.cluster import DiscreteNeuralEigenClustering, NeuralEigenClustering
-    except ImportError:
-        from spectralnet_seg.cluster._discrete import DiscreteNeuralEigenClustering
-        from spectralnet_seg.cluster._neural import NeuralEigenClustering
-    return NeuralEigenClustering, DiscreteNeuralEigenClustering
+    if method in SKLEARN_SPECTRAL:  # the reference implementation, not a registered method
+        from sklearn.cluster import SpectralClustering
+
+        return SpectralClustering(n_clusters, **params)
+    from spectralnet_seg.cluster import make_estimator
+
+    return make_estimator(method, n_clusters, **params)
 
 
 # ----------------------------------------------------------------------------- machine

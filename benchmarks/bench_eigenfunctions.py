@@ -60,16 +60,16 @@ def measure(X, kernel, ref, *, steps: int, batch_size: int, cfg: dict) -> dict:
     """Train with one (steps, batch size); alignment with ``ref``."""
     from spectralnet_seg.eigenfunctions import eigenfunction_alignment
 
-    neural, _ = common.neural_estimators()
     row = {"batch_size": batch_size, "steps": steps}
     estimator = None
 
     def fit():
         nonlocal estimator
-        estimator = neural(cfg["n_components"], kernel=kernel, max_iter=steps,
-                           batch_size=batch_size, hidden_layer_sizes=tuple(cfg["hidden"]),
-                           learning_rate=cfg["learning_rate"], device=cfg["device"],
-                           random_state=cfg["seed"]).fit(X)
+        estimator = common.build_estimator(
+            "neural", cfg["n_components"], kernel=kernel, max_iter=steps,
+            batch_size=batch_size, hidden_layer_sizes=tuple(cfg["hidden"]),
+            learning_rate=cfg["learning_rate"], device=cfg["device"],
+            random_state=cfg["seed"]).fit(X)
 
     try:
         with warnings.catch_warnings():

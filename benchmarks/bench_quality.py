@@ -40,7 +40,7 @@ DATASETS = ("digits", "moons", "circles", "mosaics")
 METHODS = ("eigsh", "neural", "discrete", "sklearn-spectral", "kmeans")
 COLUMNS = ["dataset", "method", "status", "nmi", "ari", "miou", "accuracy", "fit_s", "repeats"]
 # Per data set: the kernel every spectral method shares and the neural training settings (those
-# the estimators' own tests use; the mosaics take the demo's tuned configuration).
+# the estimators' own tests use; the mosaics take the shared mosaic task, MosaicConfig).
 # Digits: whole-set batches (n = 1797) with diffusion_steps=10; moons/circles: the t = 100 power
 # and Fourier features that the near-tied top eigenvalues need (see tests/test_neural.py).
 SETTINGS = {
@@ -57,10 +57,10 @@ QUICK_STEP_FRACTION = 0.3  # --quick trains the neural methods for 30 % of the s
 
 
 def mosaic_config():
-    """The demo's configuration (sizes, kernel, neural settings) for the mosaics."""
-    from spectralnet_seg.demo import DemoConfig
+    """The mosaic task's configuration (sizes, features, kernel; estimators' defaults)."""
+    from spectralnet_seg.config import MosaicConfig
 
-    return DemoConfig()
+    return MosaicConfig()
 
 
 def load_vectors(name: str, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,26 +104,16 @@ def kernel_and_neural(dataset: str, cfg: dict):
 
 
 def make_estimator(method: str, n_clusters: int, dataset: str, cfg: dict):
-    """``method`` with the benchmark's settings, on the kernel of ``dataset``."""
-    from sklearn.cluster import KMeans, SpectralClustering
-
-    from spectralnet_seg.cluster import EigshSpectralClustering
-
-    seed = cfg["seed"]
+    """``method`` from the estimator registry with the benchmark's settings for ``dataset``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     kernel, sklearn_affinity, neural_params = kernel_and_neural(dataset, cfg)
-    if method == "eigsh":
-        return EigshSpectralClustering(n_clusters, kernel=kernel, random_state=seed)
-    if method == "sklearn-spectral":
-        return SpectralClustering(n_clusters, **sklearn_affinity, random_state=seed)
-    if method == "kmeans":
-        return KMeans(n_clusters, n_init=10, random_state=seed)
-    neural, discrete = common.neural_estimators()
-    params = dict(kernel=kernel, **neural_params, device=cfg["device"], random_state=seed)
-    if method == "neural":
-        return neural(n_clusters, **params)
-    if method == "discrete":
-        return discrete(n_clusters, **params)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    params = {"eigsh": dict(kernel=kernel),
+              "neural": dict(kernel=kernel, **neural_params, device=cfg["device"]),
+              "discrete": dict(kernel=kernel, **neural_params, device=cfg["device"]),
+              "sklearn-spectral": sklearn_affinity,
+              "kmeans": dict(n_init=10)}[method]
+    return common.build_estimator(method, n_clusters, random_state=cfg["seed"], **params)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:

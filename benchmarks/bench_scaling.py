@@ -113,29 +113,24 @@ def load_data(n_total: int, features: str | None, labels: str | None, seed: int)
 
 # ----------------------------------------------------------------------------- estimators
 def make_estimator(method: str, n_clusters: int, cfg: dict):
-    """The estimator of ``method`` with the benchmark's shared settings."""
-    from sklearn.cluster import SpectralClustering
-
-    from spectralnet_seg.cluster import EigshSpectralClustering
+    """The estimator of ``method`` from the registry, with the benchmark's shared settings."""
     from spectralnet_seg.kernels import KNNKernel
 
-    seed = cfg["seed"]
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     kernel = KNNKernel(n_neighbors=cfg["n_neighbors"], metric="cosine", weighting="cosine",
                        index="hnsw" if method == "eigsh-hnsw" else "flat", device="cpu")
-    if method.startswith("eigsh"):
-        return EigshSpectralClustering(n_clusters, kernel=kernel, n_init=3, random_state=seed)
-    if method == "sklearn":
-        return SpectralClustering(n_clusters, affinity="nearest_neighbors",
-                                  n_neighbors=cfg["n_neighbors"], n_init=3, random_state=seed)
-    neural, discrete = common.neural_estimators()
-    params = dict(kernel=kernel, batch_size=cfg["batch_size"], max_iter=cfg["max_iter"],
-                  hidden_layer_sizes=tuple(cfg["hidden"]), device=cfg["device"],
-                  random_state=seed)
-    if method == "neural":
-        return neural(n_clusters, n_init=3, **params)
-    if method == "discrete":
-        return discrete(n_clusters, **params)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    neural = dict(kernel=kernel, batch_size=cfg["batch_size"], max_iter=cfg["max_iter"],
+                  hidden_layer_sizes=tuple(cfg["hidden"]), device=cfg["device"])
+    name, params = {
+        "eigsh-flat": ("eigsh", dict(kernel=kernel, n_init=3)),
+        "eigsh-hnsw": ("eigsh", dict(kernel=kernel, n_init=3)),
+        "sklearn": ("sklearn", dict(affinity="nearest_neighbors",
+                                    n_neighbors=cfg["n_neighbors"], n_init=3)),
+        "neural": ("neural", dict(neural, n_init=3)),
+        "discrete": ("discrete", neural),
+    }[method]
+    return common.build_estimator(name, n_clusters, random_state=cfg["seed"], **params)
 
 
 def measure(method: str, n: int, cfg: dict) -> dict:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from spectralnet_seg.cluster import DiscreteNeuralEigenClustering
+from spectralnet_seg.cluster import make_estimator
+from spectralnet_seg.config import MosaicConfig
 from spectralnet_seg.datasets import TextureMosaics
-from spectralnet_seg.demo import DemoConfig
 from spectralnet_seg.evaluation import evaluate
 from spectralnet_seg.plotting import plot_eigenfunctions, plot_per_class_iou, plot_segmentations
 from spectralnet_seg.segmentation import Segmenter
@@ -30,13 +30,12 @@ from spectralnet_seg.segmentation import Segmenter
 def main(out_dir: str = ".") -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = DemoConfig()  # the demo's tuned sizes and training settings
+    config = MosaicConfig()  # the mosaics, features and kernel the demo uses too
     train = TextureMosaics(config.n_train, image_size=config.image_size, seed=0)
     test = TextureMosaics(config.n_test, image_size=config.image_size, seed=1)
 
-    estimator = DiscreteNeuralEigenClustering(
-        config.n_clusters,
-        kernel=config.build_kernel(), **config.neural_params(), random_state=0)
+    estimator = make_estimator("discrete", config.n_clusters, kernel=config.build_kernel(),
+                               **config.neural_params(), random_state=config.random_state)
     segmenter = Segmenter(config.build_extractor(), estimator)
     segmenter.fit(train.images())
     print(f"{segmenter.estimator_.n_active_clusters_} of {config.n_clusters} clusters in use")

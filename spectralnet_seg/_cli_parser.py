@@ -154,18 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_parser(sub) -> None:
-    """``demo``: the offline comparison, with the demo's own configuration."""
-    from .demo import KERNELS as DEMO_KERNELS
-    from .demo import DemoConfig
+    """``demo``: the offline comparison on the mosaic task (its defaults in the help)."""
+    from .config import MOSAIC_KERNELS, MosaicConfig
 
     demo = sub.add_parser("demo", help="offline comparison on the bundled texture mosaics")
     demo.add_argument("--out", default="spectralnet_seg_demo",
                       help="output folder (default: ./spectralnet_seg_demo)")
-    demo_defaults, quick_defaults = DemoConfig(), DemoConfig.quick()
+    demo_defaults, quick_defaults = MosaicConfig(), MosaicConfig.quick()
     demo.add_argument("--n-images", type=_positive_int, default=None,
                       help=f"training mosaics (default: {demo_defaults.n_train}, or "
                            f"{quick_defaults.n_train} with --quick)")
-    demo.add_argument("--kernel", choices=DEMO_KERNELS, default=None,
+    demo.add_argument("--kernel", choices=MOSAIC_KERNELS, default=None,
                       help="affinity of the three spectral methods (default: "
                            f"{demo_defaults.kernel})")
     demo.add_argument("--seed", type=int, default=None,

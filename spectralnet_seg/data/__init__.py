@@ -12,8 +12,8 @@
 from .convert import TorchDatasetSource, as_feature_source, check_finite_chunked
 from .extract import extract_to_shards, list_image_files
 from .loader import RowBatchSampler, make_loader, set_epoch
-from .shards import ShardInfo, ShardManifest, load_shards
-from .sources import ArraySource, FeatureSource, NpyShardSource
+from .shards import ShardInfo, ShardManifest
+from .sources import ArraySource, FeatureSource, NpyShardSource, load_shards
 
 __all__ = [
     "ArraySource",

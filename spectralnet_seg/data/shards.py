@@ -1,5 +1,6 @@
 """The shard directory format written by :func:`~spectralnet_seg.data.extract_to_shards`:
-its manifest, integrity checks, and reading the shards back (:func:`load_shards`).
+its manifest and integrity checks (:func:`~spectralnet_seg.data.load_shards` reads the
+shards back as a :class:`~spectralnet_seg.data.NpyShardSource`).
 
 Layout of an output directory::
 
@@ -27,8 +28,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from .sources import NpyShardSource
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -287,37 +286,39 @@ def _shard_is_intact(directory: Path, info: ShardInfo, verify: str) -> bool:
     return True
 
 
-def load_shards(out_dir, *, kind: str = "features", allow_incomplete: bool = False,
-                verify: bool = False, **source_kwargs) -> NpyShardSource:
-    """The shards written by :func:`extract_to_shards` as one memory-mapped source.
+def resolve_shard_files(files) -> list[Path]:
+    """The ``.npy`` files of a shard directory (its manifest's when it has one), or ``files``.
 
     Parameters
     ----------
-    out_dir : path
-        Directory holding ``manifest.json``.
-    kind : {"features", "colors", "positions"}, default="features"
-        Which arrays to read; rows line up across kinds.
-    allow_incomplete : bool, default=False
-        Use the finished shards of an unfinished extraction instead of raising.
-    verify : bool, default=False
-        Check every file's SHA-256 against the manifest first (reads all data once).
-    **source_kwargs
-        Passed to :class:`NpyShardSource` (``max_open_shards``).
+    files : path or sequence of paths
+        A directory (with or without ``manifest.json``), one ``.npy`` file, or several.
 
     Returns
     -------
-    NpyShardSource
-        Rows in image order; ``ShardManifest.load(out_dir).image_row_ranges()`` maps
-        images to rows.
+    list of Path
+        Existing files, in row order.
     """
-    manifest = ShardManifest.load(out_dir)
-    files = manifest.files(kind, require_complete=not allow_incomplete)
-    if not files:
-        raise ValueError(f"{out_dir} has no finished shard yet.")
-    _check_shard_shapes(manifest, kind, files)
-    if verify:
-        for info in manifest.shards:
-            if not _shard_is_intact(manifest.directory, info, "checksum"):
-                raise ValueError(f"shard {info.index} in {out_dir} does not match its "
-                                 "checksum; rerun extract_to_shards (resume=True) to redo it.")
-    return NpyShardSource(files, **source_kwargs)
+    if isinstance(files, (str, os.PathLike)):
+        path = Path(files)
+        if not path.exists():
+            raise FileNotFoundError(f"no shard directory or file at {path}.")
+        if path.is_dir():
+            manifest = path / "manifest.json"
+            if manifest.exists():
+                manifest = ShardManifest.load(path)
+                found = manifest.files("features")
+                _check_shard_shapes(manifest, "features", found)
+                return found
+            found = sorted(p for p in path.glob("*.npy") if p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{path} contains no .npy files.")
+            return found
+        files = [path]
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise ValueError("no shard files were given.")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"shard file {p} does not exist.")
+    return paths

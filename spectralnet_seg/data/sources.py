@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import abc
 import mmap
-import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
 from . import _io
+from .shards import ShardManifest, _check_shard_shapes, _shard_is_intact, resolve_shard_files
 
 # Memmap fallback path: release mapped pages after this many bytes were read.
 DEFAULT_MAX_RESIDENT_BYTES = 256 * 2**20
@@ -295,7 +294,7 @@ class NpyShardSource(FeatureSource):
     """
 
     def __init__(self, files, *, max_open_shards: int = 64):
-        self.files = _resolve_shard_files(files)
+        self.files = resolve_shard_files(files)
         self.max_open_shards = _check_positive_int(max_open_shards, "max_open_shards")
         self._shards = []
         for path in self.files:
@@ -376,34 +375,6 @@ class NpyShardSource(FeatureSource):
                 f"n_shards={self.n_shards})")
 
 
-def _resolve_shard_files(files) -> list[Path]:
-    if isinstance(files, (str, os.PathLike)):
-        path = Path(files)
-        if not path.exists():
-            raise FileNotFoundError(f"no shard directory or file at {path}.")
-        if path.is_dir():
-            manifest = path / "manifest.json"
-            if manifest.exists():
-                from .shards import ShardManifest, _check_shard_shapes
-
-                manifest = ShardManifest.load(path)
-                found = manifest.files("features")
-                _check_shard_shapes(manifest, "features", found)
-                return found
-            found = sorted(p for p in path.glob("*.npy") if p.is_file())
-            if not found:
-                raise FileNotFoundError(f"{path} contains no .npy files.")
-            return found
-        files = [path]
-    paths = [Path(f) for f in files]
-    if not paths:
-        raise ValueError("no shard files were given.")
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"shard file {p} does not exist.")
-    return paths
-
-
 def _is_torch_tensor(obj) -> bool:
     torch = _torch_or_none()
     return torch is not None and isinstance(obj, torch.Tensor)
@@ -413,3 +384,39 @@ def _torch_or_none():
     import sys
 
     return sys.modules.get("torch")  # never import torch just to answer "is it a tensor?"
+
+
+def load_shards(out_dir, *, kind: str = "features", allow_incomplete: bool = False,
+                verify: bool = False, **source_kwargs) -> NpyShardSource:
+    """The shards written by :func:`extract_to_shards` as one memory-mapped source.
+
+    Parameters
+    ----------
+    out_dir : path
+        Directory holding ``manifest.json``.
+    kind : {"features", "colors", "positions"}, default="features"
+        Which arrays to read; rows line up across kinds.
+    allow_incomplete : bool, default=False
+        Use the finished shards of an unfinished extraction instead of raising.
+    verify : bool, default=False
+        Check every file's SHA-256 against the manifest first (reads all data once).
+    **source_kwargs
+        Passed to :class:`NpyShardSource` (``max_open_shards``).
+
+    Returns
+    -------
+    NpyShardSource
+        Rows in image order; ``ShardManifest.load(out_dir).image_row_ranges()`` maps
+        images to rows.
+    """
+    manifest = ShardManifest.load(out_dir)
+    files = manifest.files(kind, require_complete=not allow_incomplete)
+    if not files:
+        raise ValueError(f"{out_dir} has no finished shard yet.")
+    _check_shard_shapes(manifest, kind, files)
+    if verify:
+        for info in manifest.shards:
+            if not _shard_is_intact(manifest.directory, info, "checksum"):
+                raise ValueError(f"shard {info.index} in {out_dir} does not match its "
+                                 "checksum; rerun extract_to_shards (resume=True) to redo it.")
+    return NpyShardSource(files, **source_kwargs)

@@ -4,14 +4,8 @@ Importing this package registers the built-in kernels: ``"knn"``, ``"rbf"``, ``"
 ``"precomputed"``, ``"sum"``, ``"spatial_color"`` and ``"paper"`` (see :func:`list_kernels`).
 """
 
-from ._base import (
-    Kernel,
-    KernelTags,
-    degree_normalize,
-    degree_normalize_dense,
-    kernel_tags,
-    requires_context,
-)
+from ._base import Kernel, KernelTags, degree_normalize, degree_normalize_dense
+from ._capabilities import kernel_tags, requires_context
 from ._registry import list_kernels, make_kernel, register_kernel, resolve_kernel
 from .combined import SumKernel
 from .knn import KNNKernel

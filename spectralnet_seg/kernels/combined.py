@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import Kernel, KernelTags, degree_normalize_dense, kernel_tags
+from ._base import Kernel, KernelTags, degree_normalize_dense
+from ._capabilities import kernel_tags
 from ._registry import make_kernel, register_kernel, resolve_kernel
 from .knn import _check_fitted, _drop_diagonal
 
