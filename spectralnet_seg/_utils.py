@@ -160,6 +160,40 @@ def check_numeric(X, *, name: str = "X"):
     return X
 
 
+def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",
+                      note: str = "") -> None:
+    """Raise a ValueError naming the first NaN or infinite entry of a block of rows.
+
+    The one finiteness check of the package for data read in chunks (memmaps, feature
+    sources, the kNN search's streaming pass): callers loop over their chunks and pass each
+    one with the index of its first row.
+
+    Parameters
+    ----------
+    chunk : ndarray of shape (n_rows, n_features)
+        Rows ``offset`` to ``offset + n_rows`` of the data.
+    offset : int, default=0
+        Index of the chunk's first row in the whole data (reported in the message).
+    name : str, default="X"
+        Name of the data in the message.
+    note : str, default=""
+        Added after "contains NaN or infinity" (e.g. " after conversion to float32").
+
+    Examples
+    --------
+    >>> check_finite_rows(np.array([[0.0, 1.0], [2.0, np.inf]]), offset=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: X contains NaN or infinity: first at row 11, column 1 (value inf); clean or drop those rows first.
+    """
+    finite = np.isfinite(chunk)
+    if finite.all():
+        return
+    row, col = np.argwhere(~finite)[0]
+    raise ValueError(f"{name} contains NaN or infinity{note}: first at row {offset + row}, "
+                     f"column {col} (value {chunk[row, col]}); clean or drop those rows first.")
+
+
 def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False) -> np.ndarray:
     """Validate a dense 2-D float array with a clear message for the usual mistakes.
 

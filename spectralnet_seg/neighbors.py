@@ -20,13 +20,15 @@ import contextlib
 import os
 import resource
 import sys
-from numbers import Integral
+from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._numeric import power_of_two_exponent, unit_rows
-from ._utils import available_cores, progress
+from ._utils import available_cores, check_finite_rows, progress
 
 __all__ = [
     "KNNMemoryError",
@@ -226,11 +228,7 @@ def _check_rows(X: np.ndarray, metric: str, name: str) -> float:
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
             rows = np.asarray(X[start:start + step], dtype=np.float32)
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.all():
-            bad = start + int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"{name} contains NaN or infinity (first at row {bad}, after "
-                             "conversion to float32); clean or impute the data first.")
+        check_finite_rows(rows, offset=start, name=name, note=" (after conversion to float32)")
         if metric == "cosine":
             _rows_f32(rows, 0, rows.shape[0], metric, name, offset=start)
         else:
@@ -254,12 +252,6 @@ def _l2_exponent(max_abs: float, n_features: int) -> int:
             f"{float(np.finfo(np.float32).max):.3g}); divide X by a constant first (the kNN "
             "graph does not change) or use metric='cosine'.")
     return power_of_two_exponent(max_abs)
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- faiss plumbing
@@ -381,6 +373,30 @@ def _drop_self(dist: np.ndarray, ind: np.ndarray, first_query: int):
 
 
 # ----------------------------------------------------------------------------- public search
+_POSITIVE = [Interval(Integral, 1, None, closed="left")]
+
+
+@validate_params(
+    {
+        "X": ["array-like"],
+        "Y": ["array-like", None],
+        "n_neighbors": _POSITIVE,
+        "metric": [StrOptions(set(_METRICS))],
+        "index": [StrOptions(set(_INDEXES))],
+        "device": [str],
+        "batch_size": [*_POSITIVE, None],
+        "exclude_self": ["boolean", None],
+        "hnsw_m": _POSITIVE,
+        "ef_search": _POSITIVE,
+        "n_lists": [*_POSITIVE, None],
+        "n_probe": _POSITIVE,
+        "max_memory_bytes": [Interval(Real, 0, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "n_threads": [*_POSITIVE, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = "flat",
                device: str = "auto", batch_size: int | None = None,
                exclude_self: bool | None = None, hnsw_m: int = 32, ef_search: int = 128,
@@ -449,28 +465,49 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
         (a ``ValueError`` and ``MemoryError``) when the estimate exceeds the budget.
     ValueError
         On NaN/inf, empty or 1-D input, mismatched feature dimensions, too many neighbours,
-        zero rows with the cosine metric, or an unknown metric/index.
+        or zero rows with the cosine metric; parameters of the wrong type or range raise
+        scikit-learn's ``InvalidParameterError`` (a ``ValueError``).
     """
-    if metric not in _METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {_METRICS}.")
-    if index not in _INDEXES:
-        raise ValueError(f"unknown index {index!r}; use one of {_INDEXES}.")
-    k = _check_int(n_neighbors, "n_neighbors", 1)
-    for value, name in ((hnsw_m, "hnsw_m"), (ef_search, "ef_search"), (n_probe, "n_probe")):
-        _check_int(value, name, 1)
-    if batch_size is not None:
-        _check_int(batch_size, "batch_size", 1)
-    if n_threads is not None:
-        _check_int(n_threads, "n_threads", 1)
-
     X = _as_2d(X, "X")
     queries_are_database = Y is None
     Y = X if queries_are_database else _as_2d(Y, "Y")
+    plan = _plan_search(X, Y, n_neighbors, index=index,
+                        exclude_self=queries_are_database if exclude_self is None else exclude_self,
+                        batch_size=batch_size, n_lists=n_lists, hnsw_m=hnsw_m,
+                        max_memory_bytes=max_memory_bytes, verbose=verbose)
+    max_abs = _check_rows(X, metric, "X")
+    if not queries_are_database:
+        max_abs = max(max_abs, _check_rows(Y, metric, "Y"))
+    exponent = _l2_exponent(max_abs, X.shape[1]) if metric == "l2" else 0
+
+    faiss = _faiss()
+    gpu = _resolve_gpu(device, plan.n_search)
+    work = _search_work(X.shape[0], Y.shape[0], X.shape[1], index, plan.n_lists, n_probe,
+                        ef_search, hnsw_m)
+    with _faiss_threads(faiss, n_threads, work):
+        built = _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, plan.n_lists,
+                             n_probe, random_state, plan.n_search, exponent)
+        return _search_batches(faiss, built, X, Y, plan, metric, exponent, verbose)
+
+
+@dataclass(frozen=True)
+class _SearchPlan:
+    """What :func:`knn_search` decided before searching (all checked against the data)."""
+
+    n_neighbors: int  # k returned per query
+    n_search: int  # k asked of faiss: k + 1 when each query's own index is dropped
+    exclude_self: bool
+    n_lists: int | None  # IVF lists (None for other indexes)
+    batch: int  # queries per batch
+
+
+def _plan_search(X, Y, n_neighbors: int, *, index: str, exclude_self: bool, batch_size,
+                 n_lists, hnsw_m: int, max_memory_bytes, verbose: bool) -> _SearchPlan:
+    """Check shapes and neighbour counts against the data, size the batches, bound memory."""
+    k = int(n_neighbors)
     if Y.shape[1] != X.shape[1]:
         raise ValueError(f"Y has {Y.shape[1]} features but X has {X.shape[1]}; queries and "
                          "database must have the same number of features.")
-    if exclude_self is None:
-        exclude_self = queries_are_database
     n_db, n_q, d = X.shape[0], Y.shape[0], X.shape[1]
     if exclude_self and n_q != n_db:
         raise ValueError(f"exclude_self=True needs query i to be database row i, but there are "
@@ -483,61 +520,61 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
                          + f"; use n_neighbors <= {n_available}.")
     n_search = k + 1 if exclude_self else k
     if index == "ivf":
-        n_lists = _default_n_lists(n_db) if n_lists is None else _check_int(n_lists, "n_lists", 1)
+        n_lists = _default_n_lists(n_db) if n_lists is None else int(n_lists)
         if n_lists > n_db:
             raise ValueError(f"n_lists={n_lists} exceeds the {n_db} database points; use fewer "
                              "lists or index='flat'.")
     batch = min(batch_size or _default_batch_size(n_q, d, n_search), n_q)
-
     estimate = estimate_knn_memory(n_db, n_q, d, n_search, index, batch, hnsw_m=hnsw_m,
                                    n_lists=n_lists)
+    _check_memory(estimate, max_memory_bytes, verbose,
+                  f"{n_q} queries x {n_db} points x {d} dims, k={k}, index={index!r}")
+    return _SearchPlan(k, n_search, bool(exclude_self), n_lists, batch)
+
+
+def _check_memory(estimate: float, max_memory_bytes, verbose: bool, job: str) -> None:
+    """Refuse a job whose estimated memory exceeds the budget (``KNNMemoryError``)."""
     budget = max_memory_bytes if max_memory_bytes is not None else available_memory_bytes()
     if verbose:
-        print(f"knn_search: {n_q} queries x {n_db} points x {d} dims, k={k}, index={index!r}: "
-              f"~{estimate / 2**30:.2f} GiB estimated"
+        print(f"knn_search: {job}: ~{estimate / 2**30:.2f} GiB estimated"
               + (f" (budget {budget / 2**30:.2f} GiB)" if budget is not None else ""),
               file=sys.stderr)
     if budget is not None and estimate > budget:
+        allowed_by = "max_memory_bytes" if max_memory_bytes is not None else "available memory"
         raise KNNMemoryError(
             f"the kNN search would need about {estimate / 2**30:.2f} GiB but only "
-            f"{budget / 2**30:.2f} GiB are allowed ({'max_memory_bytes' if max_memory_bytes is not None else 'available memory'}); "
+            f"{budget / 2**30:.2f} GiB are allowed ({allowed_by}); "
             "lower batch_size, use index='ivf' or index='hnsw' for large databases, reduce "
             "n_neighbors or the feature dimension, or raise max_memory_bytes."
         )
 
-    max_abs = _check_rows(X, metric, "X")
-    if not queries_are_database:
-        max_abs = max(max_abs, _check_rows(Y, metric, "Y"))
-    exponent = _l2_exponent(max_abs, d) if metric == "l2" else 0
 
-    faiss = _faiss()
-    gpu = _resolve_gpu(device, n_search)
-    distances = np.empty((n_q, k), dtype=np.float32)
-    indices = np.empty((n_q, k), dtype=np.int64)
-    work = _search_work(n_db, n_q, d, index, n_lists, n_probe, ef_search, hnsw_m)
-    with _faiss_threads(faiss, n_threads, work):
-        built = _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_probe,
-                             random_state, n_search, exponent)
-        starts = range(0, n_q, batch)
-        for start in progress(starts, verbose=verbose, desc="kNN search", total=len(starts)):
-            stop = min(start + batch, n_q)
-            queries = _rows_f32(Y, start, stop, metric, "Y", exponent=exponent)
-            dist, ind = built.search(queries, n_search)
-            missing = (ind < 0).any(axis=1)
-            if missing.any():  # approximate index found too few candidates for these rows
-                dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing], n_search,
-                                                          metric, exponent)
-            _check_results(dist, ind, start)
-            if metric == "l2":
-                dist = np.sqrt(np.maximum(dist, 0.0))
-                if exponent:
-                    dist = np.ldexp(dist, exponent)
-            else:  # similarity -> distance; rounding can make a self-match slightly negative
-                dist = np.maximum(1.0 - dist, 0.0)
-            if exclude_self:
-                dist, ind = _drop_self(dist, ind, start)
-            distances[start:stop] = dist
-            indices[start:stop] = ind
+def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str, exponent: int,
+                    verbose: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Search the queries in batches; distances as documented in :func:`knn_search`."""
+    n_q = Y.shape[0]
+    distances = np.empty((n_q, plan.n_neighbors), dtype=np.float32)
+    indices = np.empty((n_q, plan.n_neighbors), dtype=np.int64)
+    starts = range(0, n_q, plan.batch)
+    for start in progress(starts, verbose=verbose, desc="kNN search", total=len(starts)):
+        stop = min(start + plan.batch, n_q)
+        queries = _rows_f32(Y, start, stop, metric, "Y", exponent=exponent)
+        dist, ind = built.search(queries, plan.n_search)
+        missing = (ind < 0).any(axis=1)
+        if missing.any():  # approximate index found too few candidates for these rows
+            dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing],
+                                                      plan.n_search, metric, exponent)
+        _check_results(dist, ind, start)
+        if metric == "l2":
+            dist = np.sqrt(np.maximum(dist, 0.0))
+            if exponent:
+                dist = np.ldexp(dist, exponent)
+        else:  # similarity -> distance; rounding can make a self-match slightly negative
+            dist = np.maximum(1.0 - dist, 0.0)
+        if plan.exclude_self:
+            dist, ind = _drop_self(dist, ind, start)
+        distances[start:stop] = dist
+        indices[start:stop] = ind
     return distances, indices
 
 

@@ -169,9 +169,9 @@ def test_amg_without_pyamg_names_the_extra(monkeypatch):
 
 
 def test_spectral_embedding_bad_arguments():
-    with pytest.raises(ValueError, match="eigen_solver must be one of"):
+    with pytest.raises(ValueError, match="'eigen_solver' parameter of spectral_embedding"):
         spectral_embedding(np.ones((4, 4)), 2, eigen_solver="eigh")
-    with pytest.raises(ValueError, match="arpack_mode must be one of"):
+    with pytest.raises(ValueError, match="'arpack_mode' parameter of spectral_embedding"):
         spectral_embedding(np.ones((4, 4)), 2, arpack_mode="buckling")
     with pytest.raises(ValueError, match="n_components=5 must be between 1 and"):
         spectral_embedding(np.ones((4, 4)), 5)

@@ -16,12 +16,12 @@ from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 from spectralnet_seg.kernels import (
     CosineKernel,
     Kernel,
+    KernelTags,
     KNNKernel,
     PrecomputedKernel,
     RBFKernel,
-    SumKernel,
-    KernelTags,
     SpatialColorKernel,
+    SumKernel,
     degree_normalize,
     kernel_tags,
     list_kernels,
@@ -367,3 +367,25 @@ def test_errors(X):
     with pytest.raises(ValueError, match="square"):
         pre.batch(torch.ones(3, 4))
     assert issubclass(KNNKernel, Kernel)
+
+
+def test_parameters_are_validated_once_per_fit_not_every_training_step(monkeypatch):
+    from spectralnet_seg.cluster import NeuralEigenClustering
+
+    calls = []
+    original = KNNKernel._validate_params
+    monkeypatch.setattr(KNNKernel, "_validate_params",
+                        lambda self: calls.append(1) or original(self))
+    X = np.random.default_rng(0).normal(size=(120, 4)).astype(np.float32)
+    steps = []
+    batch = KNNKernel.batch
+    monkeypatch.setattr(KNNKernel, "batch", lambda self, *a, **k: steps.append(1) or batch(
+        self, *a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 30 steps do not converge
+        NeuralEigenClustering(2, kernel=KNNKernel(5), sampler="minibatch", batch_size=40,
+                              max_iter=30, hidden_layer_sizes=(8,), random_state=0).fit(X)
+    assert len(steps) >= 30  # one minibatch graph per step
+    assert len(calls) == 1  # resolve_kernel, at the start of fit
+    with pytest.raises(ValueError, match="'n_neighbors' parameter"):
+        NeuralEigenClustering(2, kernel=KNNKernel(0), sampler="minibatch").fit(X)

@@ -13,6 +13,23 @@ from .._utils import check_numeric
 from ..kernels import Kernel, resolve_kernel
 
 
+def check_n_clusters(n_clusters: int, n_samples: int) -> None:
+    """Raise a ValueError when there are more clusters than samples to put in them.
+
+    The one place of this check for the estimators and :func:`spectral_clustering`.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Requested number of clusters.
+    n_samples : int
+        Number of samples (rows of ``X``, or nodes of the affinity).
+    """
+    if n_clusters > n_samples:
+        raise ValueError(f"n_clusters={n_clusters} is larger than the number of samples "
+                         f"n_samples={n_samples}; use at most {n_samples} clusters.")
+
+
 class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     """Shared base of :class:`EigshSpectralClustering` and the neural estimators.
 
@@ -37,11 +54,7 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         X = validate_data(self, check_numeric(X), dtype=np.float32, order="C",
                           ensure_min_samples=2, reset=True)
-        if self.n_clusters > X.shape[0]:
-            raise ValueError(
-                f"n_clusters={self.n_clusters} is larger than the number of samples "
-                f"n_samples={X.shape[0]}; use at most {X.shape[0]} clusters."
-            )
+        check_n_clusters(self.n_clusters, X.shape[0])
         return X
 
     def _validate_predict_input(self, X) -> np.ndarray:

@@ -22,7 +22,7 @@ from .._utils import check_numeric
 from ..kernels import kernel_tags
 from ..metrics import normalized_cut
 from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
-from ._base import BaseSpectralClustering
+from ._base import BaseSpectralClustering, check_n_clusters
 from ._registry import register_estimator
 from ._spectral_embedding import (
     EIGEN_SOLVERS,
@@ -222,10 +222,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
                 raise ValueError(
                     "with kernel='precomputed', X must be a square (n_samples, n_samples) "
                     f"affinity matrix, got shape {X.shape}.")
-            if self.n_clusters > X.shape[0]:
-                raise ValueError(
-                    f"n_clusters={self.n_clusters} is larger than the number of samples "
-                    f"n_samples={X.shape[0]}; use at most {X.shape[0]} clusters.")
+            check_n_clusters(self.n_clusters, X.shape[0])
         return X
 
     def _clip_neighbors(self, kernel, n_samples: int) -> None:

@@ -49,7 +49,7 @@ from ..eigenfunctions import (
 from ..kernels import as_token_context, kernel_tags
 from . import _neural_io as io
 from . import _neural_settings as settings
-from ._base import BaseSpectralClustering
+from ._base import BaseSpectralClustering, check_n_clusters
 from ._convergence import PlateauSchedule, diffusion_steps_for
 from ._neural_distributed import DistributedTrainingMixin
 from ._pair_sampler import GraphPairSampler
@@ -152,7 +152,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         """
         X = io.validate_rows(self, X, reset=True, min_samples=2)
         n_samples = X.shape[0]
-        self._check_n_clusters(n_samples)
+        check_n_clusters(self.n_clusters, n_samples)
         self.kernel_ = None if graph is not None else self._feature_kernel()
         context = None if graph is not None else self._check_context(context, n_samples)
         W = self._training_graph(X, context, graph)
@@ -194,7 +194,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         first = not hasattr(self, "network_")
         X = io.validate_rows(self, X, reset=first, min_samples=2)
         if first:
-            self._check_n_clusters(X.shape[0])
+            check_n_clusters(self.n_clusters, X.shape[0])
             self.kernel_ = self._feature_kernel()
             self.sampler_ = "minibatch"
             run = self._start_run(X, None, context=self._check_context(context, X.shape[0]),
@@ -227,12 +227,6 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             return None
         return as_token_context(context, n_samples, owner=type(self.kernel_).__name__)
 
-    def _check_n_clusters(self, n_samples: int) -> None:
-        if self.n_clusters > n_samples:
-            raise ValueError(
-                f"n_clusters={self.n_clusters} is larger than the number of samples "
-                f"n_samples={n_samples}; use at most {n_samples} clusters."
-            )
 
     def _chosen_sampler(self, X, user_graph) -> str:
         if user_graph is not None:

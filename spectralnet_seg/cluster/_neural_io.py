@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
-from .._utils import check_numeric
+from .._utils import check_finite_rows, check_numeric
 from ._checkpoints import (  # noqa: F401 - the estimators reach checkpoints through this module
     CheckpointError,
     CheckpointWarning,
@@ -84,10 +84,7 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
         )
     if X.dtype.kind == "f":
         for start in range(0, n_samples, CHUNK_ROWS):
-            chunk = np.asarray(X[start:start + CHUNK_ROWS])
-            if not np.isfinite(chunk).all():
-                what = "NaN" if np.isnan(chunk).any() else "infinity or a value too large"
-                raise ValueError(f"Input X contains {what}.")
+            check_finite_rows(np.asarray(X[start:start + CHUNK_ROWS]), offset=start)
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X

@@ -12,15 +12,17 @@ top-K eigenvectors of ``M`` (equivalently the bottom-K of the normalised Laplaci
 from __future__ import annotations
 
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ..kernels import degree_normalize
 from ._assign import cluster_embedding
+from ._base import check_n_clusters
 from ._eigensolvers import (
     ARPACK_MODES,
     EIGEN_SOLVERS,
@@ -125,7 +127,7 @@ def normalized_affinity(W) -> tuple[sp.csr_matrix, np.ndarray]:
     """
     W = sp.csr_matrix(W, dtype=np.float64)
     degree = np.asarray(W.sum(axis=1)).ravel()
-    return degree_normalize(W), degree
+    return degree_normalize(W, degree), degree
 
 
 def _n_components_and_warn(W: sp.csr_matrix) -> int:
@@ -165,6 +167,19 @@ def _sign_flip(U: np.ndarray) -> np.ndarray:
     return U * signs
 
 
+@validate_params(
+    {
+        "W": ["array-like", "sparse matrix"],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
+        "eigen_tol": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "check_connectivity": ["boolean"],
+        "arpack_mode": [StrOptions(set(ARPACK_MODES))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spectral_embedding(
     W,
     n_components: int = 8,
@@ -227,12 +242,6 @@ def spectral_embedding(
     ImportError
         If ``eigen_solver="amg"`` and pyamg is not installed.
     """
-    if eigen_solver not in EIGEN_SOLVERS:
-        raise ValueError(f"eigen_solver must be one of {EIGEN_SOLVERS}, got {eigen_solver!r}")
-    if not (eigen_tol == "auto" or (isinstance(eigen_tol, Real) and eigen_tol >= 0)):
-        raise ValueError(f"eigen_tol must be 'auto' or a float >= 0, got {eigen_tol!r}")
-    if arpack_mode not in ARPACK_MODES:
-        raise ValueError(f"arpack_mode must be one of {ARPACK_MODES}, got {arpack_mode!r}")
     M, degree = normalized_affinity(W)
     n = M.shape[0]
     k = int(n_components)
@@ -360,10 +369,7 @@ def nystrom_extension(cross_affinity, train_degree, eigenvectors, eigenvalues) -
         warnings.warn(
             f"{int(isolated.sum())} of {C.shape[0]} new points have zero affinity to every "
             "fitted point; their embedding is zero.", IsolatedPointWarning, stacklevel=2)
-    with np.errstate(divide="ignore"):
-        inv_q = np.where(isolated, 0.0, 1.0 / np.sqrt(query_degree))
-        inv_t = np.where(train_degree > 0, 1.0 / np.sqrt(train_degree), 0.0)
-    C_norm = sp.diags(inv_q) @ C @ sp.diags(inv_t)
+    C_norm = degree_normalize(C, query_degree, column_degree=train_degree)
     tiny = np.abs(eigenvalues) < 1e-10
     inv_lam = np.where(tiny, 0.0, 1.0 / np.where(tiny, 1.0, eigenvalues))
     return np.asarray(C_norm @ eigenvectors) * inv_lam
@@ -437,8 +443,7 @@ def spectral_clustering(
     array([0, 0, 0, 1, 1, 1], dtype=int32)
     """
     W = check_affinity(affinity)
-    if n_clusters > W.shape[0]:
-        raise ValueError(f"n_clusters={n_clusters} is larger than n_samples={W.shape[0]}.")
+    check_n_clusters(n_clusters, W.shape[0])
     rs = check_random_state(random_state)
     values, vectors = spectral_embedding(
         W, n_components or n_clusters, eigen_solver=eigen_solver, eigen_tol=eigen_tol,

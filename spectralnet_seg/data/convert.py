@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import check_finite_rows
 from . import _io
 from .sources import (
     DEFAULT_CHUNK_SIZE,
@@ -152,12 +153,6 @@ def check_finite_chunked(source, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
     source = as_feature_source(source)
     start = 0
     for chunk in source.iter_chunks(chunk_size):
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            row, col = np.argwhere(~finite)[0]
-            raise ValueError(
-                f"{name} contains NaN or infinity: first at row {start + row}, column {col} "
-                f"(value {chunk[row, col]}); clean or drop those rows before fitting."
-            )
+        check_finite_rows(chunk, offset=start, name=name)
         start += len(chunk)
     return source

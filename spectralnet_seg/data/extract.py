@@ -15,9 +15,11 @@ import json
 import os
 import re
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
 from .._utils import progress
 from .shards import (
@@ -28,7 +30,6 @@ from .shards import (
     _atomic_write,
     _shard_is_intact,
 )
-from .sources import _check_positive_int
 
 # Manifest fields that must match for a run to continue an earlier one.
 _IDENTITY_FIELDS = ("n_images", "shard_size", "image_list_hash", "extractor", "dtype")
@@ -185,6 +186,21 @@ def _remove_outputs(manifest: ShardManifest) -> None:
     (manifest.directory / MANIFEST_NAME).unlink(missing_ok=True)
 
 
+@validate_params(
+    {
+        "extractor": [HasMethods(["extract"])],
+        "images": ["array-like"],
+        "out_dir": [str, os.PathLike],
+        "shard_size": [Interval(Integral, 1, None, closed="left")],
+        "resume": ["boolean"],
+        "overwrite": ["boolean"],
+        "image_ids": ["array-like", None],
+        "dtype": [StrOptions({"float32", "float16"}), type, np.dtype],
+        "verify": [StrOptions({"checksum", "size"})],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
                       resume: bool = True, overwrite: bool = False, image_ids=None,
                       dtype: str = "float32", verify: str = "checksum",
@@ -234,14 +250,9 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
         When ``out_dir`` holds shards of a different extraction (other images, extractor
         parameters, shard size or dtype) and ``overwrite`` is False.
     """
-    shard_size = _check_positive_int(shard_size, "shard_size")
-    if verify not in ("checksum", "size"):
-        raise ValueError(f"verify must be 'checksum' or 'size', got {verify!r}.")
-    if np.dtype(dtype) not in (np.float32, np.float16):
+    shard_size = int(shard_size)
+    if np.dtype(dtype) not in (np.float32, np.float16):  # np.float16 or a dtype object
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
-    if not hasattr(extractor, "extract"):
-        raise TypeError(f"extractor must have an extract(images) method; got "
-                        f"{type(extractor).__name__}.")
     if len(images) == 0:
         raise ValueError("images is empty; there is nothing to extract.")
     directory = Path(out_dir)

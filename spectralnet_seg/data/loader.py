@@ -14,10 +14,12 @@ split into disjoint strided parts across ranks.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed as dist_utils
@@ -127,6 +129,22 @@ def _seed_from(random_state, generator, distributed: bool) -> int:
     return int(dist_utils.broadcast_object(seed)) if distributed else seed
 
 
+@validate_params(
+    {
+        "source": "no_validation",  # as_feature_source says what it accepts
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "drop_last": ["boolean"],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "pin_memory": ["boolean", StrOptions({"auto"})],
+        "random_state": ["random_state"],
+        "generator": [torch.Generator, None],
+        "distributed": ["boolean", None],
+        "return_indices": ["boolean"],
+        "batch_sampler": "no_validation",  # any iterable of index arrays
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_loader(source, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                 num_workers: int = 0, pin_memory: bool | str = "auto", random_state=None,
                 generator: torch.Generator | None = None, distributed: bool | None = None,
@@ -180,12 +198,8 @@ def make_loader(source, batch_size: int, *, shuffle: bool = True, drop_last: boo
     """
     source = as_feature_source(source)
     num_workers = int(num_workers)
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
     if pin_memory == "auto":
         pin_memory = torch.cuda.is_available()
-    elif not isinstance(pin_memory, bool):
-        raise ValueError(f"pin_memory must be True, False or 'auto', got {pin_memory!r}.")
     if batch_sampler is None:
         if distributed is None:
             distributed = dist_utils.is_distributed()

@@ -70,6 +70,9 @@ class Kernel(BaseEstimator, ABC):
     """
 
     neighbor_params: ClassVar[tuple[str, ...]] = ()
+    # scikit-learn's declarative constraints, checked by ``_validate_params`` in ``graph`` and
+    # once per fit by ``resolve_kernel``; none by default (parameters are then unchecked).
+    _parameter_constraints: ClassVar[dict] = {}
 
     def __kernel_tags__(self) -> KernelTags:
         """The kernel's declared capabilities; subclasses override and ``replace`` fields.
@@ -185,26 +188,60 @@ class Kernel(BaseEstimator, ABC):
         """
 
 
-def degree_normalize(W: sp.spmatrix) -> sp.csr_matrix:
-    """Symmetric normalisation ``D^{-1/2} W D^{-1/2}`` of a sparse affinity.
-
-    Rows with zero degree stay zero (they are isolated points).
+def inverse_sqrt_degree(degree) -> np.ndarray:
+    """``d^{-1/2}`` elementwise, 0 where ``d <= 0`` (isolated points stay isolated).
 
     Parameters
     ----------
-    W : sparse matrix of shape (n, n)
-        Non-negative affinity.
+    degree : array-like of shape (n,)
+        Degrees (row sums of an affinity).
 
     Returns
     -------
-    scipy.sparse.csr_matrix of shape (n, n)
+    ndarray of shape (n,), float64
     """
-    W = sp.csr_matrix(W)
-    degree = np.asarray(W.sum(axis=1)).ravel()
+    degree = np.asarray(degree, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(degree), 0.0)
-    D = sp.diags(inv_sqrt)
-    return sp.csr_matrix(D @ W @ D)
+        return np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
+
+
+def degree_normalize(W: sp.spmatrix, degree=None, *, column_degree=None) -> sp.csr_matrix:
+    """Normalisation ``D_r^{-1/2} W D_c^{-1/2}`` of a sparse affinity, the package's one copy.
+
+    Each entry is ``w_ij * (s_i * t_j)`` with ``s = d_r^{-1/2}``, ``t = d_c^{-1/2}``, so a
+    symmetric ``W`` with equal row and column degrees gives a bitwise symmetric result (the
+    symmetric eigensolvers assume it). Rows and columns of zero degree stay zero.
+
+    Parameters
+    ----------
+    W : sparse matrix of shape (n_rows, n_columns)
+        Non-negative affinity.
+    degree : array-like of shape (n_rows,), optional
+        Row degrees ``d_r``; the row sums of ``W`` by default.
+    column_degree : array-like of shape (n_columns,), optional
+        Column degrees ``d_c``; ``degree`` by default (a square affinity). A cross-affinity
+        of new points to fitted ones takes the fitted points' degrees here.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n_rows, n_columns), float64
+        Same sparsity pattern as ``W``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> degree_normalize(sp.csr_matrix(np.array([[0.0, 4.0], [4.0, 0.0]]))).toarray()
+    array([[0., 1.],
+           [1., 0.]])
+    """
+    W = sp.csr_matrix(W, dtype=np.float64, copy=True)
+    if degree is None:
+        degree = np.asarray(W.sum(axis=1)).ravel()
+    row_scale = inverse_sqrt_degree(degree)
+    column_scale = row_scale if column_degree is None else inverse_sqrt_degree(column_degree)
+    rows = np.repeat(np.arange(W.shape[0]), np.diff(W.indptr))
+    W.data *= row_scale[rows] * column_scale[W.indices]
+    return W
 
 
 def degree_normalize_dense(W):

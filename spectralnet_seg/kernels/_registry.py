@@ -54,15 +54,25 @@ def make_kernel(name: str, **params) -> Kernel:
 
 
 def resolve_kernel(kernel: str | Kernel) -> Kernel:
-    """Return a fresh (unfitted) copy of ``kernel``, building it first if it is a name.
+    """Return a fresh (unfitted), validated copy of ``kernel``, built first if it is a name.
 
-    Estimators call this in ``fit`` so that the user's kernel object is never mutated.
+    Estimators call this in ``fit`` so that the user's kernel object is never mutated, and
+    so that the kernel's parameters are validated once per fit: ``Kernel.batch``, which
+    runs every training step, does not validate them again.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        When a parameter of the kernel (or of a member of a combined kernel) is invalid.
     """
     if isinstance(kernel, str):
-        return make_kernel(kernel)
-    if isinstance(kernel, Kernel):
-        return clone(kernel)
-    raise TypeError(
-        f"kernel must be a registered name ({', '.join(list_kernels())}) or a Kernel "
-        f"instance, got {type(kernel).__name__}"
-    )
+        kernel = make_kernel(kernel)
+    elif isinstance(kernel, Kernel):
+        kernel = clone(kernel)
+    else:
+        raise TypeError(
+            f"kernel must be a registered name ({', '.join(list_kernels())}) or a Kernel "
+            f"instance, got {type(kernel).__name__}"
+        )
+    kernel._validate_params()
+    return kernel

@@ -7,22 +7,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import Kernel, KernelTags, degree_normalize_dense
+from ._base import Kernel, KernelTags, degree_normalize, degree_normalize_dense
 from ._capabilities import kernel_tags
 from ._registry import make_kernel, register_kernel, resolve_kernel
 from .knn import _check_fitted, _drop_diagonal
-
-
-def _inv_sqrt(degree: np.ndarray) -> np.ndarray:
-    return np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
-
-
-def _normalize_exactly_symmetric(W: sp.csr_matrix, degree: np.ndarray) -> sp.csr_matrix:
-    """``D^{-1/2} W D^{-1/2}`` as ``w_ij * (s_i * s_j)``: bitwise symmetric when W is."""
-    W = sp.coo_matrix(W)
-    scale = _inv_sqrt(degree)
-    data = W.data * (scale[W.row] * scale[W.col])
-    return sp.csr_matrix((data, (W.row, W.col)), shape=W.shape)
 
 
 @register_kernel("sum")
@@ -76,8 +64,16 @@ class SumKernel(Kernel):
         self.kernels = kernels
         self.weights = weights
 
-    def _check(self) -> np.ndarray:
-        self._validate_params()
+    def _validate_params(self) -> None:
+        """sklearn's constraints, then the members (each validated) and the weights."""
+        super()._validate_params()
+        self._weights()
+        for member in self.kernels:
+            if isinstance(member, Kernel):
+                member._validate_params()
+
+    def _weights(self) -> np.ndarray:
+        """The weights ``w_i`` as an array (all 1 by default), checked against the members."""
         if len(self.kernels) == 0:
             raise ValueError("SumKernel needs at least one member kernel.")
         for member in self.kernels:
@@ -150,7 +146,8 @@ class SumKernel(Kernel):
         G : scipy.sparse.csr_matrix of shape (n_samples, n_samples), float64
             Symmetric, non-negative, zero diagonal.
         """
-        weights = self._check()
+        self._validate_params()
+        weights = self._weights()
         members = [resolve_kernel(member) for member in self.kernels]
         total, degrees = None, []
         for weight, member in zip(weights, members, strict=True):
@@ -160,7 +157,7 @@ class SumKernel(Kernel):
                                  f"{total.shape}.")
             degree = np.asarray(W.sum(axis=1)).ravel()
             degrees.append(degree)
-            term = _normalize_exactly_symmetric(W, degree) * weight
+            term = degree_normalize(W, degree) * weight
             total = term if total is None else total + term
         self.kernels_, self.degrees_, self.weights_ = members, degrees, weights
         G = _drop_diagonal(total)
@@ -186,8 +183,7 @@ class SumKernel(Kernel):
         total = None
         for weight, member, degree in zip(self.weights_, self.kernels_, self.degrees_, strict=True):
             C = sp.csr_matrix(member.cross(Y, context), dtype=np.float64)
-            row_inv = _inv_sqrt(np.asarray(C.sum(axis=1)).ravel())
-            term = sp.diags(row_inv * weight) @ C @ sp.diags(_inv_sqrt(degree))
+            term = degree_normalize(C, column_degree=degree) * weight
             total = term if total is None else total + term
         return sp.csr_matrix(total)
 
@@ -206,7 +202,7 @@ class SumKernel(Kernel):
         G : torch.Tensor of shape (batch_size, batch_size)
             Symmetric, non-negative, zero diagonal, no gradient.
         """
-        weights = self._check()
+        weights = self._weights()  # validated once by the estimator, not every step
         total = None
         for weight, member in zip(weights, self.kernels, strict=True):
             member = make_kernel(member) if isinstance(member, str) else member

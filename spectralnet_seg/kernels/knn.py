@@ -394,7 +394,8 @@ class KNNKernel(Kernel):
         """
         import torch
 
-        self._validate_params()
+        # no parameter validation here: batch runs every training step, and the estimator
+        # validated the kernel once when it resolved it (resolve_kernel)
         X_batch = _as_batch(X_batch)
         b, k = X_batch.shape[0], self.n_neighbors
         _check_neighbors_fit(self._n_search(), b, "KNNKernel.batch")

@@ -212,7 +212,8 @@ class _PairwiseKernel(Kernel):
         """
         import torch
 
-        self._validate_params()
+        # no parameter validation here: batch runs every training step, and the estimator
+        # validated the kernel once when it resolved it (resolve_kernel)
         X_batch = _as_batch(X_batch)
         b, d = X_batch.shape
         k_sparse = self.sparsify_neighbors or 0

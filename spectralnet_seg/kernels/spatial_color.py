@@ -219,6 +219,9 @@ class SpatialColorKernel(Kernel):
         """The pixel graph is built from the token context alone."""
         return replace(super().__kernel_tags__(), requires_context=True)
 
+    def _validate_params(self) -> None:
+        self._pairs()
+
     # ------------------------------------------------------------------ helpers
     def _pairs(self) -> list[tuple[int, float]]:
         ks = list(np.atleast_1d(self.n_neighbors))
