@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 T = TypeVar("T")
 
@@ -56,25 +55,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
         return os.cpu_count() or 1
-
-
-def torch_generator(random_state, device=None):
-    """Return a seeded :class:`torch.Generator` derived from a sklearn ``random_state``.
-
-    Parameters
-    ----------
-    random_state : int, RandomState instance or None
-        Seed source, as in scikit-learn.
-    device : torch.device or str, optional
-        Device of the generator (CPU by default).
-    """
-    import torch
-
-    rng = check_random_state(random_state)
-    seed = int(rng.randint(0, np.iinfo(np.int32).max))
-    gen = torch.Generator(device=device or "cpu")
-    gen.manual_seed(seed)
-    return gen
 
 
 def progress(iterable: Iterable[T], *, verbose: bool | int, desc: str, total: int | None = None,

@@ -300,6 +300,9 @@ class Segmenter(BaseEstimator):
     def predict_proba(self, images) -> list[np.ndarray]:
         """Per-pixel cluster probabilities at full resolution (bilinearly upsampled).
 
+        Available when the estimator has ``predict_proba``; then the same as
+        :meth:`predict_scores`.
+
         Parameters
         ----------
         images : path, PIL image, ndarray or a list of those
@@ -308,7 +311,7 @@ class Segmenter(BaseEstimator):
         -------
         list of ndarray of shape (H_i, W_i, n_labels_), float32
         """
-        return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
+        return self.predict_scores(images)
 
     def predict_scores(self, images) -> list[np.ndarray]:
         """Per-pixel label scores at full resolution: probabilities or smoothed one-hot labels.

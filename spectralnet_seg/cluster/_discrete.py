@@ -46,8 +46,8 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     graph, whose trace term is then the relaxed normalised association of the clusters
     (K − normalised cut) and whose penalty β Σ_{i<j} R_ij² keeps them apart.
 
-    That objective has local optima (on two moons, from a random start, every seed we tried
-    stopped at a cut through both moons). With ``init="spectral"`` (the default) training
+    That objective has local optima: a random start can settle on a cut that splits every
+    true cluster (on two moons, a cut through both moons). With ``init="spectral"`` (the default) training
     therefore starts from the spectral solution: the network is first trained as
     :class:`NeuralEigenClustering` (the top-K eigenfunctions, which have no local optima),
     ``n_init`` k-means partitions of that embedding are scored by their normalised cut on

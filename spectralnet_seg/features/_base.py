@@ -98,19 +98,6 @@ class ExtractedFeatures:
         """Features as a matrix of shape ``(n_images * h * w, d)`` (image-major order)."""
         return self.features.reshape(-1, self.n_features)
 
-    def flatten_colors(self) -> np.ndarray:
-        """Token colours as a matrix of shape ``(n_images * h * w, 3)``."""
-        return self.colors.reshape(-1, 3)
-
-    def flatten_positions(self) -> np.ndarray:
-        """Token positions as a matrix of shape ``(n_images * h * w, 2)``."""
-        return self.positions.reshape(-1, 2)
-
-    def image_index(self) -> np.ndarray:
-        """Image number of each flattened token, shape ``(n_images * h * w,)``."""
-        h, w = self.grid_shape
-        return np.repeat(np.arange(self.n_images), h * w)
-
     def unflatten(self, values: np.ndarray) -> np.ndarray:
         """Reshape per-token values ``(n_images * h * w, ...)`` to ``(n_images, h, w, ...)``."""
         values = np.asarray(values)
@@ -118,13 +105,6 @@ class ExtractedFeatures:
             raise ValueError(
                 f"expected {self.n_tokens} rows (one per token), got {values.shape[0]}")
         return values.reshape(self.n_images, *self.grid_shape, *values.shape[1:])
-
-    def select(self, indices) -> ExtractedFeatures:
-        """The features of a subset of images (``indices`` into ``range(n_images)``)."""
-        indices = np.asarray(indices, dtype=np.intp).reshape(-1)
-        return ExtractedFeatures(self.features[indices], self.colors[indices],
-                                 self.positions[indices],
-                                 [self.image_sizes[i] for i in indices])
 
     @classmethod
     def concatenate(cls, parts) -> ExtractedFeatures:
