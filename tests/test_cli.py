@@ -290,8 +290,10 @@ def test_evaluate_on_the_bundled_mosaics_writes_scores(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mosaics (3 images, hungarian matching" in printed and "brick" in printed
     scores = json.loads((out / "scores.json").read_text())
-    assert 0.0 < scores["mean_iou"] <= 1.0 and scores["n_images"] == 3
-    assert len(scores["per_class_iou"]) == 6 and len(scores["mapping"]) == 6
+    assert scores["n_images"] == 3 and len(scores["per_class_iou"]) == 6
+    assert sorted(scores["mapping"]) == list(range(6))  # --matching hungarian: one-to-one
+    per_class = np.array(scores["per_class_iou"], dtype=float)  # null (absent class) -> nan
+    assert scores["mean_iou"] == pytest.approx(np.nanmean(per_class), abs=1e-12)
     assert (out / "per_class_iou.png").stat().st_size > 0
     assert main(argv) == 2  # a second run would overwrite the scores
     assert "--overwrite" in one_line_error(capsys, "evaluate")

@@ -233,8 +233,9 @@ def test_digits_nmi_with_knn_kernel(digits, digits_fit):
     sk = SpectralClustering(n_clusters=10, affinity="nearest_neighbors", n_neighbors=10,
                             random_state=0).fit(X)
     theirs = normalized_mutual_info_score(y, sk.labels_)
-    print(f"digits NMI: ours {ours:.4f}, sklearn SpectralClustering {theirs:.4f}")
     assert ours >= 0.85
+    # the same binary 10-NN graph as scikit-learn's: no worse than its clustering of it
+    assert ours >= theirs - 0.01
     assert digits_fit.embedding_.shape == (1797, 10)
     assert digits_fit.affinity_matrix_.shape == (1797, 1797)
     assert digits_fit.labels_.dtype == np.int32 and set(digits_fit.labels_) == set(range(10))
@@ -259,11 +260,7 @@ def test_precomputed_affinity_agrees_with_sklearn(digits):
     # default row normalisation (Ng-Jordan-Weiss) is a different, here better, algorithm.
     ours = EigshSpectralClustering(10, kernel="precomputed", embedding_norm="degree",
                                    random_state=0).fit(W)
-    ari = adjusted_rand_score(sk.labels_, ours.labels_)
-    print(f"precomputed: ARI(ours with embedding_norm='degree', sklearn) = {ari:.4f}; "
-          f"NMI sklearn {normalized_mutual_info_score(y, sk.labels_):.4f}, "
-          f"ours {normalized_mutual_info_score(y, ours.labels_):.4f}")
-    assert ari >= 0.99
+    assert adjusted_rand_score(sk.labels_, ours.labels_) >= 0.99
 
 
 def test_precomputed_transform_is_exact_on_training_affinity(digits):
@@ -287,7 +284,6 @@ def test_nystrom_holdout_matches_in_sample(digits):
     est = EigshSpectralClustering(10, kernel=_l2_knn(), random_state=0).fit(X_tr)
     nmi_in = normalized_mutual_info_score(y_tr, est.labels_)
     nmi_out = normalized_mutual_info_score(y_te, est.predict(X_te))
-    print(f"Nystrom: in-sample NMI {nmi_in:.4f}, held-out NMI {nmi_out:.4f}")
     assert abs(nmi_in - nmi_out) <= 0.05
     assert nmi_out >= 0.8
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _reference import hungarian_scores
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
 
+from spectralnet_seg.datasets import reco_protocol
 from spectralnet_seg.evaluation import evaluate, scores_from_confusion, sliding_window_scores
 from spectralnet_seg.segmentation import Segmenter
 
@@ -166,7 +168,12 @@ def test_real_segmenter_end_to_end_on_mosaics_and_unfitted_error():
     seg = Segmenter(PixelExtractor(stride=8), KMeans(6, n_init=2, random_state=0))
     with pytest.raises(NotFittedError, match="fit=True"):
         evaluate(seg, data, protocol=None)
-    scores = evaluate(seg, data, protocol="reco", crop_size=32, fit=True)
-    assert 0.0 < scores["mean_iou"] <= 1.0 and 0.0 < scores["pixel_accuracy"] <= 1.0
+    scores = evaluate(seg, data, protocol="reco", crop_size=32, fit=True, matching="hungarian",
+                      return_predictions=True)
+    cropped = [reco_protocol(image, mask, size=32)[1] for image, mask in data]
+    assert [m.shape for m in scores["predictions"]] == [(32, 32)] * 3
+    reference = hungarian_scores(cropped, scores["predictions"], data.n_classes)
+    assert scores["mean_iou"] == pytest.approx(reference["mean_iou"], abs=1e-12)
+    assert scores["pixel_accuracy"] == pytest.approx(reference["pixel_accuracy"], abs=1e-12)
     assert scores["per_class_iou"].shape == (6,) and scores["n_clusters"] == 6
     assert scores["predict_time"] > 0

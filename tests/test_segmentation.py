@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from _reference import hungarian_scores
 from PIL import Image
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
@@ -228,8 +229,10 @@ def test_random_init_tiny_vit_segments_end_to_end_and_loads_a_local_checkpoint(t
     assert seg.grid_shape_ == (4, 4) and seg.n_features_in_ == 3 * 32
     maps = seg.predict(images[:2] + [np.zeros((50, 70, 3), np.uint8)])
     assert [m.shape for m in maps] == [(64, 64), (64, 64), (50, 70)]
-    scores = evaluate(seg, data, protocol=None)
-    assert 0.0 < scores["mean_iou"] <= 1.0
+    scores = evaluate(seg, data, protocol=None, matching="hungarian")
+    reference = hungarian_scores(data.masks(), seg.predict(images), data.n_classes)
+    assert scores["mean_iou"] == pytest.approx(reference["mean_iou"], abs=1e-12)
+    assert scores["pixel_accuracy"] == pytest.approx(reference["pixel_accuracy"], abs=1e-12)
 
     # The same weights through a local checkpoint file give the same segmentation.
     checkpoint = tmp_path / "tiny_vit.pth"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 
@@ -252,9 +251,7 @@ def test_bad_extractors_and_directories(images, reference, tmp_path):
 
 
 def test_pixel_extractor_resumes_identically(tmp_path):
-    features = importlib.import_module("spectralnet_seg.features")
-    if not hasattr(features, "PixelExtractor"):
-        pytest.skip("PixelExtractor is not available yet")
+    from spectralnet_seg import features
     images = (np.random.default_rng(1).random((5, 32, 32, 3)) * 255).astype(np.uint8)
     extract_to_shards(features.PixelExtractor(), images, tmp_path / "a", shard_size=2)
     crashing = features.PixelExtractor()

@@ -1,0 +1,38 @@
+"""Scores computed independently of ``spectralnet_seg.metrics``, to check the pipelines.
+
+Only scikit-learn's confusion matrix and scipy's assignment solver are used, so a test that
+compares the package's scores with these checks the whole path (prediction, upsampling,
+ignore pixels, matching, IoU) against a second implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import confusion_matrix
+
+
+def hungarian_scores(masks, predictions, n_classes: int, ignore_index: int = 255) -> dict:
+    """Pixel accuracy and mIoU after the one-to-one matching that maximises matched pixels.
+
+    Classes absent from both the truth and the matched prediction are left out of the mean.
+    """
+    y_true = np.concatenate([np.asarray(m).ravel() for m in masks])
+    y_pred = np.concatenate([np.asarray(p).ravel() for p in predictions])
+    keep = y_true != ignore_index
+    y_true, y_pred = y_true[keep], y_pred[keep]
+    n_clusters = int(max(y_pred.max() + 1, n_classes))
+    # rows: classes, columns: clusters (padded to a square matrix for the assignment)
+    size = max(n_classes, n_clusters)
+    counts = confusion_matrix(y_true, y_pred, labels=np.arange(size))[:n_classes]
+    classes, clusters = linear_sum_assignment(counts, maximize=True)
+    mapped = np.full(size, -1)
+    mapped[clusters] = classes
+    y_mapped = mapped[y_pred]
+    iou = []
+    for c in range(n_classes):
+        truth, pred = y_true == c, y_mapped == c
+        union = np.count_nonzero(truth | pred)
+        if union:
+            iou.append(np.count_nonzero(truth & pred) / union)
+    return {"pixel_accuracy": float(np.mean(y_true == y_mapped)), "mean_iou": float(np.mean(iou))}
