@@ -76,6 +76,13 @@ def test_quickstart_has_the_readme_commands():
         assert command in quickstart
 
 
+def test_readme_and_docs_home_credit_neuralef_to_the_same_authors():
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = " ".join(page.read_text().split())  # line breaks inside the credit
+        credits = set(re.findall(r"\*\*NeuralEF\*\* \(([^)]*?ICML 2022)\)", text))
+        assert credits and all(c.startswith("Deng, Shi & Zhu") for c in credits), page
+
+
 def _modules_with_examples():
     import importlib
     import pkgutil
