@@ -3,11 +3,14 @@
 The estimators share one scikit-learn API and one kernel object, so the classic eigsh baseline
 and the neural eigenfunction variants are compared on the same affinity:
 
-- :class:`EigshSpectralClustering` — normalised kNN affinity, ``scipy.sparse.linalg.eigsh``,
+- [`EigshSpectralClustering`][EigshSpectralClustering] — normalised kNN affinity,
+``scipy.sparse.linalg.eigsh``,
   k-means; out-of-sample points by the Nyström extension.
-- :class:`NeuralEigenClustering` — a network ψ trained with the NeuralEF objective so that its
+- [`NeuralEigenClustering`][NeuralEigenClustering] — a network ψ trained with the NeuralEF objective
+so that its
   outputs are the top eigenfunctions of the kernel; ``predict`` is a forward pass + k-means.
-- :class:`DiscreteNeuralEigenClustering` — the discrete variant whose outputs are cluster
+- [`DiscreteNeuralEigenClustering`][DiscreteNeuralEigenClustering] — the discrete variant whose
+outputs are cluster
   assignments (argmax of the logits).
 """
 

@@ -1,7 +1,9 @@
 """Checks the command line runs before any work: outputs, inputs, device, extractor.
 
-Each check raises :class:`CommandError` (a ``ValueError``) with a message a user can act on;
-:func:`spectralnet_seg.cli.main` prints it as one line with exit status 2. Running them
+Each check raises [`CommandError`][CommandError] (a ``ValueError``) with a message a user can act
+on;
+[`spectralnet_seg.cli.main`][spectralnet_seg.cli.main] prints it as one line with exit status 2.
+Running them
 before the fit means a typo in ``--out`` or an unusable device never costs a training run.
 """
 

@@ -1,7 +1,8 @@
 """The argument parser of ``spectralnet-seg``: subcommands, options and their help.
 
 The help of ``segment`` and ``evaluate`` shows the estimators' own defaults, read from the
-estimator registry, since an option left out keeps them (see :mod:`spectralnet_seg.cli`).
+estimator registry, since an option left out keeps them (see
+[`spectralnet_seg.cli`][spectralnet_seg.cli]).
 """
 
 from __future__ import annotations

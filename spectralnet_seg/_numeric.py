@@ -5,9 +5,11 @@ overflows to ``inf``, ``1e-30 ** 2`` underflows to 0). Cosine similarity does no
 the scale of the data, and the nearest neighbours under the Euclidean distance do not
 either, so both are computed here in a way that gives the same answer at any finite scale:
 
-* :func:`unit_rows` / :func:`unit_rows_torch` divide the rows whose norm cannot be trusted by
+* [`unit_rows`][unit_rows] / [`unit_rows_torch`][unit_rows_torch] divide the rows whose norm cannot
+be trusted by
   their largest absolute value first (ordinary rows take the usual fast path, bit for bit);
-* :func:`power_of_two_exponent` gives the exact (power-of-two) factor that brings data to unit
+* [`power_of_two_exponent`][power_of_two_exponent] gives the exact (power-of-two) factor that brings
+data to unit
   magnitude before faiss squares it.
 """
 
@@ -66,7 +68,7 @@ def unit_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unit_rows_torch(X):
-    """Torch counterpart of :func:`unit_rows` (same device and dtype).
+    """Torch counterpart of [`unit_rows`][unit_rows] (same device and dtype).
 
     Parameters
     ----------
@@ -105,7 +107,7 @@ def power_of_two_exponent(max_abs: float) -> int:
     int
         0 when ``max_abs`` is already in a range where float32 squared distances are safe
         (``[2**-32, 2**32]``, or 0); else ``floor(log2(max_abs))``. Scaling by a power of two
-        (:func:`numpy.ldexp`) is exact, so neighbours and (rescaled) distances are those of
+        (``numpy.ldexp``) is exact, so neighbours and (rescaled) distances are those of
         the original data.
 
     Examples

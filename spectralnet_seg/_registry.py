@@ -2,9 +2,11 @@
 
 Kernels, feature extractors, datasets and clustering estimators are all picked by name
 (``make_kernel("knn")``, ``make_extractor("pixel")``, ``make_dataset("mosaics")``,
-``make_estimator("eigsh")``). Each kind owns one :class:`Registry`; its public functions
-(``register_*``, ``make_*``, ``list_*``) are thin wrappers around :meth:`Registry.register`,
-:meth:`Registry.create` and :meth:`Registry.list`, so a new kernel, extractor, dataset or
+``make_estimator("eigsh")``). Each kind owns one [`Registry`][Registry]; its public functions
+(``register_*``, ``make_*``, ``list_*``) are thin wrappers around
+[`Registry.register`][Registry.register],
+[`Registry.create`][Registry.create] and [`Registry.list`][Registry.list], so a new kernel,
+extractor, dataset or
 estimator is one new file plus one registration line, and callers never change.
 
 >>> from spectralnet_seg._registry import Registry
@@ -42,7 +44,8 @@ class RegistryEntry:
     constructor : callable
         Class or factory function that builds the object.
     metadata : dict
-        Keyword arguments given to :meth:`Registry.register` besides the name (e.g. the
+        Keyword arguments given to [`Registry.register`][Registry.register] besides the name (e.g.
+        the
         ``argument`` of ``"timm:<model>"`` extractor names).
     """
 
@@ -86,7 +89,7 @@ class Registry:
         name : str
             Registry key, lower case (e.g. ``"knn"``).
         **metadata
-            Stored with the constructor (:attr:`RegistryEntry.metadata`).
+            Stored with the constructor ([`RegistryEntry.metadata`][RegistryEntry.metadata]).
 
         Returns
         -------
@@ -116,7 +119,7 @@ class Registry:
         return self._entries.pop(name).constructor
 
     def entry(self, name: str) -> RegistryEntry:
-        """The :class:`RegistryEntry` of ``name``.
+        """The [`RegistryEntry`][RegistryEntry] of ``name``.
 
         Raises
         ------

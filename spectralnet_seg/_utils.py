@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 def resolve_device(device: str | None = "auto"):
-    """Return a :class:`torch.device` for ``device``.
+    """Return a ``torch.device`` for ``device``.
 
     Parameters
     ----------
@@ -177,7 +177,7 @@ def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",
 def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False) -> np.ndarray:
     """Validate a dense 2-D float array with a clear message for the usual mistakes.
 
-    Wraps :func:`sklearn.utils.check_array`, which already rejects NaN/inf, empty
+    Wraps ``sklearn.utils.check_array``, which already rejects NaN/inf, empty
     and 1-D input with explicit messages.
 
     Parameters

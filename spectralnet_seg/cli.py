@@ -10,7 +10,8 @@
     spectralnet-seg demo [--out DIR] [--quick]
 
 ``segment`` and ``evaluate`` build their estimator from the registry
-(:func:`spectralnet_seg.cluster.make_estimator`): an option left out keeps the estimator's
+([`spectralnet_seg.cluster.make_estimator`][spectralnet_seg.cluster.make_estimator]): an option left
+out keeps the estimator's
 own default, which ``--help`` shows. Arguments, output folders, the device and the feature
 extractor are checked before any work; every error is one line on stderr, exit status 2.
 """

@@ -2,7 +2,7 @@
 
 The demo (``spectralnet-seg demo``), the quality benchmark and the example script all segment
 the bundled texture mosaics; this module is the one place that says how — the mosaics, the
-:class:`~spectralnet_seg.features.PixelExtractor` features and the affinity the spectral
+[`PixelExtractor`][spectralnet_seg.features.PixelExtractor] features and the affinity the spectral
 methods share. Estimator settings are *not* part of it: a field left at ``None`` means "the
 estimator's own default", so every caller runs the estimators as a new user would.
 
@@ -36,7 +36,7 @@ class MosaicConfig:
     image_size : int
         Side of the square mosaics in pixels.
     stride : int
-        Cell side of the :class:`~spectralnet_seg.features.PixelExtractor` grid.
+        Cell side of the [`PixelExtractor`][spectralnet_seg.features.PixelExtractor] grid.
     texture_window : float
         Gaussian window (pixels) of the extractor's texture statistics: half a cell, so each
         token describes its own cell rather than a blur of its neighbours.
@@ -55,7 +55,7 @@ class MosaicConfig:
         features, whose patches already carry context).
     max_iter : int or None
         Cap on the neural estimators' training steps; None keeps their default (only the
-        smoke-test configuration :meth:`quick` caps it).
+        smoke-test configuration [`quick`][quick] caps it).
     random_state : int
         Seed of the estimators (the mosaics use seeds 0 and 1 for the two splits).
     """
@@ -82,11 +82,13 @@ class MosaicConfig:
         return {} if self.max_iter is None else {"max_iter": self.max_iter}
 
     def build_kernel(self):
-        """The kernel the spectral methods share (:func:`mosaic_kernel` with these settings)."""
+        """The kernel the spectral methods share ([`mosaic_kernel`][mosaic_kernel] with these
+        settings)."""
         return mosaic_kernel(self.n_neighbors, kind=self.kernel, pixel_weight=self.pixel_weight)
 
     def build_extractor(self):
-        """The :class:`~spectralnet_seg.features.PixelExtractor` of the task's token features."""
+        """The [`PixelExtractor`][spectralnet_seg.features.PixelExtractor] of the task's token
+        features."""
         from .features import PixelExtractor
 
         return PixelExtractor(stride=self.stride, texture_window=self.texture_window)
@@ -100,7 +102,7 @@ def mosaic_kernel(n_neighbors: int = 32, *, kind: str = "paper", pixel_weight: f
     n_neighbors : int, default=32
         Neighbours per token of the cosine kNN feature graph.
     kind : {"paper", "knn"}, default="paper"
-        ``"paper"``: :func:`~spectralnet_seg.kernels.paper_kernel`, the normalised feature
+        ``"paper"``: [`paper_kernel`][spectralnet_seg.kernels.paper_kernel], the normalised feature
         graph plus ``pixel_weight`` times the normalised per-image pixel graph (needs the
         token context); ``"knn"``: the feature graph alone.
     pixel_weight : float, default=0.3

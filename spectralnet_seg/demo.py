@@ -1,19 +1,23 @@
 """The offline demo: four clusterings of the same features on the bundled texture mosaics.
 
-Training-free pixel features (:class:`~spectralnet_seg.features.PixelExtractor`) of a training
+Training-free pixel features ([`PixelExtractor`][spectralnet_seg.features.PixelExtractor]) of a
+training
 split of mosaics are clustered by
 
-* ``eigsh`` — :class:`~spectralnet_seg.cluster.EigshSpectralClustering`, the exact baseline
+* ``eigsh`` — [`EigshSpectralClustering`][spectralnet_seg.cluster.EigshSpectralClustering], the
+exact baseline
   (sparse eigendecomposition of the full graph, Nyström extension for new images);
-* ``neural`` — :class:`NeuralEigenClustering` (NeuralEF eigenfunctions + k-means);
-* ``discrete`` — :class:`DiscreteNeuralEigenClustering` (outputs are cluster assignments);
+* ``neural`` — [`NeuralEigenClustering`][NeuralEigenClustering] (NeuralEF eigenfunctions + k-means);
+* ``discrete`` — [`DiscreteNeuralEigenClustering`][DiscreteNeuralEigenClustering] (outputs are
+cluster assignments);
 * ``kmeans`` — scikit-learn's k-means on the same features (best of 10 starts), the usual
   baseline,
 
 the three spectral methods on the *same kernel*: by default the paper's
-(:func:`~spectralnet_seg.kernels.paper_kernel`), a cosine kNN graph of the features plus
+([`paper_kernel`][spectralnet_seg.kernels.paper_kernel]), a cosine kNN graph of the features plus
 α times the per-image pixel graph on ``[r, g, b, λx, λy]`` (α = 1 here, 0.3 in the paper),
-which gets the tokens' colours and positions (the token context) from the :class:`~spectralnet_seg.Segmenter`.
+which gets the tokens' colours and positions (the token context) from the
+[`Segmenter`][spectralnet_seg.segmentation.Segmenter].
 The neural estimators train on pairs drawn from that graph, with their own defaults. Held-out
 mosaics are segmented out-of-sample and
 scored with the many-to-one majority matching; the table (mIoU, pixel accuracy, fit and
@@ -41,12 +45,13 @@ ESTIMATORS = ("eigsh", "neural", "discrete", "kmeans")
 
 @dataclass
 class DemoConfig(MosaicConfig):
-    """The mosaic task (:class:`~spectralnet_seg.config.MosaicConfig`) and the methods to run.
+    """The mosaic task ([`MosaicConfig`][spectralnet_seg.config.MosaicConfig]) and the methods to
+    run.
 
     Attributes
     ----------
     methods : tuple of str
-        Which of :data:`ESTIMATORS` to run.
+        Which of [`ESTIMATORS`][ESTIMATORS] to run.
     """
 
     methods: tuple = ESTIMATORS
@@ -60,7 +65,8 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     """Build one of the demo's estimators by name, with the demo's settings.
 
     The estimators come from the package's registry
-    (:func:`spectralnet_seg.cluster.make_estimator`); this adds the demo's kernel and the
+    ([`spectralnet_seg.cluster.make_estimator`][spectralnet_seg.cluster.make_estimator]); this adds
+    the demo's kernel and the
     k-means restarts.
 
     Parameters
@@ -70,7 +76,7 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     n_clusters : int
         Number of clusters.
     kernel : Kernel or str, optional
-        Affinity of the spectral methods; :func:`demo_kernel` by default.
+        Affinity of the spectral methods; [`demo_kernel`][demo_kernel] by default.
     neural_params : dict, optional
         Settings of the neural estimators other than their defaults (none by default).
     device : str, default="auto"
@@ -187,7 +193,8 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
         Folder for ``results.csv``, ``results.md`` and the PNGs (created); None writes
         nothing.
     config : DemoConfig, optional
-        Sizes; :class:`DemoConfig` defaults (or :meth:`DemoConfig.quick` with ``quick``).
+        Sizes; [`DemoConfig`][DemoConfig] defaults (or [`DemoConfig.quick`][DemoConfig.quick] with
+        ``quick``).
     quick : bool, default=False
         Use the small configuration.
     verbose : bool, default=True

@@ -1,4 +1,4 @@
-"""Thin helpers over :mod:`torch.distributed` for training on several processes.
+"""Thin helpers over ``torch.distributed`` for training on several processes.
 
 Everything here is a no-op (or returns the single-process answer) when no process group is
 initialised, so code written with these helpers runs unchanged on one process, under
@@ -9,7 +9,8 @@ initialised, so code written with these helpers runs unchanged on one process, u
 (0, 1, True)
 
 The launch is ``torchrun``'s job: it sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_from_env` reads them. :func:`run_local`
+``MASTER_ADDR`` and ``MASTER_PORT``; [`init_from_env`][init_from_env] reads them.
+[`run_local`][run_local]
 starts the same environment on one machine without ``torchrun`` (tests, notebooks).
 """
 
@@ -41,7 +42,7 @@ _RANK_STRIDE = 0x9E3779B1
 
 # ---------------------------------------------------------------------------- queries
 def is_distributed() -> bool:
-    """Whether a :mod:`torch.distributed` process group is initialised in this process."""
+    """Whether a ``torch.distributed`` process group is initialised in this process."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -184,7 +185,7 @@ def rank_zero_only(fn: F) -> F:
     """Decorator: run ``fn`` on the main process only; other ranks get None.
 
     For side effects that must happen once (writing a checkpoint, printing a summary).
-    It does not synchronise: follow it with :func:`barrier` when others read what it wrote.
+    It does not synchronise: follow it with [`barrier`][barrier] when others read what it wrote.
     """
 
     @functools.wraps(fn)
@@ -207,7 +208,7 @@ def seed_for_rank(random_state, rank: int | None = None) -> int:
     The same ``random_state`` gives the same seed for a given rank on every run, and
     different ranks always get different seeds, so ranks draw different minibatches.
     Parameters that must agree across ranks (initial weights, a shared data permutation)
-    should use :func:`shared_seed` instead.
+    should use [`shared_seed`][shared_seed] instead.
 
     Parameters
     ----------
@@ -249,7 +250,8 @@ def shared_seed(random_state) -> int:
 def wrap_ddp(module: torch.nn.Module, **ddp_kwargs) -> torch.nn.Module:
     """Wrap ``module`` in DistributedDataParallel when distributed with more than one rank.
 
-    The module must already be on :func:`local_device`. Returns ``module`` unchanged on one
+    The module must already be on [`local_device`][local_device]. Returns ``module`` unchanged on
+    one
     process, so training code can call it unconditionally.
     """
     if not is_distributed() or get_world_size() == 1:

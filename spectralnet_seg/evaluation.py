@@ -1,4 +1,4 @@
-"""Score a :class:`~spectralnet_seg.Segmenter` on a labelled dataset.
+"""Score a [`Segmenter`][spectralnet_seg.segmentation.Segmenter] on a labelled dataset.
 
 The protocol of unsupervised semantic segmentation: predict every image of the evaluation
 set, accumulate one confusion matrix (classes × clusters) over the whole set, fit the
@@ -32,7 +32,8 @@ def scores_from_confusion(confusion: np.ndarray, matching: str = "majority") -> 
     Parameters
     ----------
     confusion : ndarray of shape (n_classes, n_clusters)
-        Pixel counts (see :func:`spectralnet_seg.metrics.confusion_matrix`).
+        Pixel counts (see
+        [`spectralnet_seg.metrics.confusion_matrix`][spectralnet_seg.metrics.confusion_matrix]).
     matching : {"majority", "hungarian"}, default="majority"
         Many-to-one vote by IoU, or one-to-one assignment.
 
@@ -69,7 +70,8 @@ def sliding_window_scores(segmenter, image: np.ndarray, *, window: int,
     Parameters
     ----------
     segmenter : Segmenter
-        Fitted segmenter (its :meth:`~spectralnet_seg.Segmenter.predict_scores` is used).
+        Fitted segmenter (its
+        [`predict_scores`][spectralnet_seg.segmentation.Segmenter.predict_scores] is used).
     image : ndarray of shape (H, W, 3)
         The image.
     window : int

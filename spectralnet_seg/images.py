@@ -1,11 +1,11 @@
 """Image input: file paths, PIL images and arrays to RGB ``uint8`` arrays, with clear errors.
 
-Every extractor and dataset goes through :func:`load_image`, so all of them accept the same
+Every extractor and dataset goes through [`load_image`][load_image], so all of them accept the same
 inputs and fail the same way:
 
-* a path (``str`` or :class:`os.PathLike`) -- read with Pillow; a missing file raises
-  :class:`FileNotFoundError`, an unreadable or corrupt one :class:`ValueError`;
-* a :class:`PIL.Image.Image` of any mode;
+* a path (``str`` or ``os.PathLike``) -- read with Pillow; a missing file raises
+  [`FileNotFoundError`][FileNotFoundError], an unreadable or corrupt one [`ValueError`][ValueError];
+* a ``PIL.Image.Image`` of any mode;
 * an array of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, of dtype
   ``uint8``, ``uint16`` (the 16-bit range is mapped onto ``0..255``), another integer
   dtype with values in ``[0, 255]``, ``bool``, or float with values in ``[0, 1]``.
@@ -100,7 +100,7 @@ def load_image(image, *, min_size: int = 1, background=(255, 255, 255),
 
 
 def load_images(images, *, min_size: int = 1, background=(255, 255, 255)) -> list[np.ndarray]:
-    """Load a collection of images with :func:`load_image`.
+    """Load a collection of images with [`load_image`][load_image].
 
     Parameters
     ----------

@@ -2,16 +2,18 @@
 
 Clusters carry no class names, so they are first matched to classes on the evaluation set:
 
-* :func:`hungarian_match` — one-to-one, maximising the matched pixel count
-  (:func:`scipy.optimize.linear_sum_assignment`); the usual choice when K = C.
-* :func:`majority_match` — many-to-one: each cluster goes to the class it overlaps best by
+* [`hungarian_match`][hungarian_match] — one-to-one, maximising the matched pixel count
+  (``scipy.optimize.linear_sum_assignment``); the usual choice when K = C.
+* [`majority_match`][majority_match] — many-to-one: each cluster goes to the class it overlaps best
+by
   IoU (the "majority voting" of Deng & Luo, 2023); the usual choice when K > C.
 
 Label maps may have any shape (``(n,)``, ``(h, w)``, ``(n_images, h, w)``), or be lists of
 maps of different sizes; pixels whose ground truth equals ``ignore_index`` (255 by
 default) are left out everywhere. NMI and ARI are re-exported from scikit-learn.
 
-:func:`normalized_cut` scores a partition of a graph instead of against ground truth: the
+[`normalized_cut`][normalized_cut] scores a partition of a graph instead of against ground truth:
+the
 objective that spectral clustering relaxes (Shi & Malik, 2000), which compares clusterings
 of the same affinity (e.g. an image's pixel graph) without labels.
 """
@@ -121,7 +123,7 @@ def hungarian_match(confusion: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     confusion : ndarray of shape (n_classes, n_clusters)
-        Output of :func:`confusion_matrix`.
+        Output of [`confusion_matrix`][confusion_matrix].
 
     Returns
     -------
@@ -171,11 +173,11 @@ def match_clusters(y_true, y_pred, method: str = "hungarian", *,
     Parameters
     ----------
     y_true, y_pred : array-like of int, same shape
-        Ground-truth classes and predicted clusters (see :func:`confusion_matrix`).
+        Ground-truth classes and predicted clusters (see [`confusion_matrix`][confusion_matrix]).
     method : {"hungarian", "majority"}, default="hungarian"
-        :func:`hungarian_match` or :func:`majority_match`.
+        [`hungarian_match`][hungarian_match] or [`majority_match`][majority_match].
     n_classes, n_clusters, ignore_index
-        See :func:`confusion_matrix`.
+        See [`confusion_matrix`][confusion_matrix].
 
     Returns
     -------
@@ -261,8 +263,8 @@ def segmentation_scores(y_true, y_pred, n_classes: int, *, matching="hungarian",
         Number of classes.
     matching : {"hungarian", "majority"}, None or ndarray of shape (n_clusters,), \
 default="hungarian"
-        How clusters become classes: fitted by :func:`hungarian_match` or
-        :func:`majority_match`, the identity (None: ``y_pred`` already holds class ids),
+        How clusters become classes: fitted by [`hungarian_match`][hungarian_match] or
+        [`majority_match`][majority_match], the identity (None: ``y_pred`` already holds class ids),
         or a given mapping (-1 = unmatched).
     n_clusters : int, optional
         Number of clusters; ``max(y_pred) + 1`` by default.
@@ -305,7 +307,7 @@ def scores_with_mapping(confusion: np.ndarray, mapping: np.ndarray) -> dict:
     Parameters
     ----------
     confusion : ndarray of shape (n_classes, n_clusters)
-        Pixel counts (see :func:`confusion_matrix`).
+        Pixel counts (see [`confusion_matrix`][confusion_matrix]).
     mapping : ndarray of shape (n_clusters,)
         Class of each cluster, -1 for unmatched clusters (whose pixels still count against
         their true class).
@@ -339,7 +341,7 @@ def pixel_accuracy(y_true, y_pred, *, ignore_index: int | None = 255) -> float:
     ----------
     y_true, y_pred : array-like of int, same shape
         Ground-truth and predicted *class* ids (map clusters first, see
-        :func:`apply_mapping`). Predictions outside the true classes count as errors.
+        [`apply_mapping`][apply_mapping]). Predictions outside the true classes count as errors.
     ignore_index : int or None, default=255
         Ground-truth value of pixels to leave out.
 
@@ -363,7 +365,7 @@ def mean_iou(y_true, y_pred, n_classes: int, *, ignore_index: int | None = 255,
     ----------
     y_true, y_pred : array-like of int, same shape
         Ground-truth and predicted *class* ids. Predicted values outside
-        ``[0, n_classes)`` (e.g. ``ignore_index`` from :func:`apply_mapping`) mean
+        ``[0, n_classes)`` (e.g. ``ignore_index`` from [`apply_mapping`][apply_mapping]) mean
         "no class": they count against the true class only.
     n_classes : int
         Number of classes.

@@ -133,20 +133,20 @@ def _default_batch_size(n_queries: int, n_features: int, n_neighbors: int) -> in
 def estimate_knn_memory(n_database: int, n_queries: int, n_features: int, n_neighbors: int,
                         index: str = "flat", batch_size: int | None = None, *,
                         hnsw_m: int = 32, n_lists: int | None = None) -> int:
-    """Peak memory (bytes) a :func:`knn_search` job needs, estimated before it starts.
+    """Peak memory (bytes) a [`knn_search`][knn_search] job needs, estimated before it starts.
 
     Parameters
     ----------
     n_database, n_queries, n_features, n_neighbors : int
         Size of the job (``n_neighbors`` as searched, i.e. +1 when excluding self).
     index : {"flat", "hnsw", "ivf"}, default="flat"
-        Index type (see :func:`knn_search`).
+        Index type (see [`knn_search`][knn_search]).
     batch_size : int, optional
-        Queries per batch; the default of :func:`knn_search` when ``None``.
+        Queries per batch; the default of [`knn_search`][knn_search] when ``None``.
     hnsw_m : int, default=32
         HNSW links per node.
     n_lists : int, optional
-        IVF lists; the default of :func:`knn_search` when ``None``.
+        IVF lists; the default of [`knn_search`][knn_search] when ``None``.
 
     Returns
     -------
@@ -205,7 +205,7 @@ def _chunk_rows(X: np.ndarray) -> int:
 def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
               offset: int = 0, exponent: int = 0) -> np.ndarray:
     """Rows ``start:stop`` as C-contiguous float32: unit-normalised for the cosine metric,
-    divided by ``2**exponent`` (exact, see :func:`_l2_exponent`) for the L2 metric."""
+    divided by ``2**exponent`` (exact, see [`_l2_exponent`][_l2_exponent]) for the L2 metric."""
     rows = np.ascontiguousarray(X[start:stop], dtype=np.float32)
     if metric == "cosine":
         rows, zero = unit_rows(rows)
@@ -221,7 +221,7 @@ def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
 def _check_rows(X: np.ndarray, metric: str, name: str) -> float:
     """One streaming pass: finite after float32 conversion, no zero rows for cosine.
 
-    Returns the largest absolute value (what :func:`_l2_exponent` needs).
+    Returns the largest absolute value (what [`_l2_exponent`][_l2_exponent] needs).
     """
     step = _chunk_rows(X)
     max_abs = 0.0
@@ -425,7 +425,7 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
         are searched again exactly.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
         A GPU index is used when this resolves to CUDA *and* faiss has GPU support
-        (:func:`faiss_gpu_count`); ``"cuda"`` / ``"auto"`` use all GPUs (database sharded
+        (``faiss_gpu_count``); ``"cuda"`` / ``"auto"`` use all GPUs (database sharded
         across them), ``"cuda:N"`` one. Otherwise the search runs on the CPU.
     batch_size : int, optional
         Queries per batch; by default chosen to keep per-batch temporaries near 256 MiB.
@@ -442,8 +442,9 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     n_probe : int, default=16
         IVF lists visited per query.
     max_memory_bytes : int, optional
-        Refuse jobs whose :func:`estimate_knn_memory` exceeds this; default: the memory
-        available to the process (:func:`available_memory_bytes`).
+        Refuse jobs whose [`estimate_knn_memory`][estimate_knn_memory] exceeds this; default: the
+        memory
+        available to the process ([`available_memory_bytes`][available_memory_bytes]).
     random_state : int, RandomState instance or None, default=None
         Seeds the IVF training subsample and k-means.
     verbose : bool, default=False
@@ -492,7 +493,7 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
 
 @dataclass(frozen=True)
 class _SearchPlan:
-    """What :func:`knn_search` decided before searching (all checked against the data)."""
+    """What [`knn_search`][knn_search] decided before searching (all checked against the data)."""
 
     n_neighbors: int  # k returned per query
     n_search: int  # k asked of faiss: k + 1 when each query's own index is dropped
@@ -551,7 +552,7 @@ def _check_memory(estimate: float, max_memory_bytes, verbose: bool, job: str) ->
 
 def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str, exponent: int,
                     verbose: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Search the queries in batches; distances as documented in :func:`knn_search`."""
+    """Search the queries in batches; distances as documented in [`knn_search`][knn_search]."""
     n_q = Y.shape[0]
     distances = np.empty((n_q, plan.n_neighbors), dtype=np.float32)
     indices = np.empty((n_q, plan.n_neighbors), dtype=np.int64)

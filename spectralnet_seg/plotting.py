@@ -1,6 +1,6 @@
 """Pictures: label overlays, eigenfunction heat maps and per-class IoU bar charts.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly, never through
+Figures are built with ``matplotlib.figure.Figure`` directly, never through
 ``pyplot``: nothing opens a window or touches the global pyplot state, and ``savefig`` renders
 with the Agg canvas, so the functions work on headless machines and inside notebooks alike.
 
@@ -107,13 +107,13 @@ def label_overlay(image, labels, *, alpha: float = 0.5, boundaries: bool = True,
     Parameters
     ----------
     image : ndarray of shape (H, W, 3), path or PIL image
-        The image (loaded with :func:`spectralnet_seg.images.load_image`).
+        The image (loaded with ``spectralnet_seg.images.load_image``).
     labels : ndarray of shape (H, W), integer
         Label map at the image's resolution.
     alpha : float, default=0.5
         Opacity of the label colours.
     boundaries : bool, default=True
-        Draw segment boundaries in white (:func:`skimage.segmentation.find_boundaries`).
+        Draw segment boundaries in white (``skimage.segmentation.find_boundaries``).
     ignore_index : int or None, default=255
         Pixels with this label keep the plain image.
 
@@ -138,16 +138,16 @@ def label_overlay(image, labels, *, alpha: float = 0.5, boundaries: bool = True,
 
 
 def save_overlay(path: str | os.PathLike, image, labels, **kwargs) -> None:
-    """Write :func:`label_overlay` of ``image`` and ``labels`` to an image file (PNG).
+    """Write [`label_overlay`][label_overlay] of ``image`` and ``labels`` to an image file (PNG).
 
     Parameters
     ----------
     path : str or os.PathLike
         Output file; its parent directory must exist.
     image, labels
-        As in :func:`label_overlay`.
+        As in [`label_overlay`][label_overlay].
     **kwargs
-        Passed to :func:`label_overlay`.
+        Passed to [`label_overlay`][label_overlay].
     """
     from PIL import Image
 
@@ -158,7 +158,7 @@ def save_label_map(path: str | os.PathLike, labels, *, palette: bool = False) ->
     """Write a label map to a PNG file, as raw ids or as a palette image one can look at.
 
     Raw ids (``palette=False``) are exact but look black in an image viewer (ids 0-7 out of
-    255); a palette PNG stores the same ids as indices into :func:`label_colors`, so it
+    255); a palette PNG stores the same ids as indices into [`label_colors`][label_colors], so it
     opens as a colour picture and still reads back as ids
     (``np.asarray(PIL.Image.open(path))``).
 

@@ -1,9 +1,9 @@
 """Post-processing of token scores: bilinear upsampling to full resolution and dense CRF.
 
-The :class:`~spectralnet_seg.segmentation.Segmenter` predicts on a coarse token grid;
-:func:`upsample_scores` brings per-token scores to the image's resolution (separable
+The [`Segmenter`][spectralnet_seg.segmentation.Segmenter] predicts on a coarse token grid;
+[`upsample_scores`][upsample_scores] brings per-token scores to the image's resolution (separable
 bilinear interpolation, the same weights as ``torch.nn.functional.interpolate``) and
-:func:`dense_crf` optionally refines the labels with the image's colours (Krähenbühl &
+[`dense_crf`][dense_crf] optionally refines the labels with the image's colours (Krähenbühl &
 Koltun, 2011; needs the ``crf`` extra).
 
 >>> import numpy as np
@@ -124,7 +124,7 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, **params) -> np.ndar
     probabilities : ndarray of shape (H, W, K)
         Per-pixel label probabilities (rows need not be normalised exactly).
     **params
-        Override :data:`CRF_DEFAULTS`: ``n_iter``, ``pos_xy_std``, ``pos_weight``,
+        Override [`CRF_DEFAULTS`][CRF_DEFAULTS]: ``n_iter``, ``pos_xy_std``, ``pos_weight``,
         ``bi_xy_std``, ``bi_rgb_std``, ``bi_weight``.
 
     Returns

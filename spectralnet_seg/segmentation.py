@@ -1,6 +1,6 @@
 """``Segmenter``: images in, label maps out — a feature extractor plus a spectral estimator.
 
-:func:`segment_image` is the one-photo shortcut: K regions of a single image at its full
+[`segment_image`][segment_image] is the one-photo shortcut: K regions of a single image at its full
 resolution, from the per-image graph (feature kNN graph + pixel colour/position graph), as
 in Deep Spectral Methods and scikit-learn's coins example.
 
@@ -71,13 +71,16 @@ class Segmenter(BaseEstimator):
     ----------
     extractor : FeatureExtractor or str
         Produces token features; a string is built with
-        :func:`spectralnet_seg.features.make_extractor` (``"pixel"``, ``"timm:<name>"``).
+        [`spectralnet_seg.features.make_extractor`][spectralnet_seg.features.make_extractor]
+        (``"pixel"``, ``"timm:<name>"``).
     estimator : estimator with ``fit`` and ``predict``
-        A clustering estimator (e.g. :class:`~spectralnet_seg.EigshSpectralClustering`,
-        :class:`~spectralnet_seg.NeuralEigenClustering`,
-        :class:`~spectralnet_seg.DiscreteNeuralEigenClustering`, scikit-learn's ``KMeans``);
-        it is cloned in :meth:`fit`. When its kernel needs the token context (e.g. the pixel
-        graph of :func:`~spectralnet_seg.kernels.paper_kernel`), the estimator must accept
+        A clustering estimator (e.g.
+        [`EigshSpectralClustering`][spectralnet_seg.EigshSpectralClustering],
+        [`NeuralEigenClustering`][spectralnet_seg.NeuralEigenClustering],
+        [`DiscreteNeuralEigenClustering`][spectralnet_seg.DiscreteNeuralEigenClustering],
+        scikit-learn's ``KMeans``);
+        it is cloned in [`fit`][fit]. When its kernel needs the token context (e.g. the pixel
+        graph of [`paper_kernel`][spectralnet_seg.kernels.paper_kernel]), the estimator must accept
         ``fit(X, context=...)``.
     upsample : {"bilinear", "nearest"}, default="bilinear"
         How token scores reach full resolution: bilinear interpolation of the per-token
@@ -85,7 +88,7 @@ class Segmenter(BaseEstimator):
         argmax, or nearest-neighbour copying of token labels.
     crf : None, True or dict, default=None
         Dense-CRF post-processing (needs ``pip install spectralnet-seg[crf]``); a dict
-        overrides :data:`CRF_DEFAULTS`.
+        overrides [`CRF_DEFAULTS`][CRF_DEFAULTS].
     batch_size : int, default=16
         Images per call of the extractor (bounds the memory of feature maps).
     verbose : bool, default=False
@@ -149,7 +152,7 @@ class Segmenter(BaseEstimator):
         Parameters
         ----------
         images : path, PIL image, ndarray or a list of those
-            The images (see :func:`spectralnet_seg.images.load_image`).
+            The images (see ``spectralnet_seg.images.load_image``).
 
         Returns
         -------
@@ -301,7 +304,7 @@ class Segmenter(BaseEstimator):
         """Per-pixel cluster probabilities at full resolution (bilinearly upsampled).
 
         Available when the estimator has ``predict_proba``; then the same as
-        :meth:`predict_scores`.
+        [`predict_scores`][predict_scores].
 
         Parameters
         ----------
@@ -316,7 +319,7 @@ class Segmenter(BaseEstimator):
     def predict_scores(self, images) -> list[np.ndarray]:
         """Per-pixel label scores at full resolution: probabilities or smoothed one-hot labels.
 
-        What :meth:`predict` takes the argmax of (before any CRF); used for sliding-window
+        What [`predict`][predict] takes the argmax of (before any CRF); used for sliding-window
         inference, where the scores of overlapping windows are averaged.
 
         Parameters
@@ -330,7 +333,7 @@ class Segmenter(BaseEstimator):
         return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
 
     def fit_predict(self, images, y=None) -> list[np.ndarray]:
-        """Fit on ``images`` and return their label maps (:meth:`fit` then :meth:`predict`).
+        """Fit on ``images`` and return their label maps ([`fit`][fit] then [`predict`][predict]).
 
         Parameters
         ----------
@@ -351,7 +354,7 @@ class Segmenter(BaseEstimator):
         """The estimator's embedding of every token, as maps on the token grid.
 
         For the neural and eigsh estimators these are the eigenfunctions ψ_j (see
-        :func:`spectralnet_seg.plotting.plot_eigenfunctions`).
+        [`plot_eigenfunctions`][spectralnet_seg.plotting.plot_eigenfunctions]).
 
         Parameters
         ----------
@@ -379,7 +382,7 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     """Segment one image into ``n_clusters`` regions, at the image's full resolution.
 
     Fits ``method`` on the tokens of this image alone (a
-    :class:`Segmenter` with one image) and returns its label map.
+    [`Segmenter`][Segmenter] with one image) and returns its label map.
 
     Parameters
     ----------
@@ -388,16 +391,16 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     n_clusters : int, default=8
         Number of regions K.
     method : str, default="eigsh"
-        A registered estimator (:func:`~spectralnet_seg.cluster.list_estimators`):
+        A registered estimator ([`list_estimators`][spectralnet_seg.cluster.list_estimators]):
         ``"eigsh"`` (exact, seconds on a photo), ``"neural"``, ``"discrete"`` or ``"kmeans"``
         (on the features alone, no graph).
     extractor : str or FeatureExtractor, default="pixel"
         Token features: ``"pixel"`` (colour and texture, offline) or ``"timm:<model>"``
-        (see :func:`~spectralnet_seg.features.make_extractor`).
+        (see [`make_extractor`][spectralnet_seg.features.make_extractor]).
     kernel : str or Kernel, optional
         Affinity of the spectral methods; by default ``"paper"``, the cosine kNN graph of
         the features plus 0.3 x the image's pixel graph on colour and position
-        (:func:`~spectralnet_seg.kernels.paper_kernel`), whose neighbour count is capped to
+        ([`paper_kernel`][spectralnet_seg.kernels.paper_kernel]), whose neighbour count is capped to
         the image's tokens. Not used by ``"kmeans"``.
     random_state : int, RandomState instance or None, default=None
         Seed of the estimator.

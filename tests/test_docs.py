@@ -56,6 +56,30 @@ def test_api_reference_is_generated_from_docstrings(site):
     assert "KNNKernel" in kernels and "make_kernel" in kernels
 
 
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|mod|meth|attr|data|obj|exc|ref):`")
+
+
+def test_api_pages_show_links_not_raw_sphinx_roles(site):
+    pages = sorted((site / "api").rglob("*.html"))
+    assert len(pages) >= 10
+    for page in pages:
+        text = re.sub(r"<[^>]+>", "", page.read_text())  # the text a reader sees
+        assert not SPHINX_ROLE.search(text), (page, SPHINX_ROLE.search(text))
+    cluster = (site / "api" / "cluster" / "index.html").read_text()
+    # written [`Kernel`][spectralnet_seg.kernels.Kernel] in a docstring: a link to its page
+    assert re.search(r'<a class="autorefs[^>]*href="\.\./kernels/#spectralnet_seg\.kernels\.'
+                     r'Kernel"', cluster)
+
+
+def test_docstrings_use_markdown_cross_references():
+    """The API reference is rendered by mkdocstrings: Sphinx roles would show as raw text."""
+    offenders = [f"{path.relative_to(ROOT)}:{n}"
+                 for path in sorted((ROOT / "spectralnet_seg").rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if SPHINX_ROLE.search(line)]
+    assert offenders == []
+
+
 def test_benchmark_pages_show_tables_plots_and_machine(site):
     for name in ("bench_scaling", "bench_quality", "bench_eigenfunctions", "bench_knn",
                  "bench_coins"):

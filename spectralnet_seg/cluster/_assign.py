@@ -2,7 +2,7 @@
 
 Each method returns the training labels *and* one centroid per cluster, so that new points
 (embedded by the Nyström extension or a network) are labelled the same way afterwards, by
-their nearest centroid (:func:`nearest_centroid`).
+their nearest centroid ([`nearest_centroid`][nearest_centroid]).
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ def assign_labels(embedding: np.ndarray, n_clusters: int, *, method: str = "kmea
     Parameters
     ----------
     embedding : ndarray of shape (n_samples, n_components)
-        Normalised embedding (see :func:`normalize_embedding`).
+        Normalised embedding (see [`normalize_embedding`][normalize_embedding]).
     n_clusters : int
         Number of clusters.
     method : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
-        ``"kmeans"``: :class:`sklearn.cluster.KMeans` with ``n_init`` restarts.
+        ``"kmeans"``: ``sklearn.cluster.KMeans`` with ``n_init`` restarts.
         ``"discretize"``: Yu & Shi's rotation search. ``"cluster_qr"``: Damle et al.'s
         pivoted QR. The last two use the first ``n_clusters`` columns and need
         ``n_components >= n_clusters``.
@@ -119,7 +119,7 @@ def assign_labels(embedding: np.ndarray, n_clusters: int, *, method: str = "kmea
         Cluster of each row.
     centers : ndarray of shape (n_clusters, n_components)
         k-means centroids, or for the other methods the mean embedding of each cluster
-        (NaN rows for clusters left empty); :func:`nearest_centroid` labels new rows.
+        (NaN rows for clusters left empty); [`nearest_centroid`][nearest_centroid] labels new rows.
     """
     E = np.asarray(embedding, dtype=np.float64)
     rs = check_random_state(random_state)
@@ -180,9 +180,9 @@ def cluster_embedding(eigenvectors: np.ndarray, degree: np.ndarray | None, n_clu
     n_clusters : int
         Number of clusters.
     norm : {"degree", "row", "auto"} or None
-        See :func:`normalize_embedding`; ``"auto"`` needs ``graph``.
+        See [`normalize_embedding`][normalize_embedding]; ``"auto"`` needs ``graph``.
     method, n_init, random_state
-        As in :func:`assign_labels` (every candidate norm gets the same seed).
+        As in [`assign_labels`][assign_labels] (every candidate norm gets the same seed).
     graph : sparse matrix of shape (n_samples, n_samples), optional
         The affinity the eigenvectors come from.
 

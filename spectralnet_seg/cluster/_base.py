@@ -16,7 +16,7 @@ from ..kernels import Kernel, resolve_kernel
 def check_n_clusters(n_clusters: int, n_samples: int) -> None:
     """Raise a ValueError when there are more clusters than samples to put in them.
 
-    The one place of this check for the estimators and :func:`spectral_clustering`.
+    The one place of this check for the estimators and [`spectral_clustering`][spectral_clustering].
 
     Parameters
     ----------
@@ -31,9 +31,11 @@ def check_n_clusters(n_clusters: int, n_samples: int) -> None:
 
 
 class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
-    """Shared base of :class:`EigshSpectralClustering` and the neural estimators.
+    """Shared base of [`EigshSpectralClustering`][EigshSpectralClustering] and the neural
+    estimators.
 
-    Subclasses add their own ``_parameter_constraints`` to :attr:`_base_constraints` and
+    Subclasses add their own ``_parameter_constraints`` to [`_base_constraints`][_base_constraints]
+    and
     implement ``fit``, ``transform`` and ``predict``. This class only holds helpers; it
     never stores state in ``__init__``.
     """

@@ -3,12 +3,13 @@
 Guarantees (see ``docs/reliability.md``):
 
 * a checkpoint is resumed only by a fit with the same estimator, settings, integer
-  ``random_state`` and the same data, every byte of it (:func:`data_checksum`);
+  ``random_state`` and the same data, every byte of it ([`data_checksum`][data_checksum]);
 * a write goes to a temporary file that is fsync'ed and then renamed over the latest
   checkpoint, which is first kept as ``<name>.pt.prev``: a kill at any moment leaves a
   complete latest or previous checkpoint, never a truncated one under the real name;
 * a checkpoint that cannot be read back (truncated, garbage, another network) falls back to
-  the previous one with a :class:`CheckpointWarning`, or raises one :class:`CheckpointError`
+  the previous one with a [`CheckpointWarning`][CheckpointWarning], or raises one
+  [`CheckpointError`][CheckpointError]
   naming the file; nothing of torch's loader messages (which may advise
   ``weights_only=False``) is passed on;
 * the directory is checked before training starts, not at the first save.
@@ -182,7 +183,8 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` so that a crash at any moment loses at most this write.
 
     ``torch.save`` to a temporary file in the same directory, ``fsync``, then the current
-    checkpoint becomes :func:`previous_checkpoint` and the temporary file is renamed to
+    checkpoint becomes [`previous_checkpoint`][previous_checkpoint] and the temporary file is
+    renamed to
     ``path`` (both renames are atomic).
 
     Raises
@@ -254,7 +256,8 @@ def resume_from_checkpoint(run) -> bool:
     """Load the latest usable checkpoint of ``run`` (``run.checkpoint``) into it.
 
     The latest checkpoint is tried first, then the previous one; a damaged latest checkpoint
-    is reported with a :class:`CheckpointWarning`. ``run`` is left untouched when nothing
+    is reported with a [`CheckpointWarning`][CheckpointWarning]. ``run`` is left untouched when
+    nothing
     is loaded.
 
     Parameters

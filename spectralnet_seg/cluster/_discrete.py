@@ -47,9 +47,11 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     (K − normalised cut) and whose penalty β Σ_{i<j} R_ij² keeps them apart.
 
     That objective has local optima: a random start can settle on a cut that splits every
-    true cluster (on two moons, a cut through both moons). With ``init="spectral"`` (the default) training
+    true cluster (on two moons, a cut through both moons). With ``init="spectral"`` (the default)
+    training
     therefore starts from the spectral solution: the network is first trained as
-    :class:`NeuralEigenClustering` (the top-K eigenfunctions, which have no local optima),
+    [`NeuralEigenClustering`][NeuralEigenClustering] (the top-K eigenfunctions, which have no local
+    optima),
     ``n_init`` k-means partitions of that embedding are scored by their normalised cut on
     the training graph, a linear head turning the eigenfunctions into the logits of the best
     one is appended, and the whole network is fine-tuned with the discrete objective for
@@ -58,7 +60,8 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     random network, as in the paper.
 
     K = ``n_clusters`` may exceed the number of classes; clusters are then mapped to classes
-    for evaluation by the many-to-one majority vote of :mod:`spectralnet_seg.metrics`.
+    for evaluation by the many-to-one majority vote of
+    [`spectralnet_seg.metrics`][spectralnet_seg.metrics].
     Some of the K clusters may end up empty; ``n_active_clusters_`` reports how many are used.
 
     Parameters
@@ -66,30 +69,31 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     n_clusters : int, default=8
         Number of outputs K (clusters).
     kernel : str or Kernel, default="knn"
-        Affinity; see :class:`NeuralEigenClustering` (``fit(X, graph=W)`` for your own).
+        Affinity; see [`NeuralEigenClustering`][NeuralEigenClustering] (``fit(X, graph=W)`` for your
+        own).
     network : None, "mlp" or torch.nn.Module, default=None
         The network; a module must map (batch, n_features) → (batch, n_clusters).
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden widths of the default MLP.
     fourier_features : "auto" or int, default="auto"
-        See :class:`NeuralEigenClustering`.
+        See [`NeuralEigenClustering`][NeuralEigenClustering].
     fourier_scale : "auto" or float, default="auto"
-        See :class:`NeuralEigenClustering`.
+        See [`NeuralEigenClustering`][NeuralEigenClustering].
     diffusion_steps : "auto" or int, default="auto"
         Diffusion time of the eigenfunction training (and of ``init="random"``); the
         fine-tuning uses the graph itself (t = 1), whose relaxed objective is the
-        normalised cut. See :class:`NeuralEigenClustering`.
+        normalised cut. See [`NeuralEigenClustering`][NeuralEigenClustering].
     sampler : {"auto", "graph", "minibatch"}, default="auto"
-        See :class:`NeuralEigenClustering`.
+        See [`NeuralEigenClustering`][NeuralEigenClustering].
     batch_size : "auto" or int, default="auto"
-        See :class:`NeuralEigenClustering`.
+        See [`NeuralEigenClustering`][NeuralEigenClustering].
     max_iter : int, default=5000
         Largest number of steps of the first phase (the whole training with
         ``init="random"``).
     tol : float, default=1e-2
-        Plateau tolerance; see :class:`NeuralEigenClustering`.
+        Plateau tolerance; see [`NeuralEigenClustering`][NeuralEigenClustering].
     n_iter_no_change : int, default=5
-        See :class:`NeuralEigenClustering`.
+        See [`NeuralEigenClustering`][NeuralEigenClustering].
     learning_rate : float, default=1e-3
         Adam learning rate (the fine-tuning starts at 0.3 × this and anneals to 0).
     weight_decay : float, default=0.0
@@ -110,7 +114,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     temperature_start : float, default=1.0
         Gumbel-softmax temperature at the start of the discrete training.
     temperature_end : float, default=0.3
-        Temperature at its end; also the τ of :meth:`predict_proba`.
+        Temperature at its end; also the τ of [`predict_proba`][predict_proba].
     device : str or torch.device, default="auto"
         Training and inference device.
     random_state : int, RandomState instance or None, default=None
@@ -119,7 +123,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         Progress bar over the training steps.
     checkpoint_dir : str or path-like, default=None
         Save/resume the (first-phase) training state there; see
-        :class:`NeuralEigenClustering`.
+        [`NeuralEigenClustering`][NeuralEigenClustering].
     checkpoint_every : int, default=100
         Steps between checkpoints.
 
@@ -147,7 +151,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         Non-empty clusters on the training data (≤ n_clusters; collapse shows here).
     sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_, n_iter_, \
 converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
-        As in :class:`NeuralEigenClustering` (``n_iter_`` counts both phases).
+        As in [`NeuralEigenClustering`][NeuralEigenClustering] (``n_iter_`` counts both phases).
 
     See Also
     --------
@@ -343,7 +347,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
 
     # ------------------------------------------------------------------ inference
     def transform(self, X):
-        """Cluster logits z of each row (use :meth:`predict_proba` for probabilities).
+        """Cluster logits z of each row (use [`predict_proba`][predict_proba] for probabilities).
 
         Parameters
         ----------
@@ -391,7 +395,7 @@ def _nearest_centroid_head(embedding: np.ndarray, centers: np.ndarray,
 
     ``argmin_k ‖e − c_k‖² = argmax_k (2 e·c_k − ‖c_k‖²)`` with ``e = raw @ output_map``:
     linear in the raw outputs. The logits are scaled so that the median margin between the
-    best and the second-best cluster is :data:`_INITIAL_LOGIT_MARGIN`.
+    best and the second-best cluster is [`_INITIAL_LOGIT_MARGIN`][_INITIAL_LOGIT_MARGIN].
     """
     logits = 2.0 * embedding @ centers.T - np.square(centers).sum(axis=1)
     top_two = np.sort(logits, axis=1)[:, -2:]

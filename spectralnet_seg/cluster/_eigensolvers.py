@@ -1,6 +1,7 @@
 """Eigensolvers for the top eigenpairs of a normalised affinity ``M = D^{-1/2} W D^{-1/2}``.
 
-Private helpers of :func:`~spectralnet_seg.cluster.spectral_embedding`: a dense solver for
+Private helpers of [`spectral_embedding`][spectralnet_seg.cluster.spectral_embedding]: a dense
+solver for
 tiny graphs, ARPACK (in normal or shift-invert mode) and LOBPCG, optionally preconditioned by
 pyamg's smoothed aggregation. Each returns ``(values, vectors)`` of ``M`` for the ``k``
 largest eigenvalues, in any order; the caller sorts, normalises and fixes signs.
@@ -198,7 +199,7 @@ def solve_lobpcg(M: sp.csr_matrix, degree: np.ndarray, k: int, tol: float | None
     """Top-``k`` eigenpairs of ``M`` by LOBPCG on ``L = I - M`` (AMG-preconditioned or not).
 
     Non-convergence is judged from the residuals ``|M u - λ u|`` of the result, with an
-    actionable :class:`EigenSolverConvergenceError`.
+    actionable [`EigenSolverConvergenceError`][EigenSolverConvergenceError].
     """
     n = M.shape[0]
     # Solve for the smallest eigenpairs of L = I - M, as scikit-learn does: LOBPCG and the

@@ -1,7 +1,7 @@
 """``EigshSpectralClustering``: the classic eigsh baseline, with a Nyström ``predict``.
 
-A thin validated wrapper around the free functions of :mod:`._spectral_embedding` (the math)
-and :mod:`._assign` (label assignment), as scikit-learn's ``SpectralClustering`` wraps
+A thin validated wrapper around the free functions of ``_spectral_embedding`` (the math)
+and ``_assign`` (label assignment), as scikit-learn's ``SpectralClustering`` wraps
 ``spectral_clustering``.
 """
 
@@ -59,8 +59,8 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     n_clusters : int, default=8
         Number of clusters.
     kernel : str or Kernel, default="knn"
-        Affinity: a registered name (:func:`~spectralnet_seg.kernels.list_kernels`, built
-        with its defaults) or a :class:`~spectralnet_seg.kernels.Kernel` instance (cloned,
+        Affinity: a registered name ([`list_kernels`][spectralnet_seg.kernels.list_kernels], built
+        with its defaults) or a [`Kernel`][spectralnet_seg.kernels.Kernel] instance (cloned,
         never modified). With ``"precomputed"``, ``X`` in ``fit`` is the affinity matrix
         and ``X`` in ``transform``/``predict`` the cross-affinity to the fitted points.
         Neighbour counts the kernel declares (``Kernel.neighbor_params``, e.g.
@@ -70,7 +70,8 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     n_components : int, optional
         Number of eigenvectors K; ``n_clusters`` when None.
     eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
-        Eigensolver (see :func:`~spectralnet_seg.cluster.spectral_embedding`); ``"amg"``
+        Eigensolver (see [`spectral_embedding`][spectralnet_seg.cluster.spectral_embedding]);
+        ``"amg"``
         needs pyamg (the ``amg`` extra). ``"arpack"`` runs in shift-invert mode on nearly
         planar graphs (an image's pixel grid, as in scikit-learn's coins example) and in
         normal mode on kNN graphs, whichever converges fast on the graph at hand. Graphs
@@ -78,7 +79,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     eigen_tol : float or "auto", default="auto"
         Eigensolver tolerance; ``"auto"``: machine precision for ARPACK, LOBPCG's default
         for ``"lobpcg"``, at most 1e-3 for ``"amg"`` (see
-        :func:`~spectralnet_seg.cluster.spectral_embedding`).
+        [`spectral_embedding`][spectralnet_seg.cluster.spectral_embedding]).
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
         Label assignment in the normalised embedding. ``"discretize"`` and
         ``"cluster_qr"`` need ``n_components >= n_clusters``.
@@ -93,7 +94,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         normalised cut 0.030 with ``"row"`` against 0.0017 with ``"degree"``; on iris and
         breast_cancer ``"row"`` also loses 0.03 NMI). ``"auto"`` tries both and keeps the
         lower normalised cut on the training graph (``embedding_norm_``; see
-        :func:`~spectralnet_seg.cluster.cluster_embedding`).
+        [`cluster_embedding`][spectralnet_seg.cluster.cluster_embedding]).
     n_init : int, default=10
         Number of k-means restarts (``assign_labels="kmeans"``).
     random_state : int, RandomState instance or None, default=None
@@ -260,8 +261,9 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
             Not used, present for API consistency.
         context : object, optional
             Per-sample side information for kernels that use it, e.g. the token colours
-            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
-            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            and positions ([`TokenContext`][spectralnet_seg.kernels.TokenContext]) of
+            [`SpatialColorKernel`][spectralnet_seg.kernels.SpatialColorKernel]; ignored by plain
+            feature
             kernels.
 
         Returns
@@ -319,8 +321,9 @@ of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
             New points, or their affinities to the fitted points.
         context : object, optional
             Side information of the new points for kernels that use it, e.g. the token colours
-            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
-            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            and positions ([`TokenContext`][spectralnet_seg.kernels.TokenContext]) of
+            [`SpatialColorKernel`][spectralnet_seg.kernels.SpatialColorKernel]; ignored by plain
+            feature
             kernels.
 
         Returns
@@ -340,8 +343,9 @@ of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
             New points, or their affinities to the fitted points.
         context : object, optional
             Side information of the new points for kernels that use it, e.g. the token colours
-            and positions (:class:`~spectralnet_seg.kernels.TokenContext`) of
-            :class:`~spectralnet_seg.kernels.SpatialColorKernel`; ignored by plain feature
+            and positions ([`TokenContext`][spectralnet_seg.kernels.TokenContext]) of
+            [`SpatialColorKernel`][spectralnet_seg.kernels.SpatialColorKernel]; ignored by plain
+            feature
             kernels.
 
         Returns
@@ -353,12 +357,12 @@ of shape (n_queries, n_samples_fit) with ``kernel="precomputed"``
         return nearest_centroid(E, self.cluster_centers_)
 
     def fit_transform(self, X, y=None, *, context=None) -> np.ndarray:
-        """Fit on ``X`` and return the Nyström embedding of ``X`` (see :meth:`transform`).
+        """Fit on ``X`` and return the Nyström embedding of ``X`` (see [`transform`][transform]).
 
         Parameters
         ----------
         X, y, context
-            As in :meth:`fit`.
+            As in [`fit`][fit].
 
         Returns
         -------

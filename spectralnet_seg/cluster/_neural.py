@@ -42,14 +42,15 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     n_components : int, default=None
         Number K of eigenfunctions; ``n_clusters`` when None.
     kernel : str or Kernel, default="knn"
-        Affinity, by registry name (:func:`~spectralnet_seg.kernels.list_kernels`) or as a
-        :class:`~spectralnet_seg.kernels.Kernel`. The default is the 10-nearest-neighbour
+        Affinity, by registry name ([`list_kernels`][spectralnet_seg.kernels.list_kernels]) or as a
+        [`Kernel`][spectralnet_seg.kernels.Kernel]. The default is the 10-nearest-neighbour
         connectivity graph of scikit-learn's ``SpectralClustering(affinity=
         "nearest_neighbors")``. ``"precomputed"`` is refused: the network needs features;
         pass your affinity as ``fit(X, graph=W)``.
     network : None, "mlp" or torch.nn.Module, default=None
         The ψ network. None/"mlp" builds
-        :class:`~spectralnet_seg.eigenfunctions.MLPEigenfunctions` (input standardisation
+        [`MLPEigenfunctions`][spectralnet_seg.eigenfunctions.MLPEigenfunctions] (input
+        standardisation
         fitted on the data, Fourier features, ``hidden_layer_sizes``); a module mapping
         (batch, n_features) → (batch, K) is deep-copied in ``fit`` and used as is.
     hidden_layer_sizes : tuple of int, default=(128, 128)
@@ -95,7 +96,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         (Ng, Jordan & Weiss; the same as row-normalising the eigenvectors of
         ``D^{-1/2} W D^{-1/2}``); ``"auto"`` the one with the lower normalised cut on the
         training graph (graph sampler only; see
-        :class:`~spectralnet_seg.cluster.EigshSpectralClustering`).
+        [`EigshSpectralClustering`][spectralnet_seg.cluster.EigshSpectralClustering]).
     n_init : int, default=10
         Number of k-means initialisations.
     device : str or torch.device, default="auto"
@@ -130,7 +131,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         Normalised cut of ``labels_`` on the training graph (lower is better; compares fits
         without labels). NaN with the minibatch sampler.
     cluster_centers_ : ndarray of shape (n_clusters, K)
-        k-means centres in the (normalised) embedding; :meth:`predict` takes the nearest.
+        k-means centres in the (normalised) embedding; [`predict`][predict] takes the nearest.
     embedding_norm_ : str
         The normalisation used (the one chosen with ``embedding_norm="auto"``).
     sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_

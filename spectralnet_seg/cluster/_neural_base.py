@@ -2,14 +2,15 @@
 the settings decided from the data, the training loop and checkpoints.
 
 Training estimates the Rayleigh matrix R of the network's outputs on the kernel's graph —
-from pairs drawn from the global graph (:class:`~._pair_sampler.GraphPairSampler`), or
+from pairs drawn from the global graph (``GraphPairSampler``), or
 exactly on a graph built inside each minibatch — and minimises the NeuralEF objective on
 it, at a constant learning rate until the eigenvalue estimates reach a plateau, then with a
-cosine anneal (:class:`~._convergence.PlateauSchedule`).
+cosine anneal (``PlateauSchedule``).
 
-The loop is cut into small methods — :meth:`~BaseNeuralEigenClustering._train_step`,
-:meth:`~BaseNeuralEigenClustering._sync_statistics`,
-:meth:`~BaseNeuralEigenClustering._save_checkpoint` (guarded by ``_is_main_process``) — so a
+The loop is cut into small methods — [`_train_step`][BaseNeuralEigenClustering._train_step],
+[`_sync_statistics`][BaseNeuralEigenClustering._sync_statistics],
+[`_save_checkpoint`][BaseNeuralEigenClustering._save_checkpoint] (guarded by ``_is_main_process``) —
+so a
 distributed trainer can wrap the network in ``DistributedDataParallel`` and all-reduce the
 statistics without touching the rest.
 """
@@ -72,11 +73,13 @@ class TrainingObjective:
 
 
 class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering):
-    """Base of :class:`NeuralEigenClustering` and :class:`DiscreteNeuralEigenClustering`.
+    """Base of [`NeuralEigenClustering`][NeuralEigenClustering] and
+    [`DiscreteNeuralEigenClustering`][DiscreteNeuralEigenClustering].
 
     Subclasses set the number of outputs, the training objective, how raw outputs become the
-    Ψ of the loss (:meth:`_training_outputs`) and what happens after the eigenfunction
-    training (:meth:`_finalize`).
+    Ψ of the loss ([`_training_outputs`][_training_outputs]) and what happens after the
+    eigenfunction
+    training ([`_finalize`][_finalize]).
     """
 
     _parameter_constraints: dict = {
@@ -138,8 +141,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
             Not used, present for API consistency.
         context : object, optional
             Per-sample side information for kernels that use it, e.g. the token colours and
-            positions (:class:`~spectralnet_seg.kernels.TokenContext`) of the paper's
-            pixel kernel. Not needed by :meth:`predict` / :meth:`transform`.
+            positions ([`TokenContext`][spectralnet_seg.kernels.TokenContext]) of the paper's
+            pixel kernel. Not needed by [`predict`][predict] / [`transform`][transform].
         graph : {array-like, sparse matrix} of shape (n_samples, n_samples), optional
             Your own symmetric non-negative affinity between the rows of ``X`` (e.g.
             scikit-learn's ``img_to_graph``). The network learns its eigenfunctions from
@@ -174,7 +177,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
 
         Streams have no global graph: each minibatch's affinity is built inside it
         (``sampler_ = "minibatch"``). The first call initialises the network like
-        :meth:`fit`; later calls continue from the current network, Adam moments and random
+        [`fit`][fit]; later calls continue from the current network, Adam moments and random
         generator, at a constant learning rate. ``n_train_samples_`` counts all rows seen.
         Checkpoints are not written.
 
@@ -185,7 +188,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         y : Ignored
             Not used, present for API consistency.
         context : object, optional
-            Per-sample side information for kernels that use it (see :meth:`fit`).
+            Per-sample side information for kernels that use it (see [`fit`][fit]).
 
         Returns
         -------

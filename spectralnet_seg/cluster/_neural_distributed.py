@@ -19,7 +19,8 @@ __all__ = ["DistributedTrainingMixin"]
 class DistributedTrainingMixin:
     """Device choice, per-rank seeds, statistic all-reduce and rank-0 checkpoints.
 
-    Mixed into :class:`~spectralnet_seg.cluster._neural_base.BaseNeuralEigenClustering`;
+    Mixed into
+    [`BaseNeuralEigenClustering`][spectralnet_seg.cluster._neural_base.BaseNeuralEigenClustering];
     expects ``device`` and ``checkpoint_dir``-driven ``run.checkpoint`` from it.
     """
 

@@ -4,7 +4,7 @@ Training data may be far larger than device memory (millions of patch tokens), s
 estimators never move a whole data set: numpy arrays, ``np.memmap`` files and torch tensors
 are kept where they are, and only the rows of one minibatch (or one inference chunk) are
 gathered, converted to float32 and sent to the device. The checkpoint files live in
-:mod:`._checkpoints`; their functions are re-exported here for the estimators.
+``_checkpoints``; their functions are re-exported here for the estimators.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _lazy_view(X):
 
     Torch tensors become numpy views (CPU tensors share memory; CUDA tensors are brought to
     the host once, never to another device). ``np.memmap`` files, ``.npy`` paths, shard
-    directories and torch Datasets become :class:`~spectralnet_seg.data.FeatureSource`
+    directories and torch Datasets become [`FeatureSource`][spectralnet_seg.data.FeatureSource]
     objects, which read rows with ``pread`` so that resident memory stays bounded by the
     rows read (indexing a memmap would keep every touched page resident).
     """
@@ -108,7 +108,7 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     -------
     ndarray, np.memmap or FeatureSource of shape (n_samples, n_features)
         Memmaps, tensors and sources are returned as (numpy views of) themselves; other
-        input goes through :func:`~sklearn.utils.validation.validate_data`, which keeps
+        input goes through ``validate_data``, which keeps
         float32 and float64 arrays as they are (minibatches are converted to float32 one at
         a time) and converts anything else to float32.
     """

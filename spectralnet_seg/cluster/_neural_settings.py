@@ -53,7 +53,8 @@ def default_batch_size(n_outputs: int, n_samples: int, *, pairs: bool) -> int:
 
 @dataclass(frozen=True)
 class InputStatistics:
-    """Offset and scale of :class:`~spectralnet_seg.eigenfunctions.InputStandardization`."""
+    """Offset and scale of
+    [`InputStandardization`][spectralnet_seg.eigenfunctions.InputStandardization]."""
 
     offset: np.ndarray  # (d,)
     scale: float

@@ -21,7 +21,8 @@ __all__ = ["ESTIMATORS", "estimator_defaults", "list_estimators", "make_estimato
            "register_estimator"]
 
 ESTIMATORS = Registry("estimator")
-"""The estimator registry (see :class:`spectralnet_seg._registry.Registry`)."""
+"""The estimator registry (see
+[`spectralnet_seg._registry.Registry`][spectralnet_seg._registry.Registry])."""
 
 
 def register_estimator(name: str) -> Callable[[Callable], Callable]:
@@ -66,12 +67,13 @@ def make_estimator(name: str, n_clusters: int = 8, **params):
     Parameters
     ----------
     name : str
-        One of :func:`list_estimators`: ``"eigsh"``
-        (:class:`~spectralnet_seg.cluster.EigshSpectralClustering`), ``"neural"``
-        (:class:`~spectralnet_seg.cluster.NeuralEigenClustering`), ``"discrete"``
-        (:class:`~spectralnet_seg.cluster.DiscreteNeuralEigenClustering`), ``"kmeans"``
-        (:class:`sklearn.cluster.KMeans`), or one registered with
-        :func:`register_estimator`.
+        One of [`list_estimators`][list_estimators]: ``"eigsh"``
+        ([`EigshSpectralClustering`][spectralnet_seg.cluster.EigshSpectralClustering]), ``"neural"``
+        ([`NeuralEigenClustering`][spectralnet_seg.cluster.NeuralEigenClustering]), ``"discrete"``
+        ([`DiscreteNeuralEigenClustering`][spectralnet_seg.cluster.DiscreteNeuralEigenClustering]),
+        ``"kmeans"``
+        (``sklearn.cluster.KMeans``), or one registered with
+        [`register_estimator`][register_estimator].
     n_clusters : int, default=8
         Number of clusters.
     **params
@@ -104,7 +106,7 @@ def estimator_defaults(name: str) -> dict:
     Parameters
     ----------
     name : str
-        One of :func:`list_estimators`.
+        One of [`list_estimators`][list_estimators].
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """The math of the eigsh baseline: normalised affinity, top eigenvectors, Nyström extension.
 
-Free functions, usable without any estimator (the estimator in :mod:`._eigsh` is a thin
+Free functions, usable without any estimator (the estimator in ``_eigsh`` is a thin
 validated wrapper around them), modelled on ``sklearn/manifold/_spectral_embedding.py``.
 
 Conventions: ``W`` is a symmetric non-negative affinity, ``d = W 1`` its degree and
@@ -200,8 +200,8 @@ def spectral_embedding(
     n_components : int, default=8
         Number of eigenpairs K (at most ``n_samples``).
     eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
-        ``"arpack"``: :func:`scipy.sparse.linalg.eigsh`, in the mode ``arpack_mode``
-        chooses; ``"lobpcg"``: :func:`scipy.sparse.linalg.lobpcg` on the Laplacian;
+        ``"arpack"``: ``scipy.sparse.linalg.eigsh``, in the mode ``arpack_mode``
+        chooses; ``"lobpcg"``: ``scipy.sparse.linalg.lobpcg`` on the Laplacian;
         ``"amg"``: LOBPCG preconditioned by pyamg's smoothed aggregation (the ``amg``
         extra). Graphs with fewer than 200 nodes always use a dense solver.
     eigen_tol : float or "auto", default="auto"
@@ -216,7 +216,8 @@ def spectral_embedding(
     random_state : int, RandomState instance or None, default=None
         Seeds the solver's start vectors, which makes the result deterministic.
     check_connectivity : bool, default=True
-        Warn (:class:`DisconnectedGraphWarning`) when the graph is disconnected.
+        Warn ([`DisconnectedGraphWarning`][DisconnectedGraphWarning]) when the graph is
+        disconnected.
     arpack_mode : {"auto", "normal", "shift-invert"}, default="auto"
         ARPACK's mode: ``"normal"`` runs Lanczos on ``M`` (largest algebraic
         eigenvalues); ``"shift-invert"`` on ``(L + 1e-5 I)^{-1}`` with ``L = I - M``, as
@@ -353,7 +354,8 @@ def nystrom_extension(cross_affinity, train_degree, eigenvectors, eigenvalues) -
     -------
     embedding : ndarray of shape (n_queries, n_components)
         Rows of points with no affinity to any fitted point are zero (with an
-        :class:`IsolatedPointWarning`); columns whose eigenvalue is ~0 are zero, since
+        [`IsolatedPointWarning`][IsolatedPointWarning]); columns whose eigenvalue is ~0 are zero,
+        since
         the extension is undefined there.
     """
     C = sp.csr_matrix(cross_affinity, dtype=np.float64)
@@ -394,7 +396,7 @@ def spectral_clustering(
     """Normalised spectral clustering of a precomputed affinity.
 
     Embeds the points with the top ``n_components`` eigenvectors of
-    ``D^{-1/2} W D^{-1/2}`` (:func:`spectral_embedding`), normalises the embedding
+    ``D^{-1/2} W D^{-1/2}`` ([`spectral_embedding`][spectral_embedding]), normalises the embedding
     (``embedding_norm``) and assigns labels (``assign_labels``). ``W`` is used as given,
     diagonal included; ``EigshSpectralClustering(kernel="precomputed")`` drops the
     diagonal first (no self-loops, like every kernel).
@@ -408,16 +410,17 @@ def spectral_clustering(
     n_components : int, optional
         Number of eigenvectors (``n_clusters`` when None).
     eigen_solver : {"arpack", "lobpcg", "amg"}, default="arpack"
-        See :func:`spectral_embedding`.
+        See [`spectral_embedding`][spectral_embedding].
     eigen_tol : float or "auto", default="auto"
-        See :func:`spectral_embedding`.
+        See [`spectral_embedding`][spectral_embedding].
     assign_labels : {"kmeans", "discretize", "cluster_qr"}, default="kmeans"
-        Label assignment in the embedding (see :func:`.assign_labels`).
+        Label assignment in the embedding (see
+        [`assign_labels`][spectralnet_seg.cluster.assign_labels]).
     embedding_norm : {"degree", "row", "auto"} or None, default="degree"
         ``"degree"``: rows divided by ``sqrt(d)``, the random-walk eigenvectors (Shi &
         Malik; what scikit-learn's ``SpectralClustering`` clusters); ``"row"``: unit-norm
         rows (Ng, Jordan & Weiss, 2001); ``"auto"``: the one with the lower normalised cut
-        (:func:`cluster_embedding`); None: the raw eigenvectors.
+        ([`cluster_embedding`][cluster_embedding]); None: the raw eigenvectors.
     n_init : int, default=10
         Number of k-means restarts.
     random_state : int, RandomState instance or None, default=None

@@ -1,12 +1,15 @@
 """Feature data that need not fit in memory: sources, minibatch loaders and shard files.
 
-- :class:`FeatureSource` and its implementations (:class:`ArraySource` for arrays and
-  memmaps, :class:`NpyShardSource` for directories of ``.npy`` shards,
-  :class:`TorchDatasetSource` for torch datasets), built by :func:`as_feature_source`.
-- :func:`make_loader`: a seeded (and, under torch.distributed, rank-split) DataLoader of
+- [`FeatureSource`][FeatureSource] and its implementations ([`ArraySource`][ArraySource] for arrays
+and
+  memmaps, [`NpyShardSource`][NpyShardSource] for directories of ``.npy`` shards,
+  [`TorchDatasetSource`][TorchDatasetSource] for torch datasets), built by
+  [`as_feature_source`][as_feature_source].
+- [`make_loader`][make_loader]: a seeded (and, under torch.distributed, rank-split) DataLoader of
   float32 minibatches.
-- :func:`extract_to_shards` / :func:`load_shards`: resumable feature extraction to disk
-  (:func:`list_image_files` expands image folders for it).
+- [`extract_to_shards`][extract_to_shards] / [`load_shards`][load_shards]: resumable feature
+extraction to disk
+  ([`list_image_files`][list_image_files] expands image folders for it).
 """
 
 from .convert import TorchDatasetSource, as_feature_source, check_finite_chunked

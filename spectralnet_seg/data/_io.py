@@ -5,7 +5,7 @@ process's resident set (RSS) until the kernel wants them back, and on current Li
 the page cache hands out large folios, so a fault maps up to 2 MB around the touched row: a
 single minibatch of 2048 random rows from a 400 MB file maps the whole file. Reading rows
 with ``pread`` into a fresh buffer goes through the same page cache without mapping
-anything, so RSS grows only by the batch. :class:`RowFile` does that.
+anything, so RSS grows only by the batch. [`RowFile`][RowFile] does that.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def find_mmap(array) -> mmap.mmap | None:
 
 
 def memmap_row_file(array) -> RowFile | None:
-    """A :class:`RowFile` reading the same bytes as the memmap ``array``, or None.
+    """A [`RowFile`][RowFile] reading the same bytes as the memmap ``array``, or None.
 
     Only for C-contiguous 2-D memmaps with shared semantics: on a copy-on-write memmap
     (mode "c") the user's in-memory edits are not in the file.

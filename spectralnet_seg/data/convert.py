@@ -1,8 +1,9 @@
-"""Turning user input into a :class:`~spectralnet_seg.data.FeatureSource`.
+"""Turning user input into a [`FeatureSource`][spectralnet_seg.data.FeatureSource].
 
-:func:`as_feature_source` picks the source for an array, memmap, tensor, path, shard
-directory or torch ``Dataset``; :class:`TorchDatasetSource` adapts map-style datasets; and
-:func:`check_finite_chunked` validates a source without loading it.
+[`as_feature_source`][as_feature_source] picks the source for an array, memmap, tensor, path, shard
+directory or torch ``Dataset``; [`TorchDatasetSource`][TorchDatasetSource] adapts map-style
+datasets; and
+[`check_finite_chunked`][check_finite_chunked] validates a source without loading it.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class TorchDatasetSource(FeatureSource):
 
 
 def as_feature_source(obj, **kwargs) -> FeatureSource:
-    """Wrap ``obj`` in the matching :class:`FeatureSource` (a source is returned as is).
+    """Wrap ``obj`` in the matching [`FeatureSource`][FeatureSource] (a source is returned as is).
 
     Parameters
     ----------
@@ -138,7 +139,7 @@ def check_finite_chunked(source, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
 
     Parameters
     ----------
-    source : FeatureSource or anything :func:`as_feature_source` accepts
+    source : FeatureSource or anything [`as_feature_source`][as_feature_source] accepts
         The features.
     chunk_size : int, default=65536
         Rows read at a time (memory is ``chunk_size * n_features * 4`` bytes).

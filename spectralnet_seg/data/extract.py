@@ -5,7 +5,7 @@ Images are processed ``shard_size`` at a time; each group's token features are f
 the manifest lists it. An interrupted run, called again with the same images and
 extractor, skips the listed shards (after checking their sizes and SHA-256) and writes the
 rest, so the finished directory is byte-identical to an uninterrupted run's. The layout is
-described in :mod:`spectralnet_seg.data.shards`.
+described in [`spectralnet_seg.data.shards`][spectralnet_seg.data.shards].
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
     Returns
     -------
     ShardManifest
-        The finished manifest; :func:`load_shards` reads the features back.
+        The finished manifest; [`load_shards`][load_shards] reads the features back.
 
     Raises
     ------

@@ -1,7 +1,8 @@
-"""Minibatches from a :class:`~spectralnet_seg.data.FeatureSource` through a DataLoader.
+"""Minibatches from a [`FeatureSource`][spectralnet_seg.data.FeatureSource] through a DataLoader.
 
 The DataLoader here batches by *index arrays*: a sampler yields the row numbers of one
-batch and the dataset gathers them with one :meth:`FeatureSource.take`, instead of one
+batch and the dataset gathers them with one [`FeatureSource.take`][FeatureSource.take], instead of
+one
 ``__getitem__`` per row and a collate. Workers then fetch whole batches in parallel.
 
 The sampler is written here rather than taken from ``torch.utils.data`` because torch's
@@ -154,14 +155,14 @@ def make_loader(source, batch_size: int, *, shuffle: bool = True, drop_last: boo
 
     Parameters
     ----------
-    source : FeatureSource or anything :func:`as_feature_source` accepts
+    source : FeatureSource or anything [`as_feature_source`][as_feature_source] accepts
         The features (array, memmap, shard directory, Dataset, ...).
     batch_size : int
         Rows per batch, per process: the global batch is ``batch_size * world_size``.
     shuffle : bool, default=True
         Random rows each epoch; in order otherwise.
     drop_last : bool, default=True
-        Keep all batches the same size (see :class:`RowBatchSampler`).
+        Keep all batches the same size (see [`RowBatchSampler`][RowBatchSampler]).
     num_workers : int, default=0
         Worker processes gathering batches in parallel (0: in this process).
     pin_memory : bool or "auto", default="auto"
@@ -181,7 +182,7 @@ def make_loader(source, batch_size: int, *, shuffle: bool = True, drop_last: boo
         Yields index arrays, replacing the built-in sampler (e.g. all rows of a few images
         per batch). ``shuffle``, ``drop_last``, seeds and ``distributed`` are then ignored.
     **loader_kwargs
-        Passed on to :class:`torch.utils.data.DataLoader` (``persistent_workers``,
+        Passed on to ``torch.utils.data.DataLoader`` (``persistent_workers``,
         ``prefetch_factor``, ``timeout``, ...).
 
     Returns

@@ -1,6 +1,7 @@
-"""The shard directory format written by :func:`~spectralnet_seg.data.extract_to_shards`:
-its manifest and integrity checks (:func:`~spectralnet_seg.data.load_shards` reads the
-shards back as a :class:`~spectralnet_seg.data.NpyShardSource`).
+"""The shard directory format written by
+[`extract_to_shards`][spectralnet_seg.data.extract_to_shards]:
+its manifest and integrity checks ([`load_shards`][spectralnet_seg.data.load_shards] reads the
+shards back as a [`NpyShardSource`][spectralnet_seg.data.NpyShardSource]).
 
 Layout of an output directory::
 
@@ -11,11 +12,11 @@ Layout of an output directory::
         shard_00000_positions.npy     # token position, (n_tokens, 2)
         shard_00001.npy ...
 
-Every file is written to a temporary name and moved into place with :func:`os.replace`, and
+Every file is written to a temporary name and moved into place with ``os.replace``, and
 the manifest is rewritten the same way after each shard, so an interruption at any moment
 leaves finished shards listed and intact, and at most one shard to redo. A restart with the
 same images and extractor skips the finished shards (checked by size and SHA-256); see
-:mod:`spectralnet_seg.data.extract`.
+[`spectralnet_seg.data.extract`][spectralnet_seg.data.extract].
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class ShardManifest:
         return manifest
 
     def save(self) -> None:
-        """Write ``manifest.json`` atomically (temporary file + :func:`os.replace`)."""
+        """Write ``manifest.json`` atomically (temporary file + ``os.replace``)."""
         text = json.dumps(self.to_dict(), indent=1)
         _atomic_write(self.directory / MANIFEST_NAME, lambda fh: fh.write(text.encode()))
 

@@ -1,12 +1,12 @@
 """Feature sources: row access to (n_samples, n_features) data that need not fit in memory.
 
-A :class:`FeatureSource` answers two kinds of reads, the only two that training and
-inference need: a random gather of rows (:meth:`~FeatureSource.take`, one minibatch) and a
-sequential pass in chunks (:meth:`~FeatureSource.iter_chunks`, transform / predict /
+A [`FeatureSource`][FeatureSource] answers two kinds of reads, the only two that training and
+inference need: a random gather of rows ([`take`][FeatureSource.take], one minibatch) and a
+sequential pass in chunks ([`iter_chunks`][FeatureSource.iter_chunks], transform / predict /
 validation). Both return float32 arrays of the requested rows only, so memory stays
 proportional to the batch, whatever the size of the data behind it.
 
-Files are read with ``pread`` rather than through a memory map (see :mod:`._io`), so reading
+Files are read with ``pread`` rather than through a memory map (see ``_io``), so reading
 a memmap or a directory of shards adds only the rows read to the process's resident memory,
 however large the files and however many passes are made.
 """
@@ -31,8 +31,8 @@ DEFAULT_CHUNK_SIZE = 65536
 class FeatureSource(abc.ABC):
     """Rows of a (n_samples, n_features) feature matrix, read on demand.
 
-    Subclasses implement :meth:`__len__`, :attr:`n_features`, :attr:`dtype` and
-    :meth:`take`; slicing, integer/boolean indexing, chunked iteration and ``np.asarray``
+    Subclasses implement ``__len__``, [`n_features`][n_features], [`dtype`][dtype] and
+    [`take`][take]; slicing, integer/boolean indexing, chunked iteration and ``np.asarray``
     come from these. Indexing follows numpy: ``source[idx]`` with an integer array gives
     ``(len(idx), n_features)``, an integer gives one row ``(n_features,)``, a slice gives the
     rows in it, and ``source[rows, cols]`` selects columns of those rows. Results are always
@@ -388,7 +388,7 @@ def _torch_or_none():
 
 def load_shards(out_dir, *, kind: str = "features", allow_incomplete: bool = False,
                 verify: bool = False, **source_kwargs) -> NpyShardSource:
-    """The shards written by :func:`extract_to_shards` as one memory-mapped source.
+    """The shards written by [`extract_to_shards`][extract_to_shards] as one memory-mapped source.
 
     Parameters
     ----------
@@ -401,7 +401,7 @@ def load_shards(out_dir, *, kind: str = "features", allow_incomplete: bool = Fal
     verify : bool, default=False
         Check every file's SHA-256 against the manifest first (reads all data once).
     **source_kwargs
-        Passed to :class:`NpyShardSource` (``max_open_shards``).
+        Passed to [`NpyShardSource`][NpyShardSource] (``max_open_shards``).
 
     Returns
     -------

@@ -1,14 +1,15 @@
 """The segmentation dataset contract and the dataset registry.
 
-A :class:`SegmentationDataset` is an indexable collection of ``(image, mask)`` pairs:
+A [`SegmentationDataset`][SegmentationDataset] is an indexable collection of ``(image, mask)``
+pairs:
 
 * ``image`` -- ``ndarray`` of shape ``(H, W, 3)``, dtype ``uint8``, RGB;
 * ``mask`` -- ``ndarray`` of shape ``(H, W)``, dtype ``int64``, class ids in
-  ``[0, n_classes)`` and :data:`IGNORE_INDEX` (255) for pixels that are not scored.
+  ``[0, n_classes)`` and [`IGNORE_INDEX`][IGNORE_INDEX] (255) for pixels that are not scored.
 
 Every dataset also knows ``n_classes`` and ``class_names``, and may carry a ``transform``
 callable ``(image, mask) -> (image, mask)`` applied on access (e.g.
-:func:`~spectralnet_seg.datasets.reco_protocol`).
+[`reco_protocol`][spectralnet_seg.datasets.reco_protocol]).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 class SegmentationDataset(ABC):
     """Indexable ``(image, mask)`` pairs with a fixed class set.
 
-    Subclasses implement :meth:`__len__`, :meth:`_load` and the :attr:`class_names`
+    Subclasses implement ``__len__``, ``_load`` and the [`class_names`][class_names]
     property; indexing, negative indices, iteration and the transform are handled here.
 
     Attributes
@@ -115,7 +116,8 @@ def remap_labels(raw: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- registry
 DATASETS = Registry("dataset")
-"""The dataset registry (see :class:`spectralnet_seg._registry.Registry`)."""
+"""The dataset registry (see
+[`spectralnet_seg._registry.Registry`][spectralnet_seg._registry.Registry])."""
 
 
 def register_dataset(name: str) -> Callable:
@@ -134,7 +136,7 @@ def make_dataset(name: str, root=None, **params) -> SegmentationDataset:
     Parameters
     ----------
     name : str
-        One of :func:`list_datasets` (e.g. ``"pascal_context"``, ``"cityscapes27"``,
+        One of [`list_datasets`][list_datasets] (e.g. ``"pascal_context"``, ``"cityscapes27"``,
         ``"ade20k"``, ``"cocostuff27"``, ``"mosaics"``).
     root : str or os.PathLike, optional
         Folder of the dataset on disk; not used by the bundled ``"mosaics"``.

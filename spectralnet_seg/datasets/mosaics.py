@@ -67,7 +67,7 @@ def load_texture(name: str) -> np.ndarray:
     Parameters
     ----------
     name : str
-        One of :data:`TEXTURE_NAMES`.
+        One of [`TEXTURE_NAMES`][TEXTURE_NAMES].
     """
     import skimage.data
     from PIL import Image
@@ -148,7 +148,7 @@ class TextureMosaics(SegmentationDataset):
         Regions per image: a fixed number, or an inclusive range sampled per image.
     n_textures : int, default=6
         Number of texture classes used, the first ``n_textures`` of
-        :data:`TEXTURE_NAMES` (at most 9). Regions of one image get distinct textures
+        [`TEXTURE_NAMES`][TEXTURE_NAMES] (at most 9). Regions of one image get distinct textures
         whenever ``n_regions <= n_textures``.
     region_shape : {"voronoi", "blobs", "mixed"}, default="voronoi"
         Voronoi cells (convex, straight borders), blobs (argmax of smooth random fields:

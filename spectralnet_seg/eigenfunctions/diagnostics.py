@@ -12,7 +12,7 @@ __all__ = ["AlignmentReport", "eigenfunction_alignment", "orthogonality_error"]
 
 @dataclass(frozen=True)
 class AlignmentReport:
-    """Result of :func:`eigenfunction_alignment`.
+    """Result of [`eigenfunction_alignment`][eigenfunction_alignment].
 
     Attributes
     ----------
@@ -48,20 +48,22 @@ def eigenfunction_alignment(estimator, X, reference, *,
 
     The learned subspace spanned by the columns of ``estimator.transform(X)`` is compared
     with the span of the reference eigenvectors through principal angles (scipy's
-    :func:`~scipy.linalg.subspace_angles`); this is invariant to signs, scaling and to
+    ``subspace_angles``); this is invariant to signs, scaling and to
     rotations inside eigenspaces of (nearly) equal eigenvalues, which is the most one can
     ask of an eigenfunction estimate. Eigenvalue estimates are compared one by one.
 
     Parameters
     ----------
     estimator : fitted estimator or ndarray of shape (n_samples, K)
-        A fitted :class:`~spectralnet_seg.cluster.NeuralEigenClustering` (anything with
+        A fitted [`NeuralEigenClustering`][spectralnet_seg.cluster.NeuralEigenClustering] (anything
+        with
         ``transform`` and, optionally, ``eigenvalues_``), or the embedding itself.
     X : array-like of shape (n_samples, n_features)
         The data the reference eigenvectors are defined on (typically the training set of
         both). Only used to compute ``estimator.transform(X)``.
     reference : fitted estimator or ndarray of shape (n_samples, K_ref)
-        A fitted :class:`~spectralnet_seg.cluster.EigshSpectralClustering` on the same
+        A fitted [`EigshSpectralClustering`][spectralnet_seg.cluster.EigshSpectralClustering] on the
+        same
         ``X`` and kernel, or an array of reference eigenfunctions, columns in decreasing
         eigenvalue order. The neural estimators learn the random-walk eigenfunctions
         ``D^{-1/2} u``, so an eigsh reference contributes ``embedding_ / sqrt(degree_)``

@@ -13,7 +13,7 @@ def gumbel_softmax(logits: torch.Tensor, temperature: float, *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Soft Gumbel-softmax sample: softmax((z + g) / τ) with g ~ Gumbel(0, 1) i.i.d.
 
-    Unlike :func:`torch.nn.functional.gumbel_softmax`, the noise comes from ``generator``
+    Unlike ``torch.nn.functional.gumbel_softmax``, the noise comes from ``generator``
     (global RNG untouched), so training is reproducible under ``random_state``.
 
     Parameters

@@ -17,10 +17,12 @@ With the degree measure π_i = d_i / vol (vol = Σ d), the Rayleigh quotients of
 
 an expectation over edges drawn with probability proportional to their weight, whose
 endpoints are π-distributed. Both are estimated without forming W
-(:func:`pair_rayleigh_matrices`), or exactly on a minibatch's own affinity
-(:func:`graph_rayleigh_matrices`). Training on the diffusion ``W P^{t-1}`` (lazy steps
+([`pair_rayleigh_matrices`][pair_rayleigh_matrices]), or exactly on a minibatch's own affinity
+([`graph_rayleigh_matrices`][graph_rayleigh_matrices]). Training on the diffusion ``W P^{t-1}``
+(lazy steps
 ``(I + P) / 2``) keeps the eigenfunctions and turns λ into
-μ = λ ((1 + λ) / 2)^{t-1} (:func:`diffusion_eigenvalues`), which widens the gaps between
+μ = λ ((1 + λ) / 2)^{t-1} ([`diffusion_eigenvalues`][diffusion_eigenvalues]), which widens the gaps
+between
 eigenvalues that crowd against 1.
 """
 
@@ -58,7 +60,8 @@ def diffusion_eigenvalues(eigenvalues, steps: int):
 
 
 def eigenvalues_from_diffusion(rayleigh, steps: int):
-    """Invert :func:`diffusion_eigenvalues`: λ from Rayleigh quotients μ of the t-step diffusion.
+    """Invert [`diffusion_eigenvalues`][diffusion_eigenvalues]: λ from Rayleigh quotients μ of the
+    t-step diffusion.
 
     μ(λ) is increasing on [0, 1], so λ is found by bisection; μ ≤ 0 maps to 0 (an eigenvalue
     of the walk that the diffusion cannot tell from 0).
@@ -94,7 +97,8 @@ def eigenvalues_from_diffusion(rayleigh, steps: int):
 
 def pair_rayleigh_matrices(psi_a: torch.Tensor, psi_b: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monte-Carlo ``R = E[ψ(a) ψ(b)ᵀ]`` over sampled pairs, symmetrised, and its stop-gradient twin.
+    """Monte-Carlo ``R = E[ψ(a) ψ(b)ᵀ]`` over sampled pairs, symmetrised, and its stop-gradient
+    twin.
 
     Parameters
     ----------
@@ -144,7 +148,7 @@ def graph_rayleigh_matrices(psi: torch.Tensor, W: torch.Tensor, steps: int = 1
     Returns
     -------
     R, R_hat : torch.Tensor of shape (K, K)
-        As in :func:`pair_rayleigh_matrices`.
+        As in [`pair_rayleigh_matrices`][pair_rayleigh_matrices].
     """
     b = W.shape[0]
     if W.ndim != 2 or W.shape[1] != b or psi.ndim != 2 or psi.shape[0] != b:
@@ -202,8 +206,9 @@ def neuralef_objective(R: torch.Tensor, R_hat: torch.Tensor, orthogonality_weigh
     Parameters
     ----------
     R, R_hat : torch.Tensor of shape (K, K)
-        From :func:`pair_rayleigh_matrices`, :func:`graph_rayleigh_matrices` or
-        :func:`rayleigh_matrices`.
+        From [`pair_rayleigh_matrices`][pair_rayleigh_matrices],
+        [`graph_rayleigh_matrices`][graph_rayleigh_matrices] or
+        [`rayleigh_matrices`][rayleigh_matrices].
     orthogonality_weight : float
         β ≥ 0. With the normalised penalty β = 1 is NeuralEF's exact form.
     normalize_penalty : bool, default=False
@@ -234,7 +239,7 @@ def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: floa
                   eps: float = 1e-6, return_rayleigh: bool = False):
     r"""NeuralEF loss of K normalised functions on a minibatch with a fixed kernel matrix G.
 
-    :func:`rayleigh_matrices` followed by :func:`neuralef_objective`.
+    [`rayleigh_matrices`][rayleigh_matrices] followed by [`neuralef_objective`][neuralef_objective].
 
     Parameters
     ----------
@@ -247,7 +252,7 @@ def neuralef_loss(psi: torch.Tensor, G: torch.Tensor, orthogonality_weight: floa
     normalize_penalty : bool, default=False
         NeuralEF's R̂_ii-normalised penalty.
     stop_gradient : bool, default=True
-        See :func:`neuralef_objective`.
+        See [`neuralef_objective`][neuralef_objective].
     eps : float, default=1e-6
         Lower bound on R̂_ii in the normalised penalty.
     return_rayleigh : bool, default=False

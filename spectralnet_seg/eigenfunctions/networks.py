@@ -1,12 +1,12 @@
 """The ψ networks: an MLP for feature vectors and a small token transformer for token grids.
 
 Both end in the same head, ``Linear(width, K)`` whose weight has orthonormal rows (kept so
-by :func:`torch.nn.utils.parametrizations.orthogonal`), as in Deng & Luo (ICCV 2023): the
+by ``torch.nn.utils.parametrizations.orthogonal``), as in Deng & Luo (ICCV 2023): the
 rows span K orthogonal directions of the trunk's feature space, so the K outputs start out
 decorrelated and cannot collapse onto one direction of the last hidden layer.
 
 The modules know nothing about kernels, losses or scikit-learn; the estimators own the
-training loop (see :mod:`spectralnet_seg.cluster`).
+training loop (see [`spectralnet_seg.cluster`][spectralnet_seg.cluster]).
 """
 
 from __future__ import annotations
@@ -157,9 +157,10 @@ class InputStandardization(nn.Module):
 class MLPEigenfunctions(_PicklableByStateDict):
     """Multi-layer perceptron ψ: R^d → R^K for plain feature vectors.
 
-    Optional :class:`InputStandardization` and random Fourier features (appended to the
+    Optional [`InputStandardization`][InputStandardization] and random Fourier features (appended to
+    the
     standardised inputs), then ``Linear → activation`` blocks (optionally with LayerNorm)
-    and an orthogonal head (see :func:`orthogonal_head`).
+    and an orthogonal head (see [`orthogonal_head`][orthogonal_head]).
 
     Parameters
     ----------
@@ -175,14 +176,15 @@ class MLPEigenfunctions(_PicklableByStateDict):
         Insert a LayerNorm before each activation.
     fourier_features : int, default=0
         If > 0, the standardised inputs are extended with this many
-        :class:`RandomFourierFeatures` frequencies (2 × as many features). An MLP on raw
+        [`RandomFourierFeatures`][RandomFourierFeatures] frequencies (2 × as many features). An MLP
+        on raw
         coordinates is biased towards slowly varying functions and misses the sharp cluster
         indicators of non-convex shapes (two moons); the inputs themselves are kept, so no
         linear information is lost.
     fourier_scale : float, default=1.0
         Standard deviation of those frequencies (radians per standardised input unit).
     input_offset : array-like of shape (d,), optional
-        Offset of the :class:`InputStandardization` (none when None).
+        Offset of the [`InputStandardization`][InputStandardization] (none when None).
     input_scale : float, default=1.0
         Its scale.
     normalize_rows : bool, default=False

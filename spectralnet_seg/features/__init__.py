@@ -1,9 +1,10 @@
 """Feature extractors: images in, dense token features plus colour/position context out.
 
-* :class:`PixelExtractor` -- training-free colour, position and texture features (offline);
-* :class:`TimmExtractor` -- any ``timm`` backbone (ViT patch tokens or CNN feature maps);
-* :class:`PrecomputedFeatures` -- arrays the user already has;
-* :func:`make_extractor` / :func:`list_extractors` -- build them by name
+* [`PixelExtractor`][PixelExtractor] -- training-free colour, position and texture features
+(offline);
+* [`TimmExtractor`][TimmExtractor] -- any ``timm`` backbone (ViT patch tokens or CNN feature maps);
+* [`PrecomputedFeatures`][PrecomputedFeatures] -- arrays the user already has;
+* [`make_extractor`][make_extractor] / [`list_extractors`][list_extractors] -- build them by name
   (``"pixel"``, ``"timm:vit_small_patch16_384"``, ``"precomputed"``).
 """
 

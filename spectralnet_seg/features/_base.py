@@ -122,10 +122,10 @@ class ExtractedFeatures:
 
 
 class FeatureExtractor(BaseEstimator, ABC):
-    """Base class of feature extractors: images in, :class:`ExtractedFeatures` out.
+    """Base class of feature extractors: images in, [`ExtractedFeatures`][ExtractedFeatures] out.
 
     Subclasses follow scikit-learn conventions: ``__init__`` stores its keyword parameters
-    unchanged; validation happens in :meth:`extract` (``self._validate_params()``); state
+    unchanged; validation happens in [`extract`][extract] (``self._validate_params()``); state
     built lazily (e.g. a network) lives in attributes ending in ``_``.
     """
 
@@ -137,7 +137,7 @@ class FeatureExtractor(BaseEstimator, ABC):
         ----------
         images : list of (path, PIL image or ndarray of shape (H, W, 3)), or ndarray of \
 shape (n_images, H, W, 3)
-            The images; see :func:`spectralnet_seg.images.load_image` for accepted forms.
+            The images; see ``spectralnet_seg.images.load_image`` for accepted forms.
 
         Returns
         -------

@@ -61,7 +61,8 @@ def make_extractor(name: str, **params) -> FeatureExtractor:
     Parameters
     ----------
     name : str
-        One of :func:`list_extractors`, or ``"<key>:<argument>"`` for keys that take one
+        One of [`list_extractors`][list_extractors], or ``"<key>:<argument>"`` for keys that take
+        one
         (``"timm:vit_small_patch16_384"``).
     **params
         Other constructor parameters of that extractor.

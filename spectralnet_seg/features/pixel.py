@@ -1,9 +1,10 @@
 """Training-free token features from the pixels themselves: colour, position and texture.
 
-:class:`PixelExtractor` needs no network and no download, so it is what the offline demo and
+[`PixelExtractor`][PixelExtractor] needs no network and no download, so it is what the offline demo
+and
 the tests run on. Every pixel gets its CIE Lab colour and multi-scale texture responses
 (Gaussian-smoothed gradient magnitude and Hessian eigenvalues, from scikit-image's
-:func:`~skimage.feature.multiscale_basic_features`); these are averaged over the cells of a
+``multiscale_basic_features``); these are averaged over the cells of a
 grid with a cell side of ``stride`` pixels, which plays the role of a ViT's patch grid. The
 texture block holds the local standard deviation of each (scale-normalised) response over a
 Gaussian window about one cell wide: the mean of a Hessian eigenvalue over a textured area
@@ -11,8 +12,9 @@ is close to zero, its spread is not.
 
 Token positions are *not* part of the features by default (``position_weight=0``): clusters
 are shared across images, and a region's place in one image says nothing about its class.
-They always travel in :attr:`ExtractedFeatures.positions`, with the cell colours, for the
-pixel kernel (:class:`~spectralnet_seg.kernels.SpatialColorKernel`).
+They always travel in [`ExtractedFeatures.positions`][ExtractedFeatures.positions], with the cell
+colours, for the
+pixel kernel ([`SpatialColorKernel`][spectralnet_seg.kernels.SpatialColorKernel]).
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ class ImageMemoryError(ValueError, MemoryError):
 
 
 def estimate_pixel_memory(height: int, width: int, n_scales: int) -> int:
-    """Peak memory (bytes) :class:`PixelExtractor` needs to process one ``height x width`` image.
+    """Peak memory (bytes) [`PixelExtractor`][PixelExtractor] needs to process one ``height x
+    width`` image.
 
     Parameters
     ----------
     height, width : int
         Size the image is processed at (after ``image_size`` resizing).
     n_scales : int
-        Number of texture scales (:attr:`PixelExtractor.n_scales`).
+        Number of texture scales ([`PixelExtractor.n_scales`][PixelExtractor.n_scales]).
 
     Returns
     -------

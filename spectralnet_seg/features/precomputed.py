@@ -1,7 +1,8 @@
 """Features the user already has (from another pipeline, or a cache on disk).
 
-:class:`PrecomputedFeatures` serves stored token grids through the extractor contract, so
-that they can go into a :class:`~spectralnet_seg.segmentation.Segmenter`; the "images" it
+[`PrecomputedFeatures`][PrecomputedFeatures] serves stored token grids through the extractor
+contract, so
+that they can go into a [`Segmenter`][spectralnet_seg.segmentation.Segmenter]; the "images" it
 is asked about are the integer indices of the stored entries.
 """
 
@@ -44,13 +45,14 @@ def _as_grids(value, name: str, n_channels: int | None, n_images: int | None) ->
 
 @register_extractor("precomputed")
 class PrecomputedFeatures(FeatureExtractor):
-    """Serve user-supplied token features through the :class:`FeatureExtractor` contract.
+    """Serve user-supplied token features through the [`FeatureExtractor`][FeatureExtractor]
+    contract.
 
     Parameters
     ----------
     features : ndarray of shape (n_images, h, w, d) or list of ndarray of shape (h_i, w_i, d)
         Token features of each image. Grids may differ between images, but the images of
-        one :meth:`extract` call must share a grid.
+        one [`extract`][extract] call must share a grid.
     colors : same layout as ``features`` with 3 channels, optional
         Mean RGB in ``[0, 1]`` of each token (for the pixel kernel). Default: mid-grey
         everywhere, so a colour-position kernel sees positions only.

@@ -43,7 +43,7 @@ def _check_file(path, what: str) -> None:
 def _run_model(extractor: TimmExtractor, config: dict, batch: np.ndarray) -> np.ndarray:
     """Backbone features ``(b, h, w, d)`` of a preprocessed batch ``(b, 3, H, W)``.
 
-    A free function so that :class:`joblib.Memory` can cache it: ``config`` (everything the
+    A free function so that ``joblib.Memory`` can cache it: ``config`` (everything the
     output depends on) and ``batch`` form the cache key, ``extractor`` is ignored.
     """
     return extractor._forward(batch)
@@ -56,7 +56,7 @@ class TimmExtractor(FeatureExtractor):
     Parameters
     ----------
     model_name : str
-        Any :func:`timm.list_models` name, with an optional pretrained tag
+        Any ``timm.list_models`` name, with an optional pretrained tag
         (``"vit_small_patch16_384"``, ``"vit_small_patch8_224.dino"``, ``"resnet50"``).
     pretrained : bool, default=True
         Load the model's pretrained weights (hub download on first use, or the local file
@@ -87,7 +87,7 @@ class TimmExtractor(FeatureExtractor):
     memory : str, os.PathLike or joblib.Memory, optional
         Cache of the backbone outputs (keyed by the images and every parameter above).
     model_kwargs : dict, optional
-        Extra keyword arguments of :func:`timm.create_model` (e.g. ``img_size``, ``depth``).
+        Extra keyword arguments of ``timm.create_model`` (e.g. ``img_size``, ``depth``).
     verbose : bool, default=False
         Show a progress bar over batches.
 

@@ -1,7 +1,8 @@
-"""Affinity kernels shared by every estimator (see :class:`Kernel`).
+"""Affinity kernels shared by every estimator (see [`Kernel`][Kernel]).
 
 Importing this package registers the built-in kernels: ``"knn"``, ``"rbf"``, ``"cosine"``,
-``"precomputed"``, ``"sum"``, ``"spatial_color"`` and ``"paper"`` (see :func:`list_kernels`).
+``"precomputed"``, ``"sum"``, ``"spatial_color"`` and ``"paper"`` (see
+[`list_kernels`][list_kernels]).
 """
 
 from ._base import Kernel, KernelTags, degree_normalize, degree_normalize_dense

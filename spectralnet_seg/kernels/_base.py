@@ -2,21 +2,24 @@
 
 One kernel object gives two views of the same affinity:
 
-* :meth:`Kernel.graph` — the full symmetric sparse affinity over a data set (the eigsh path);
-* :meth:`Kernel.batch` — a dense affinity over a minibatch, as a torch tensor (the neural path).
+* [`Kernel.graph`][Kernel.graph] — the full symmetric sparse affinity over a data set (the eigsh
+path);
+* [`Kernel.batch`][Kernel.batch] — a dense affinity over a minibatch, as a torch tensor (the neural
+path).
 
 and one view for out-of-sample points:
 
-* :meth:`Kernel.cross` — affinities between new points and the points the graph was built on
+* [`Kernel.cross`][Kernel.cross] — affinities between new points and the points the graph was built
+on
   (the Nyström extension of the eigsh baseline).
 
 Kernels are scikit-learn style objects: ``__init__`` stores parameters, ``graph`` is the
 "fit" that records what ``cross`` needs (attributes ending in ``_``), and ``clone`` works.
 
 What a kernel needs from its caller is *declared*, in the spirit of scikit-learn's estimator
-tags: :meth:`Kernel.__kernel_tags__` returns :class:`KernelTags` (does it need the token
+tags: ``Kernel.__kernel_tags__`` returns [`KernelTags`][KernelTags] (does it need the token
 context? is its input an affinity matrix rather than features?), combined kernels compose
-their members' tags, and callers read them through :func:`kernel_tags` instead of testing
+their members' tags, and callers read them through [`kernel_tags`][kernel_tags] instead of testing
 classes.
 """
 
@@ -34,7 +37,7 @@ from sklearn.base import BaseEstimator
 
 @dataclass(frozen=True)
 class KernelTags:
-    """What a kernel declares about its inputs (see :meth:`Kernel.__kernel_tags__`).
+    """What a kernel declares about its inputs (see ``Kernel.__kernel_tags__``).
 
     Attributes
     ----------
@@ -55,8 +58,8 @@ class KernelTags:
 class Kernel(BaseEstimator, ABC):
     """Abstract affinity over feature vectors.
 
-    Subclasses implement :meth:`graph`, :meth:`batch` and, where out-of-sample extension
-    makes sense, :meth:`cross`. Affinities are non-negative; ``graph`` returns a symmetric
+    Subclasses implement [`graph`][graph], [`batch`][batch] and, where out-of-sample extension
+    makes sense, [`cross`][cross]. Affinities are non-negative; ``graph`` returns a symmetric
     matrix.
 
     Attributes
@@ -64,7 +67,7 @@ class Kernel(BaseEstimator, ABC):
     neighbor_params : tuple of str
         Class attribute: the integer parameters that count neighbours among the points a
         graph or batch is built on (e.g. ``("n_neighbors", "local_scale_neighbor")``).
-        They cannot exceed the number of points minus one, and :meth:`cap_neighbors`
+        They cannot exceed the number of points minus one, and [`cap_neighbors`][cap_neighbors]
         lowers them for small data. A kernel declares them instead of callers guessing
         parameter names; combined kernels cap their members (see ``SumKernel``).
     """
@@ -119,7 +122,7 @@ class Kernel(BaseEstimator, ABC):
 
     @abstractmethod
     def graph(self, X: np.ndarray, context: Any = None) -> sp.csr_matrix:
-        """Affinity over all rows of ``X`` and remember what :meth:`cross` needs.
+        """Affinity over all rows of ``X`` and remember what [`cross`][cross] needs.
 
         Parameters
         ----------
@@ -127,7 +130,8 @@ class Kernel(BaseEstimator, ABC):
             Feature vectors (float32, finite).
         context : object, optional
             Per-sample side information some kernels use (e.g. token colour and
-            position for :class:`SpatialColorKernel`); ignored by plain feature kernels.
+            position for [`SpatialColorKernel`][SpatialColorKernel]); ignored by plain feature
+            kernels.
 
         Returns
         -------
@@ -136,14 +140,14 @@ class Kernel(BaseEstimator, ABC):
         """
 
     def cross(self, Y: np.ndarray, context: Any = None) -> sp.csr_matrix:
-        """Affinities between new points ``Y`` and the points of the last :meth:`graph` call.
+        """Affinities between new points ``Y`` and the points of the last [`graph`][graph] call.
 
         Parameters
         ----------
         Y : ndarray of shape (n_queries, n_features)
             New feature vectors.
         context : object, optional
-            Side information for ``Y`` (see :meth:`graph`).
+            Side information for ``Y`` (see [`graph`][graph]).
 
         Returns
         -------
@@ -155,7 +159,7 @@ class Kernel(BaseEstimator, ABC):
         )
 
     def graph_cost(self, n_samples: int, n_features: int) -> float:
-        """Rough number of floating-point operations of :meth:`graph` on ``n_samples`` points.
+        """Rough number of floating-point operations of [`graph`][graph] on ``n_samples`` points.
 
         The neural estimators build the global graph only when this is affordable (their
         ``sampler="auto"``). The default is that of an exact all-pairs search.
@@ -178,7 +182,7 @@ class Kernel(BaseEstimator, ABC):
         X_batch : torch.Tensor of shape (batch_size, n_features)
             A minibatch of feature vectors on any device.
         context : object, optional
-            Side information for the batch (see :meth:`graph`).
+            Side information for the batch (see [`graph`][graph]).
 
         Returns
         -------

@@ -1,6 +1,6 @@
 """What a kernel (object or registered name) declares about its inputs.
 
-The tags themselves (:class:`~spectralnet_seg.kernels.KernelTags`) and their default live
+The tags themselves ([`KernelTags`][spectralnet_seg.kernels.KernelTags]) and their default live
 with the contract in ``_base``; this module answers for names too, which needs the registry.
 """
 
@@ -13,13 +13,13 @@ __all__ = ["kernel_tags", "requires_context"]
 
 
 def kernel_tags(kernel: Kernel | str | None) -> KernelTags:
-    """The declared :class:`KernelTags` of ``kernel``.
+    """The declared [`KernelTags`][KernelTags] of ``kernel``.
 
     Parameters
     ----------
     kernel : Kernel, str or None
         A kernel object, a registered name (built with its defaults), or None. Objects
-        that do not derive from :class:`Kernel` and declare nothing get the default tags.
+        that do not derive from [`Kernel`][Kernel] and declare nothing get the default tags.
 
     Returns
     -------

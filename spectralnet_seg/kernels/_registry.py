@@ -17,7 +17,8 @@ from .._registry import Registry
 from ._base import Kernel
 
 KERNELS = Registry("kernel")
-"""The kernel registry (see :class:`spectralnet_seg._registry.Registry`)."""
+"""The kernel registry (see
+[`spectralnet_seg._registry.Registry`][spectralnet_seg._registry.Registry])."""
 
 
 def register_kernel(name: str) -> Callable[[Callable[..., Kernel]], Callable[..., Kernel]]:
@@ -42,7 +43,7 @@ def make_kernel(name: str, **params) -> Kernel:
     Parameters
     ----------
     name : str
-        One of :func:`list_kernels`.
+        One of [`list_kernels`][list_kernels].
     **params
         Constructor parameters of that kernel.
 

@@ -32,15 +32,15 @@ class SumKernel(Kernel):
     Attributes
     ----------
     kernels_ : list of Kernel
-        Fitted copies of the members (from the last :meth:`graph`).
+        Fitted copies of the members (from the last [`graph`][graph]).
     degrees_ : list of ndarray of shape (n_samples_fit,)
-        Degrees ``D_i`` of the member graphs, used by :meth:`cross`.
+        Degrees ``D_i`` of the member graphs, used by [`cross`][cross].
     weights_ : ndarray of shape (n_kernels,)
 
     Notes
     -----
-    :meth:`cap_neighbors` caps the neighbour counts of every member.
-    ``context`` is passed unchanged to every member. :meth:`cross` returns the rows of the same
+    [`cap_neighbors`][cap_neighbors] caps the neighbour counts of every member.
+    ``context`` is passed unchanged to every member. [`cross`][cross] returns the rows of the same
     operator for new points: each member's cross-affinity ``C_i`` normalised by the new
     points' degrees (row sums of ``C_i``) and the fitted degrees ``D_i``, then summed,
     ``sum_i w_i R_i^{-1/2} C_i D_i^{-1/2}``. Members without ``cross`` make it unavailable.
@@ -107,7 +107,8 @@ class SumKernel(Kernel):
         return "cosine" if "cosine" in geometries else "euclidean"
 
     def cap_neighbors(self, n_max: int) -> dict[str, int]:
-        """Cap the neighbour counts of every member (see :meth:`Kernel.cap_neighbors`).
+        """Cap the neighbour counts of every member (see
+        [`Kernel.cap_neighbors`][Kernel.cap_neighbors]).
 
         Members given by name are built first; the members are copies, so kernel objects
         shared with other code are not modified.

@@ -36,7 +36,7 @@ _KNN_SEARCH_PARAMS = set().union(*_INDEX_PARAMS.values())
 def _as_float32(X, name: str = "X") -> np.ndarray:
     """2-D float32 C-contiguous array; float32 memmaps pass through without a copy.
 
-    Finiteness is checked by :func:`~spectralnet_seg.neighbors.knn_search` (in chunks).
+    Finiteness is checked by [`knn_search`][spectralnet_seg.neighbors.knn_search] (in chunks).
     """
     X = _as_2d(X, name)
     if X.dtype != np.float32 or not X.flags.c_contiguous:
@@ -183,7 +183,7 @@ class KNNKernel(Kernel):
     distances, and works on low-dimensional geometric data (two moons, circles) where a
     cosine graph sees only angles. The paper's feature graph on ViT tokens is
     ``KNNKernel(256, metric="cosine", weighting="cosine")`` (see
-    :func:`~spectralnet_seg.kernels.paper_kernel`).
+    [`paper_kernel`][spectralnet_seg.kernels.paper_kernel]).
 
     Each point is joined to its ``n_neighbors`` nearest other points (faiss for the full graph,
     exact ``topk`` inside a minibatch); edges are weighted, then the directed graph is
@@ -206,15 +206,16 @@ class KNNKernel(Kernel):
         Which neighbour sets the local scale of the Gaussian weighting (Zelnik-Manor & Perona
         use the 7th). Unused by the other weightings.
     index : {"flat", "hnsw", "ivf"}, default="flat"
-        faiss index of :meth:`graph` and :meth:`cross` (see
-        :func:`~spectralnet_seg.neighbors.knn_search`); approximate indexes scale to millions.
+        faiss index of [`graph`][graph] and [`cross`][cross] (see
+        [`knn_search`][spectralnet_seg.neighbors.knn_search]); approximate indexes scale to
+        millions.
     index_params : dict, optional
-        More :func:`~spectralnet_seg.neighbors.knn_search` options: ``batch_size``,
+        More [`knn_search`][spectralnet_seg.neighbors.knn_search] options: ``batch_size``,
         ``max_memory_bytes`` and ``n_threads`` for every index, ``hnsw_m`` and ``ef_search``
         for ``"hnsw"``, ``n_lists``, ``n_probe`` and ``random_state`` for ``"ivf"``. An
         option the chosen index does not use is an error, not silently ignored.
     device : str, default="auto"
-        Device of the faiss search (GPU index when faiss has GPU support). :meth:`batch` runs
+        Device of the faiss search (GPU index when faiss has GPU support). [`batch`][batch] runs
         on the device of its input.
     verbose : bool, default=False
         Memory estimate and progress bar of the faiss search.
@@ -222,7 +223,7 @@ class KNNKernel(Kernel):
     Attributes
     ----------
     X_fit_ : ndarray of shape (n_samples_fit, n_features), float32
-        Points of the last :meth:`graph` call (the database of :meth:`cross`).
+        Points of the last [`graph`][graph] call (the database of [`cross`][cross]).
     n_features_in_ : int
         Number of features.
     local_scale_ : ndarray of shape (n_samples_fit,)
@@ -230,10 +231,10 @@ class KNNKernel(Kernel):
 
     Notes
     -----
-    :meth:`batch` over a whole data set equals :meth:`graph` (both are exact with
+    [`batch`][batch] over a whole data set equals [`graph`][graph] (both are exact with
     ``index="flat"``). Inside a minibatch the neighbours are those *in the batch*, so the batch
     graph is the kNN graph of the sample, not a sub-block of the full graph.
-    :meth:`cross` does not exclude exact matches: a training point passed to ``cross`` finds
+    [`cross`][cross] does not exclude exact matches: a training point passed to ``cross`` finds
     itself as its first neighbour.
 
     References

@@ -54,7 +54,7 @@ class PrecomputedKernel(Kernel):
     Because its inputs are affinities, not features, the neural estimators (whose network
     consumes features) cannot train on this kernel; they refuse it with a clear error. The
     kernel declares ``input_is_affinity`` in its tags (see
-    :func:`~spectralnet_seg.kernels.kernel_tags`) so that callers can tell.
+    [`kernel_tags`][spectralnet_seg.kernels.kernel_tags]) so that callers can tell.
 
     Examples
     --------

@@ -1,6 +1,7 @@
 """Dense kernels defined for every pair of points: Gaussian (RBF) and cosine similarity.
 
-Both share one structure (:class:`_PairwiseKernel`): an affinity is a function of a pairwise
+Both share one structure ([`_PairwiseKernel`][_PairwiseKernel]): an affinity is a function of a
+pairwise
 distance (Euclidean for RBF, ``1 - cos`` for cosine), the diagonal is zero everywhere
 (``graph``, ``batch``), and the full graph is either dense (small ``n``) or sparsified to each
 point's ``sparsify_neighbors`` nearest neighbours found by faiss.
@@ -40,8 +41,8 @@ _BLOCK_BYTES = 64 * 2**20  # float64 rows of the dense graph computed at a time
 class _PairwiseKernel(Kernel):
     """Shared ``graph`` / ``cross`` / ``batch`` of kernels that are functions of a distance.
 
-    Subclasses set :attr:`_metric` and implement :meth:`_weights` (numpy and torch) and
-    :meth:`_fit_bandwidth`.
+    Subclasses set [`_metric`][_metric] and implement [`_weights`][_weights] (numpy and torch) and
+    [`_fit_bandwidth`][_fit_bandwidth].
     """
 
     _metric = "l2"
@@ -276,7 +277,7 @@ class RBFKernel(_PairwiseKernel):
     ``W_ij = exp(-||x_i - x_j||^2 / (sigma_i sigma_j))`` (``bandwidth="self-tuning"``, with
     ``sigma_i`` the distance of ``x_i`` to its ``local_scale_neighbor``-th nearest neighbour,
     Zelnik-Manor & Perona). The diagonal is 0 (no self-loops), unlike
-    :func:`sklearn.metrics.pairwise.rbf_kernel`, in ``graph`` and ``batch`` alike.
+    ``sklearn.metrics.pairwise.rbf_kernel``, in ``graph`` and ``batch`` alike.
 
     Parameters
     ----------

@@ -1,18 +1,19 @@
 """The per-image pixel graph of Deng & Luo (ICCV 2023) and the paper's combined kernel.
 
 Tokens of a feature grid carry more than their feature vector: the colour of the image
-region they cover and their position in the image. :class:`TokenContext` holds that side
-information; :class:`SpatialColorKernel` turns it into the paper's *pixel graph* Ã — per
+region they cover and their position in the image. [`TokenContext`][TokenContext] holds that side
+information; [`SpatialColorKernel`][SpatialColorKernel] turns it into the paper's *pixel graph* Ã —
+per
 image, binary k-nearest-neighbour graphs on ``[r, g, b, λx, λy]`` (``k = 10, λ = 2.0``: local,
 spatially coherent neighbours; ``k = 5, λ = 0.1``: same-colour neighbours anywhere in the
 image), OR-combined, symmetric, without self-edges and block-diagonal across images, the
 KNN-matting affinity used by Deep Spectral Methods (Melas-Kyriazi et al., CVPR 2022).
 
-:func:`paper_kernel` builds the full kernel of the paper,
+[`paper_kernel`][paper_kernel] builds the full kernel of the paper,
 
     G = D^{-1/2} A D^{-1/2} + α D̃^{-1/2} Ã D̃^{-1/2},   α = 0.3,
 
-with A the cosine kNN graph of the features (k = 256), as one :class:`Kernel` object that
+with A the cosine kNN graph of the features (k = 256), as one [`Kernel`][Kernel] object that
 both the eigsh baseline (``graph``/``cross``) and the neural estimators (``batch``) use.
 """
 
@@ -43,7 +44,7 @@ class TokenContext:
         Mean RGB colour of the region a token covers, in [0, 1].
     positions : ndarray of shape (n_tokens, 2)
         Token centre ``(y, x)``, normalised to [0, 1] by the image height and width (the
-        scale the λ weights of :class:`SpatialColorKernel` assume).
+        scale the λ weights of [`SpatialColorKernel`][SpatialColorKernel] assume).
     image_ids : ndarray of shape (n_tokens,)
         Integer id of the image of each token; tokens of different images never connect.
 
@@ -97,7 +98,8 @@ class TokenContext:
 
     @classmethod
     def from_features(cls, extracted: Any, *, image_id_offset: int = 0) -> TokenContext:
-        """Build the context of an :class:`~spectralnet_seg.features.ExtractedFeatures`.
+        """Build the context of an
+        [`ExtractedFeatures`][spectralnet_seg.features.ExtractedFeatures].
 
         Parameters
         ----------
@@ -132,10 +134,11 @@ class TokenContext:
 
 
 def as_token_context(context: Any, n_tokens: int, *, owner: str) -> TokenContext:
-    """Coerce ``context`` to a :class:`TokenContext` of ``n_tokens`` tokens, or explain why not.
+    """Coerce ``context`` to a [`TokenContext`][TokenContext] of ``n_tokens`` tokens, or explain why
+    not.
 
-    Accepts a :class:`TokenContext` or an ``ExtractedFeatures`` (converted with
-    :meth:`TokenContext.from_features`).
+    Accepts a [`TokenContext`][TokenContext] or an ``ExtractedFeatures`` (converted with
+    [`TokenContext.from_features`][TokenContext.from_features]).
     """
     if context is None:
         raise ValueError(
@@ -186,13 +189,15 @@ class SpatialColorKernel(Kernel):
     Notes
     -----
     *Out-of-sample.* The pixel graph only links tokens of the same image, and a new image
-    shares no image with the fitted tokens, so :meth:`cross` returns an all-zero
-    ``(n_queries, n_fit)`` matrix: in :func:`paper_kernel` the feature part alone carries the
+    shares no image with the fitted tokens, so [`cross`][cross] returns an all-zero
+    ``(n_queries, n_fit)`` matrix: in [`paper_kernel`][paper_kernel] the feature part alone carries
+    the
     Nyström extension of the eigsh baseline, while the neural estimators, which were
     *trained* with the pixel graph, embed new images with a forward pass.
 
     *Scale.* ``graph`` searches neighbours image by image (faiss through
-    :func:`spectralnet_seg.neighbors.knn_search`); ``batch`` uses exact dense distances in
+    [`spectralnet_seg.neighbors.knn_search`][spectralnet_seg.neighbors.knn_search]); ``batch`` uses
+    exact dense distances in
     torch, masked to same-image pairs, as minibatches are small.
 
     References
@@ -383,24 +388,25 @@ def paper_kernel(n_neighbors: int = 256, pixel_weight: float = 0.3, *,
 
     ``G = D^{-1/2} A D^{-1/2} + α D̃^{-1/2} Ã D̃^{-1/2}`` where ``A`` is the symmetrised cosine
     kNN graph of the features (negative cosines dropped, weights = cosine) and ``Ã`` the
-    :class:`SpatialColorKernel` pixel graph.
+    [`SpatialColorKernel`][SpatialColorKernel] pixel graph.
 
     Parameters
     ----------
     n_neighbors : int, default=256
         Neighbours per token in the feature graph (the paper's k = 256). On fewer than
-        k + 1 tokens, :meth:`SumKernel.cap_neighbors` lowers it to the tokens available
+        k + 1 tokens, [`SumKernel.cap_neighbors`][SumKernel.cap_neighbors] lowers it to the tokens
+        available
         minus one, which the estimators do before building the graph.
     pixel_weight : float, default=0.3
         α, the weight of the normalised pixel graph.
     pixel_neighbors, spatial_weights : sequence, default=(10, 5) and (2.0, 0.1)
-        Parameters of the :class:`SpatialColorKernel`.
+        Parameters of the [`SpatialColorKernel`][SpatialColorKernel].
 
     Returns
     -------
     Kernel
-        A :class:`~spectralnet_seg.kernels.SumKernel` of a ``KNNKernel`` and a
-        ``SpatialColorKernel``; it needs the token context (see :class:`TokenContext`).
+        A [`SumKernel`][spectralnet_seg.kernels.SumKernel] of a ``KNNKernel`` and a
+        ``SpatialColorKernel``; it needs the token context (see [`TokenContext`][TokenContext]).
 
     Examples
     --------
