@@ -35,13 +35,6 @@ _CHECKED = [
 
 
 def _expected_failed_checks(estimator):
-    if estimator.kernel == "knn":
-        return {
-            "check_estimators_dtypes": (
-                "the default kNN kernel uses the cosine metric, which is undefined for the "
-                "all-zero rows this check creates by casting small floats to int; the kernel "
-                "rejects them with a clear error"),
-        }
     if estimator.kernel == "precomputed":
         return {
             "check_clustering": (
