@@ -306,8 +306,9 @@ def write_results(out: Path, name: str, *, info: dict[str, str], mode: str, argv
         Mode of the run, recorded in the header.
     argv : sequence of str
         Command-line arguments of the run, recorded in the header.
-    tables : sequence of (suffix, rows, columns)
-        Each table goes to ``<name><suffix>.csv`` and into the Markdown file.
+    tables : sequence of (suffix, rows, columns) or (suffix, rows, columns, heading)
+        Each table goes to ``<name><suffix>.csv`` and into the Markdown file, under
+        ``## heading`` when one is given.
     notes : sequence of str
         Markdown paragraphs after the tables (findings, skipped runs).
     figures : sequence of (file name, matplotlib Figure)
@@ -324,10 +325,11 @@ def write_results(out: Path, name: str, *, info: dict[str, str], mode: str, argv
     command = " ".join([f"python benchmarks/{name}.py", *argv])
     parts = [machine_header(info, title=title or name, mode=mode, command=command)]
     written = []
-    for suffix, rows, columns in tables:
+    for suffix, rows, columns, *heading in tables:
         path = out / f"{name}{suffix}.csv"
         write_csv(path, rows, columns)
         written.append(path)
+        parts += [f"## {heading[0]}\n" for _ in heading[:1]]
         parts += [markdown_table(rows, columns), ""]
     parts += [f"{note}\n" for note in notes]
     for file_name, figure in figures:

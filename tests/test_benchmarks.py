@@ -261,3 +261,66 @@ def test_mosaic_tokens_carry_the_texture_under_their_centre(bench):
 
     first = np.asarray(TextureMosaics(8, image_size=96, seed=0).masks()[0])
     assert y[0] == first[4, 4] and y[13] == first[12, 12]  # token (1, 1): pixel (12, 12)
+
+
+def test_gpu_check_cpu_quick(bench, tmp_path):
+    gpu_check = bench("gpu_check")
+    docs = tmp_path / "docs"
+    result = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "o"),
+                             "--docs-dir", str(docs)])
+    md = _check_outputs(tmp_path / "o", "gpu_check", csv_suffixes=(
+        "", "_device", "_knn", "_fit", "_loader", "_distributed", "_features"))
+    assert (docs / "gpu_check" / "gpu_check.md").read_text() == md
+    assert "torch 1, faiss 1" in md  # --quick runs one CPU thread unless told otherwise
+    columns, rows = _csv(tmp_path / "o" / "gpu_check.csv")
+    assert columns == gpu_check.SUMMARY_COLUMNS
+    assert {r["check"] for r in rows} == {"device", "knn", "fit", "loader", "distributed",
+                                          "features"}
+    assert all(r["status"] == "ok" and r["device"] == "cpu" for r in rows), rows
+    assert result["failed"] == []
+    tables = result["tables"]
+    # CPU against CPU: the exact searches agree to the last bit.
+    knn = {r["case"]: r for r in tables["knn"]}
+    for case in ("flat l2 k=10", "flat cosine k=10"):
+        assert knn[case]["recall_at_k"] == 1.0 and knn[case]["identical_ids"] == 1.0
+        assert knn[case]["max_dist_diff"] == 0.0 and knn[case]["faiss_index"] == "IndexFlat"
+    assert knn["ivf l2 k=10"]["faiss_index"] == "IndexIVFFlat"
+    assert 0 < knn["ivf l2 k=10"]["recall_at_k"] == knn["ivf l2 k=10"]["cpu_index_recall"]
+    # Seeded fits repeat exactly on the CPU, and find the clusters of the manifold data.
+    fits = {r["case"]: r for r in tables["fit"]}
+    assert set(fits) == {"neural digits", "neural-minibatch digits", "discrete digits",
+                         "neural manifold", "discrete manifold"}
+    assert all(r["nmi_device_vs_cpu"] == pytest.approx(1.0) for r in fits.values())
+    assert fits["neural manifold"]["nmi_truth_cpu"] > 0.7
+    for row in tables["loader"]:  # no CUDA: nothing pinned, and said so
+        assert row["pin_memory"] is False and row["identical"] and row["rows_checked"] > 0
+    (distributed,) = tables["distributed"]
+    assert distributed["backend"] == "gloo" and distributed["world_size"] == 1
+    assert distributed["identical_labels"] and distributed["all_reduce_ok"]
+    assert distributed["ddp_grad_max_diff"] == 0.0
+    assert tables["features"][0]["max_abs_diff"] == 0.0
+    assert "13 of 13 checks ok" in md and "This is the CPU run" in md
+
+
+def test_gpu_check_records_failures_and_skips(bench):
+    gpu_check = bench("_gpu_checks")
+
+    def broken():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    row = gpu_check.run_check("fit", "neural digits", "cuda", broken)
+    assert row["status"] == "failed" and "RuntimeError: CUDA error" in row["reason"]
+    assert row["seconds"] >= 0
+
+    def out_of_bounds():
+        return gpu_check._require({"recall_at_k": 0.5}, ["recall 0.5 < 0.99"])
+
+    row = gpu_check.run_check("knn", "flat l2", "cuda", out_of_bounds)
+    assert (row["status"], row["reason"], row["recall_at_k"]) == ("failed", "recall 0.5 < 0.99",
+                                                                  0.5)
+
+    def no_gpu():
+        raise gpu_check.Skipped("faiss has no GPU support")
+
+    row = gpu_check.run_check("knn", "flat l2", "cuda", no_gpu)
+    assert (row["status"], row["reason"]) == ("skipped", "faiss has no GPU support")
