@@ -127,7 +127,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     checkpoint_every : int, default=100
         Steps between checkpoints.
     callback : callable, default=None
-        Called by [`fit`][fit] as ``callback(snapshot, n_iter)`` at each convergence check
+        Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
         (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
         the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
         had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
@@ -135,7 +135,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         that does not need it costs nothing, and the callback can time it. Training waits
         meanwhile and its result does not depend on the callback; the seconds spent in it
         are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
-        of the checkpoint's identity; [`partial_fit`][partial_fit] does not call it. Under
+        of the checkpoint's identity; ``partial_fit`` does not call it. Under
         ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
         With ``init="spectral"`` the checks are those of the eigenfunction phase and
         ``snapshot()`` runs the k-means start and the discrete fine-tuning from there.
@@ -163,7 +163,7 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
     n_active_clusters_ : int
         Non-empty clusters on the training data (≤ n_clusters; collapse shows here).
     callback_time_ : float
-        Seconds [`fit`][fit] spent in ``callback``, the snapshots it finished included (0.0
+        Seconds ``fit`` spent in ``callback``, the snapshots it finished included (0.0
         without one): subtract it from a timed fit.
     sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_, n_iter_, \
 converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_

@@ -113,7 +113,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     checkpoint_every : int, default=100
         Steps between checkpoints.
     callback : callable, default=None
-        Called by [`fit`][fit] as ``callback(snapshot, n_iter)`` at each convergence check
+        Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
         (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
         the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
         had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
@@ -121,7 +121,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         that does not need it costs nothing, and the callback can time it. Training waits
         meanwhile and its result does not depend on the callback; the seconds spent in it
         are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
-        of the checkpoint's identity; [`partial_fit`][partial_fit] does not call it. Under
+        of the checkpoint's identity; ``partial_fit`` does not call it. Under
         ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
 
     Attributes
@@ -156,7 +156,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     loss_curve_ : list of float
         Loss at every step.
     callback_time_ : float
-        Seconds [`fit`][fit] spent in ``callback``, the snapshots it finished included (0.0
+        Seconds ``fit`` spent in ``callback``, the snapshots it finished included (0.0
         without one): subtract it from a timed fit.
     n_train_samples_ : int
         Training rows (all rows seen, for ``partial_fit``).
