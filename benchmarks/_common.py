@@ -131,6 +131,67 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]
     return statistics.median(times), times, result
 
 
+class CheckpointRecorder:
+    """A neural estimator's ``callback`` that scores its snapshots during one timed fit.
+
+    Call :meth:`start` just before ``fit``. At every ``every``-th call the snapshot is
+    finished and scored, and a point is recorded with
+
+    * ``train_s`` — seconds since :meth:`start` minus the time spent in earlier calls: the
+      setup (graph, settings) and the training up to ``n_iter``;
+    * ``finish_s`` — the seconds ``snapshot()`` took: what ``fit`` would have spent after
+      training had it stopped at ``n_iter`` (embedding, Rayleigh–Ritz, k-means; the discrete
+      fine-tuning);
+    * ``time_s = train_s + finish_s`` — the fit time of a run stopped there;
+    * ``quality`` — ``score(fitted_snapshot)``, whose time is excluded.
+
+    Parameters
+    ----------
+    score : callable
+        Fitted estimator -> float (higher is better).
+    every : int, default=1
+        Score one call in ``every`` (the others cost nothing: the snapshot is not finished).
+    """
+
+    def __init__(self, score: Callable[[Any], float], *, every: int = 1):
+        self.score = score
+        self.every = max(1, int(every))
+        self.start()
+
+    def start(self) -> None:
+        """Reset the clock and the points."""
+        self.points: list[dict] = []
+        self.calls = 0
+        self._excluded = 0.0
+        self._tic = time.perf_counter()
+
+    def __call__(self, snapshot, n_iter: int) -> None:
+        enter = time.perf_counter()
+        try:
+            self.calls += 1
+            if (self.calls - 1) % self.every:
+                return
+            estimator = snapshot()
+            finish_s = time.perf_counter() - enter
+            train_s = enter - self._tic - self._excluded
+            self.points.append({"call": self.calls, "n_iter": int(n_iter), "train_s": train_s,
+                                "finish_s": finish_s, "time_s": train_s + finish_s,
+                                "quality": float(self.score(estimator))})
+        finally:
+            self._excluded += time.perf_counter() - enter
+
+    @property
+    def last_call_scored(self) -> bool:
+        """Whether the latest call (the end of training, after ``fit``) was scored."""
+        return bool(self.points) and self.points[-1]["call"] == self.calls
+
+
+def first_reaching(points: Sequence[dict], target: float, key: str = "quality"
+                   ) -> dict | None:
+    """The first point (in order) whose ``key`` is at least ``target``, or None."""
+    return next((p for p in points if p[key] >= target), None)
+
+
 # ----------------------------------------------------------------------------- memory
 def _status_kib(field: str) -> int | None:
     try:

@@ -1,4 +1,4 @@
-"""Fit time, peak memory, predict throughput and accuracy vs N: eigsh vs neural eigenfunctions.
+"""Time to eigsh's quality, fit time, memory and predict throughput vs N: eigsh vs neural.
 
 Data: ``n_clusters`` Gaussian clusters in a low-dimensional latent space, pushed through a
 fixed random two-layer tanh map into d = 384 dimensions (the ViT-S feature size) plus a
@@ -9,11 +9,19 @@ Methods, all on the same cosine kNN kernel (k = 10):
 
 * ``eigsh-flat`` — :class:`~spectralnet_seg.cluster.EigshSpectralClustering` on the exact
   faiss kNN graph; out-of-sample by the Nyström extension;
-* ``eigsh-hnsw`` — the same with the approximate HNSW kNN graph;
+* ``eigsh-hnsw`` — the same with the approximate HNSW kNN graph (the default reference);
 * ``sklearn`` — scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")`` (no
   out-of-sample predict);
 * ``neural`` / ``discrete`` — :class:`NeuralEigenClustering` /
-  :class:`DiscreteNeuralEigenClustering`, a fixed number of minibatch steps.
+  :class:`DiscreteNeuralEigenClustering`, trained on the reference's global graph until their
+  label-free plateau.
+
+Equal quality is the comparison: the reference (``--reference``, eigsh on the HNSW graph by
+default) sets the NMI to reach, and each method's *time to quality* is the time of its first
+result within ``--tolerance`` (0.01) of it. A neural fit is observed at its convergence checks
+through its ``callback``: each check's snapshot is finished and scored, its time counted as
+setup + training up to that step + the finishing, the scoring excluded — one run gives the
+whole quality-vs-time curve, and the converged fit's own time and NMI.
 
 Each (method, N) runs in a fresh subprocess (its own peak RSS, a time limit); a size is skipped,
 with the reason in the table, when the previous size extrapolates past the time limit or the
@@ -41,8 +49,14 @@ import _common as common  # noqa: E402
 
 NAME = "bench_scaling"
 METHODS = ("eigsh-flat", "eigsh-hnsw", "sklearn", "neural", "discrete")
-COLUMNS = ["method", "n", "status", "fit_s", "repeats", "peak_rss_mb", "rss_delta_mb",
-           "predict_pts_per_s", "nmi", "ari"]
+NEURAL = ("neural", "discrete")
+#: faiss index of each eigsh method's kNN graph (and of the neural methods' when reference).
+INDEX = {"eigsh-flat": "flat", "eigsh-hnsw": "hnsw"}
+COLUMNS = ["method", "n", "status", "quality", "ttq_s", "speedup", "ttq_iter", "ttq_nmi",
+           "ref_nmi", "best_nmi", "fit_s", "n_iter", "nmi", "ari"]
+RESOURCE_COLUMNS = ["method", "n", "status", "fit_s", "repeats", "eval_s", "peak_rss_mb",
+                    "rss_delta_mb", "predict_pts_per_s"]
+CURVE_COLUMNS = ["method", "n", "n_iter", "train_s", "finish_s", "time_s", "nmi"]
 FULL_N = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 QUICK_N = (1_000, 3_000)
 N_FEATURES = 384
@@ -112,16 +126,28 @@ def load_data(n_total: int, features: str | None, labels: str | None, seed: int)
 
 
 # ----------------------------------------------------------------------------- estimators
-def make_estimator(method: str, n_clusters: int, cfg: dict):
-    """The estimator of ``method`` from the registry, with the benchmark's shared settings."""
+def make_estimator(method: str, n_clusters: int, cfg: dict, callback=None):
+    """The estimator of ``method`` from the registry, with the benchmark's shared settings.
+
+    The neural methods train on the global graph of the reference (``cfg["reference"]``):
+    the same kernel and faiss index, so that both reach for the same eigenvectors.
+    """
     from spectralnet_seg.kernels import KNNKernel
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method in NEURAL:
+        index = INDEX[cfg["reference"]]
+    else:
+        index = INDEX.get(method, "flat")
     kernel = KNNKernel(n_neighbors=cfg["n_neighbors"], metric="cosine", weighting="cosine",
-                       index="hnsw" if method == "eigsh-hnsw" else "flat", device="cpu")
-    neural = dict(kernel=kernel, batch_size=cfg["batch_size"], max_iter=cfg["max_iter"],
-                  hidden_layer_sizes=tuple(cfg["hidden"]), device=cfg["device"])
+                       index=index, device="cpu")
+    neural = dict(kernel=kernel, sampler="graph", device=cfg["device"], callback=callback)
+    for key in ("max_iter", "batch_size"):
+        if cfg[key] is not None:
+            neural[key] = cfg[key]
+    if cfg["hidden"] is not None:
+        neural["hidden_layer_sizes"] = tuple(cfg["hidden"])
     name, params = {
         "eigsh-flat": ("eigsh", dict(kernel=kernel, n_init=3)),
         "eigsh-hnsw": ("eigsh", dict(kernel=kernel, n_init=3)),
@@ -134,9 +160,12 @@ def make_estimator(method: str, n_clusters: int, cfg: dict):
 
 
 def measure(method: str, n: int, cfg: dict) -> dict:
-    """Fit ``method`` on N points (median time of repeats, peak RSS), predict, score.
+    """Fit ``method`` on N points, predict, score; returns one table row.
 
-    Runs in its own process when isolated; returns one table row.
+    eigsh and scikit-learn: median fit time of repeats. Neural methods: one fit, scored at
+    every convergence check through a [`CheckpointRecorder`][_common.CheckpointRecorder]
+    callback (``row["curve"]``, time in seconds vs NMI); ``fit_s`` is that fit's time minus
+    the callback's. Runs in its own process when isolated.
     """
     import torch
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -149,26 +178,67 @@ def measure(method: str, n: int, cfg: dict) -> dict:
     X, y = load_data(n + n_test, cfg["features"], cfg["labels"], cfg["seed"])
     X_train, y_train, X_test = X[:n], y[:n], X[n:]
     n_clusters = cfg["n_clusters"] or len(np.unique(y_train))
+    recorder = None
+    if method in NEURAL:
+        recorder = common.CheckpointRecorder(
+            lambda fitted: normalized_mutual_info_score(y_train, fitted.labels_),
+            every=cfg["eval_every"])
     times, peak_mb, delta_mb, estimator = [], 0.0, 0.0, None
-    for _ in range(cfg["repeats"]):
-        estimator = make_estimator(method, n_clusters, cfg)
+    for _ in range(1 if recorder is not None else cfg["repeats"]):
+        estimator = make_estimator(method, n_clusters, cfg, callback=recorder)
         with common.PeakRSS() as mem:
+            if recorder is not None:
+                recorder.start()
             tic = time.perf_counter()
             estimator.fit(X_train)
-            times.append(time.perf_counter() - tic)
+            times.append(time.perf_counter() - tic - getattr(estimator, "callback_time_", 0.0))
         peak_mb, delta_mb = max(peak_mb, mem.peak_mb), max(delta_mb, mem.delta_mb)
         if sum(times) > REPEAT_BUDGET_S:
             break
     labels = estimator.labels_
+    fit_s = float(np.median(times))
+    nmi = normalized_mutual_info_score(y_train, labels)
     throughput = None
     if hasattr(estimator, "predict"):  # scikit-learn's SpectralClustering has none
         predict_s, _, _ = common.median_time(lambda: estimator.predict(X_test), len(times))
         throughput = n_test / predict_s
-    return {"method": method, "n": n, "status": "ok", "fit_s": float(np.median(times)),
+    if recorder is None:
+        curve = [{"n_iter": None, "time_s": fit_s, "quality": nmi}]
+    else:
+        curve = list(recorder.points)
+        if not recorder.last_call_scored:  # skipped by ``eval_every``: the fit's own result
+            curve.append({"n_iter": int(estimator.n_iter_), "time_s": fit_s, "quality": nmi})
+    return {"method": method, "n": n, "status": "ok", "fit_s": fit_s,
+            "n_iter": getattr(estimator, "n_iter_", None),
+            "eval_s": None if recorder is None else estimator.callback_time_,
             "repeats": len(times), "peak_rss_mb": peak_mb, "rss_delta_mb": delta_mb,
-            "predict_pts_per_s": throughput,
-            "nmi": normalized_mutual_info_score(y_train, labels),
-            "ari": adjusted_rand_score(y_train, labels)}
+            "predict_pts_per_s": throughput, "nmi": nmi,
+            "ari": adjusted_rand_score(y_train, labels), "curve": curve}
+
+
+def add_time_to_quality(rows: list[dict], reference: str, tolerance: float) -> None:
+    """Fill the time-to-quality columns of ``rows`` in place, per N, against ``reference``.
+
+    A method reaches the reference's quality at the first point of its curve whose NMI is at
+    least the reference's minus ``tolerance`` (eigsh / scikit-learn: their one fit). ``ttq_s``
+    is the time of that point (setup + training to that step + the finishing a fit stopped
+    there needs; callback time excluded) and ``speedup`` the reference's fit time over it.
+    """
+    refs = {r["n"]: r for r in rows if r["method"] == reference and r["status"] == "ok"}
+    for row in rows:
+        ref = refs.get(row["n"])
+        if row["status"] != "ok" or ref is None:
+            continue
+        row["ref_nmi"] = ref["nmi"]
+        row["best_nmi"] = max(p["quality"] for p in row["curve"])
+        hit = common.first_reaching(row["curve"], ref["nmi"] - tolerance)
+        if hit is None:
+            row["quality"] = "not reached"
+            continue
+        row["quality"] = "reference" if row is ref else "reached"
+        row["ttq_s"], row["ttq_nmi"], row["ttq_iter"] = hit["time_s"], hit["quality"], \
+            hit["n_iter"]
+        row["speedup"] = ref["fit_s"] / hit["time_s"]
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -185,8 +255,9 @@ def extrapolate(history: list[dict], n: int, key: str, min_slope: float) -> floa
     return last[key] * (n / last["n"]) ** slope
 
 
-# Smallest growth exponent assumed when extrapolating fit time: the neural methods train a
-# fixed number of steps, so only their final pass over the data grows with N.
+# Smallest growth exponent assumed when extrapolating fit time from one size: the neural
+# methods' steps (plateau stopping, fixed batch) do not grow with N; at small N they dominate
+# the graph and the final pass, which do. From two sizes the measured slope is used.
 MIN_TIME_SLOPE = {"neural": 0.0, "discrete": 0.0}
 
 
@@ -208,20 +279,27 @@ def skip_reason(history: list[dict], n: int, time_limit: float, memory_mb: float
 
 def measurement_timeout(time_limit: float) -> float:
     """Seconds before a worker is stopped: one fit up to the limit, repeats while the fits
-    stay under :data:`REPEAT_BUDGET_S`, the predict timing and the data generation."""
-    return 2 * time_limit + 2 * REPEAT_BUDGET_S
+    stay under :data:`REPEAT_BUDGET_S` (or the neural fit's evaluations at its checks, up to
+    another limit), the predict timing and the data generation."""
+    return 3 * time_limit + 2 * REPEAT_BUDGET_S
 
 
-def crossover(rows: list[dict], fast: str, slow: str) -> tuple[float | None, str]:
-    """First N where ``fast`` fits faster than ``slow`` (log-log interpolation), and a note."""
-    times = {m: {r["n"]: r["fit_s"] for r in rows if r["method"] == m and r["status"] == "ok"}
+def crossover(rows: list[dict], fast: str, slow: str, key: str = "fit_s",
+              verb: str = "fits") -> tuple[float | None, str]:
+    """First N where ``fast`` has a smaller ``key`` than ``slow`` (log-log interpolation).
+
+    Returns that N (None if never) and a note; sizes where either lacks ``key`` (e.g. a
+    time to quality not reached) are left out.
+    """
+    times = {m: {r["n"]: r[key] for r in rows
+                 if r["method"] == m and r["status"] == "ok" and r.get(key)}
              for m in (fast, slow)}
     common_n = sorted(set(times[fast]) & set(times[slow]))
     if not common_n:
         return None, f"{fast} and {slow} share no measured N"
     log_ratio = [math.log(times[slow][n] / times[fast][n]) for n in common_n]
     largest = common_n[-1]
-    ratio_note = (f"at the largest common N = {largest:,}, {fast} fits "
+    ratio_note = (f"at the largest common N = {largest:,}, {fast} {verb} "
                   f"{times[slow][largest] / times[fast][largest]:.2f}x as fast as {slow}")
     if log_ratio[0] > 0:
         return common_n[0], f"{fast} is already faster at the smallest N; {ratio_note}"
@@ -235,18 +313,56 @@ def crossover(rows: list[dict], fast: str, slow: str) -> tuple[float | None, str
 
 
 def plot(rows: list[dict], methods) -> object:
-    """Log-log fit time vs N, one line per method."""
+    """Log-log time vs N: time to the reference quality (solid) and final fit (dashed)."""
     plt = common.plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method in methods:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, method in enumerate(methods):
+        color = f"C{i}"
         done = [r for r in rows if r["method"] == method and r["status"] == "ok"]
-        if done:
-            ax.loglog([r["n"] for r in done], [r["fit_s"] for r in done], "o-", label=method)
+        reached = [r for r in done if r.get("ttq_s")]
+        if reached:
+            ax.loglog([r["n"] for r in reached], [r["ttq_s"] for r in reached], "o-",
+                      color=color, label=f"{method}: to quality")
+        if method in NEURAL and done:
+            ax.loglog([r["n"] for r in done], [r["fit_s"] for r in done], "x--", color=color,
+                      alpha=0.7, label=f"{method}: converged fit")
     ax.set_xlabel("N (training points)")
-    ax.set_ylabel("fit time (s, median)")
-    ax.set_title("Fit time vs N (d = 384, kNN kernel k = 10)")
+    ax.set_ylabel("seconds")
+    ax.set_title("Time to the reference's NMI − 0.01, and fit time, vs N")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_curves(rows: list[dict], methods, reference: str, tolerance: float) -> object:
+    """NMI vs time of each neural fit (its checks), eigsh and scikit-learn as points; one
+    panel per N."""
+    plt = common.plt()
+    sizes = sorted({r["n"] for r in rows if r["status"] == "ok"})
+    fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.6 * max(len(sizes), 1), 3.4),
+                             squeeze=False)
+    for ax, n in zip(axes[0], sizes, strict=False):
+        for i, method in enumerate(methods):
+            row = next((r for r in rows if r["method"] == method and r["n"] == n
+                        and r["status"] == "ok"), None)
+            if row is None:
+                continue
+            times = [p["time_s"] for p in row["curve"]]
+            quality = [p["quality"] for p in row["curve"]]
+            if method in NEURAL:
+                ax.semilogx(times, quality, ".-", color=f"C{i}", label=method)
+            else:
+                ax.semilogx(times, quality, "*" if method == reference else "o",
+                            color=f"C{i}", ms=11 if method == reference else 6, label=method)
+            if method == reference:
+                ax.axhline(row["nmi"] - tolerance, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"N = {n:,}")
+        ax.set_xlabel("seconds (callback time excluded)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("NMI")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Quality vs time; dashed: {reference}'s NMI − {tolerance}")
+    fig.tight_layout()
     return fig
 
 
@@ -256,20 +372,33 @@ def parse_args(argv):
     parser.add_argument("--n", type=int, nargs="+", default=None,
                         help=f"training sizes (default {FULL_N}; {QUICK_N} with --quick)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--reference", choices=("eigsh-hnsw", "eigsh-flat"),
+                        default="eigsh-hnsw",
+                        help="the method whose NMI defines the quality to reach; the neural "
+                             "methods train on its graph (same kernel and faiss index); run "
+                             "first, added to --methods if missing (default eigsh-hnsw)")
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="quality reached at NMI >= reference NMI - TOLERANCE (0.01)")
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="score the neural fits at one convergence check in EVAL_EVERY "
+                             "(default 1: every check, 100 steps apart)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds per fit: larger sizes that extrapolate past it are "
-                             "skipped, and a worker is stopped after 2 x TIME_LIMIT + 240 s "
+                             "skipped, and a worker is stopped after 3 x TIME_LIMIT + 240 s "
                              "(default 1800; 60 with --quick)")
     parser.add_argument("--n-test", type=int, default=None,
                         help="held-out points for predict throughput (default 10000; 1000 quick)")
     parser.add_argument("--n-clusters", type=int, default=10)
     parser.add_argument("--n-neighbors", type=int, default=10)
     parser.add_argument("--max-iter", type=int, default=None,
-                        help="training steps of the neural methods (default 1000; 60 quick)")
+                        help="cap on the training steps of the neural methods, which stop "
+                             "at their plateau (default: the estimators' 5000)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="minibatch of the neural methods (default 1024; 256 quick)")
+                        help="pairs per step of the neural methods (default: the "
+                             "estimators' 'auto')")
     parser.add_argument("--hidden", type=int, nargs="+", default=None,
-                        help="hidden widths of the neural MLP (default 256 256; 64 64 quick)")
+                        help="hidden widths of the neural MLP (default: the estimators' "
+                             "128 128; 64 64 with --quick)")
     parser.add_argument("--device", default="auto", help="device of the neural methods")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in each worker (default: available cores)")
@@ -288,20 +417,22 @@ def main(argv=None) -> dict:
     quick = args.quick
     cfg = {
         "seed": args.seed, "repeats": common.repeats(args), "n_clusters": args.n_clusters,
-        "n_neighbors": args.n_neighbors, "device": args.device,
+        "n_neighbors": args.n_neighbors, "device": args.device, "reference": args.reference,
         "n_test": args.n_test or (1_000 if quick else 10_000),
-        "max_iter": args.max_iter or (30 if quick else 1000),
-        "batch_size": args.batch_size or (256 if quick else 1024),
-        "hidden": args.hidden or ([64, 64] if quick else [256, 256]),
+        "max_iter": args.max_iter, "batch_size": args.batch_size,
+        "hidden": args.hidden or ([64, 64] if quick else None),
+        "eval_every": args.eval_every,
         "threads": args.threads or len(os.sched_getaffinity(0)),
         "features": args.features, "labels": args.labels,
     }
+    # The reference first: each later row gets its time to quality as soon as it is measured.
+    methods = [args.reference, *(m for m in args.methods if m != args.reference)]
     sizes = sorted(args.n or (QUICK_N if quick else FULL_N))
     time_limit = args.time_limit or (60.0 if quick else 1800.0)
     isolate = (args.isolate or ("no" if quick else "yes")) == "yes"
     info = common.machine_info()
     rows: list[dict] = []
-    for method in args.methods:
+    for method in methods:
         history: list[dict] = []
         for n in sizes:
             reason = skip_reason(history, n, time_limit,
@@ -319,27 +450,15 @@ def main(argv=None) -> dict:
                                                     "status": f"{status}: {first_line}"[:160]}
             history.append(row)
             rows.append(row)
+            add_time_to_quality(rows, args.reference, args.tolerance)
             print(common.text_table([row], COLUMNS).splitlines()[-1], flush=True)
 
-    data = (f"real features {args.features}" if args.features
-            else f"synthetic manifold clusters, d = {N_FEATURES}")
-    notes = [f"Data: {data}, {args.n_clusters} clusters; "
-             f"kernel: cosine kNN, k = {args.n_neighbors}, cosine weights. Neural methods: "
-             f"{cfg['max_iter']} steps, batch {cfg['batch_size']}, MLP {cfg['hidden']}, device "
-             f"{cfg['device']}. Fit times are medians of `repeats` fits (one fit when it takes "
-             f"over {REPEAT_BUDGET_S:.0f} s); `peak_rss_mb` is the peak resident memory of the "
-             f"process during fit (data and libraries included), `rss_delta_mb` the part "
-             f"above the memory resident before fit, "
-             + ("each (method, N) in a fresh subprocess. " if isolate else
-                "all measured in one process (--isolate no): memory that earlier fits left "
-                "allocated hides part of later peaks. ")
-             + f"Predict throughput on "
-             f"{cfg['n_test']:,} held-out points (Nyström extension for eigsh; scikit-learn "
-             f"has no out-of-sample predict)."]
-    for fast in ("neural", "discrete"):
-        for slow in ("eigsh-flat", "eigsh-hnsw"):
-            if fast in args.methods and slow in args.methods:
-                notes.append("- " + crossover(rows, fast, slow)[1] + ".")
+    notes = [protocol_note(args, cfg, isolate)]
+    notes += headline(rows, methods, args.reference, args.tolerance)
+    for fast in NEURAL:
+        if fast in methods:
+            notes.append("- " + crossover(rows, fast, args.reference, key="ttq_s",
+                                          verb="reaches the quality")[1] + ".")
     print()
     print(common.text_table(rows, COLUMNS))
     print("\n".join(notes[1:]))
@@ -347,11 +466,80 @@ def main(argv=None) -> dict:
     files = common.write_results(
         out, NAME, info=info, mode="quick" if quick else "full", argv=argv,
         title=__doc__.splitlines()[0],
-        tables=[("", rows, COLUMNS)], notes=notes,
-        figures=[(f"{NAME}.png", plot(rows, args.methods))])
+        tables=[("", rows, COLUMNS), ("_resources", rows, RESOURCE_COLUMNS)], notes=notes,
+        figures=[(f"{NAME}.png", plot(rows, methods)),
+                 (f"{NAME}_curves.png", plot_curves(rows, methods, args.reference,
+                                                    args.tolerance))])
+    curves = out / f"{NAME}_curves.csv"
+    common.write_csv(curves, curve_rows(rows), CURVE_COLUMNS)
+    files.insert(0, curves)
     common.publish(files, args.docs_dir, NAME)
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "notes": notes, "files": files}
+
+
+def curve_rows(rows: list[dict]) -> list[dict]:
+    """One row per scored point of every fit (eigsh and scikit-learn: their one fit)."""
+    return [{"method": r["method"], "n": r["n"], **{k: p.get(k) for k in CURVE_COLUMNS[2:]},
+             "nmi": p["quality"]}
+            for r in rows if r["status"] == "ok" for p in r["curve"]]
+
+
+def protocol_note(args, cfg: dict, isolate: bool) -> str:
+    """The paragraph that states how the table was measured."""
+    data = (f"real features {args.features}" if args.features
+            else f"synthetic manifold clusters, d = {N_FEATURES}")
+    neural = ", ".join(f"{key} {cfg[key]}" for key in ("max_iter", "batch_size", "hidden")
+                       if cfg[key] is not None) or "the estimators' defaults"
+    return (
+        f"Data: {data}, {args.n_clusters} clusters; kernel: cosine kNN, k = "
+        f"{args.n_neighbors}, cosine weights. **Time to quality**: the reference is "
+        f"{args.reference}; a method reaches its quality when its NMI is at least the "
+        f"reference's minus {args.tolerance}. The neural methods train on the reference's "
+        f"global graph (same kernel and faiss index, `sampler=\"graph\"`) until their "
+        f"label-free plateau ({neural}; device {cfg['device']}); one fit each, with a "
+        f"callback that finishes a snapshot at every "
+        + ("" if cfg["eval_every"] == 1 else f"{cfg['eval_every']}-th ")
+        + "convergence check (every 100 steps) and at the end of training and scores its "
+        "labels. `ttq_s` is the time of the first check that reaches the quality: setup and "
+        "graph, training up to that step (`ttq_iter`), and the finishing a fit stopped there "
+        "does (embedding, Rayleigh–Ritz, k-means; for `discrete` the k-means start and the "
+        "fine-tuning); the scoring and the other checks' snapshots are excluded (`eval_s` "
+        "in total). eigsh and scikit-learn reach it with their fit (`ttq_s` = `fit_s`, a "
+        f"median of `repeats` fits, one when it takes over {REPEAT_BUDGET_S:.0f} s). "
+        f"`speedup` = the reference's `fit_s` / `ttq_s`, in this one run; `fit_s`, `nmi` "
+        "of the neural methods are those of the converged fit (callback time subtracted). "
+        "`peak_rss_mb` is the peak resident memory of the process during fit (data, "
+        "libraries and, for the neural methods, the snapshots included), `rss_delta_mb` the "
+        "part above the memory resident before fit, "
+        + ("each (method, N) in a fresh subprocess. " if isolate else
+           "all measured in one process (--isolate no): memory that earlier fits left "
+           "allocated hides part of later peaks. ")
+        + f"Predict throughput on {cfg['n_test']:,} held-out points (Nyström extension "
+        "for eigsh; scikit-learn has no out-of-sample predict). The quality-vs-time curves "
+        f"are in `{NAME}_curves.csv` and the second figure.")
+
+
+def headline(rows: list[dict], methods, reference: str, tolerance: float) -> list[str]:
+    """One line per (neural method, N): its time at equal quality vs the reference's."""
+    lines = []
+    for method in (m for m in methods if m in NEURAL):
+        for row in rows:
+            if row["method"] != method or row["status"] != "ok" or "quality" not in row:
+                continue
+            ref = next(r for r in rows if r["method"] == reference and r["n"] == row["n"])
+            head = (f"- N = {row['n']:,}, {method}: ")
+            tail = (f" (converged fit: {row['fit_s']:.3g} s, {row['n_iter']} steps, NMI "
+                    f"{row['nmi']:.3f})")
+            if row["quality"] == "not reached":
+                lines.append(head + f"**not reached** — best NMI {row['best_nmi']:.3f} < "
+                             f"{reference}'s {ref['nmi']:.3f} − {tolerance}" + tail + ".")
+            else:
+                lines.append(head + f"NMI {row['ttq_nmi']:.3f} (≥ {reference}'s "
+                             f"{ref['nmi']:.3f} − {tolerance}) after {row['ttq_s']:.3g} s at "
+                             f"step {row['ttq_iter']}, vs {ref['fit_s']:.3g} s for "
+                             f"{reference}: **{row['speedup']:.2f}x** as fast" + tail + ".")
+    return lines
 
 
 if __name__ == "__main__":

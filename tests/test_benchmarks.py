@@ -45,21 +45,86 @@ def test_bench_scaling_quick(bench, tmp_path):
     scaling = bench("bench_scaling")
     docs = tmp_path / "docs"
     result = scaling.main(["--quick", "--n", "300", "600", "--methods", "eigsh-flat", "sklearn",
-                           "neural", "--max-iter", "5", "--n-test", "100", "--repeats", "1",
-                           "--hidden", "16", "--isolate", "no", "--out", str(tmp_path / "o"),
+                           "neural", "--max-iter", "400", "--n-test", "100", "--repeats", "1",
+                           "--hidden", "16", "--threads", "1", "--isolate", "no",
+                           "--out", str(tmp_path / "o"),
                            "--docs-dir", str(docs)])
     md = _check_outputs(tmp_path / "o", "bench_scaling")
     columns, rows = _csv(tmp_path / "o" / "bench_scaling.csv")
     assert columns == scaling.COLUMNS
+    # The reference (eigsh on the HNSW graph) is measured first and added when not asked for.
     assert [(r["method"], int(r["n"])) for r in rows] == [
-        (m, n) for m in ("eigsh-flat", "sklearn", "neural") for n in (300, 600)]
+        (m, n) for m in ("eigsh-hnsw", "eigsh-flat", "sklearn", "neural") for n in (300, 600)]
     by_method = {(r["method"], r["n"]): r for r in result["rows"]}
-    eigsh = by_method["eigsh-flat", 600]
-    assert eigsh["status"] == "ok" and eigsh["nmi"] > 0.8 and eigsh["fit_s"] > 0
-    assert eigsh["predict_pts_per_s"] > 0 and eigsh["peak_rss_mb"] > 0
+    for n in (300, 600):
+        ref = by_method["eigsh-hnsw", n]
+        assert ref["status"] == "ok" and ref["nmi"] > 0.8 and ref["fit_s"] > 0
+        assert ref["quality"] == "reference" and ref["ttq_s"] == ref["fit_s"]
+        assert ref["speedup"] == 1.0
+        neural = by_method["neural", n]
+        assert neural["status"] == "ok" and neural["ref_nmi"] == ref["nmi"]
+        curve = neural["curve"]
+        # One point per convergence check and one at the end of training, in training order;
+        # the end point is the converged fit itself.
+        steps = [p["n_iter"] for p in curve]
+        assert steps == sorted(set(steps)) and steps[-1] == neural["n_iter"] and len(steps) > 3
+        assert curve[-1]["quality"] == neural["nmi"]
+        assert all(p["time_s"] == p["train_s"] + p["finish_s"] for p in curve)
+        target = ref["nmi"] - 0.01
+        if neural["quality"] == "reached":
+            hit = next(p for p in curve if p["n_iter"] == neural["ttq_iter"])
+            assert neural["ttq_nmi"] == hit["quality"] >= target
+            assert all(p["quality"] < target for p in curve[:curve.index(hit)])  # the first
+            assert neural["ttq_s"] == hit["time_s"]
+            # Within the fit's wall time, which adds the callback's to fit_s.
+            assert 0 < neural["ttq_s"] <= neural["fit_s"] + neural["eval_s"]
+            assert neural["speedup"] == pytest.approx(ref["fit_s"] / neural["ttq_s"])
+        else:
+            assert neural["quality"] == "not reached" and neural["best_nmi"] < target
+            assert neural.get("ttq_s") is None
     assert by_method["sklearn", 600]["predict_pts_per_s"] is None  # no out-of-sample predict
-    assert "overtake" in md or "faster" in md  # the crossover statement
+    # The headline: one line per N at equal quality (or "not reached"), then the crossover.
+    for n in (300, 600):
+        line = next(s for s in md.splitlines() if s.startswith(f"- N = {n}, neural: "))
+        reached = by_method["neural", n]["quality"] == "reached"
+        assert ("as fast" in line) == reached and ("**not reached**" in line) != reached
+    assert "- neural " in md and "eigsh-hnsw" in md
     assert (docs / "bench_scaling" / "bench_scaling.md").read_text() == md
+    curve_columns, curve_rows = _csv(tmp_path / "o" / "bench_scaling_curves.csv")
+    assert curve_columns == scaling.CURVE_COLUMNS
+    assert len([r for r in curve_rows if r["method"] == "neural"]) == sum(
+        len(by_method["neural", n]["curve"]) for n in (300, 600))
+    assert (tmp_path / "o" / "bench_scaling_curves.png").is_file()
+
+
+def test_time_to_quality_rules(bench):
+    scaling = bench("bench_scaling")
+
+    def curve(*points):
+        return [{"n_iter": i, "time_s": t, "quality": q} for i, t, q in points]
+
+    rows = [
+        {"method": "eigsh-hnsw", "n": 10, "status": "ok", "fit_s": 4.0, "nmi": 0.9,
+         "curve": curve((None, 4.0, 0.9))},
+        {"method": "neural", "n": 10, "status": "ok", "fit_s": 9.0, "nmi": 0.95, "n_iter": 300,
+         "curve": curve((100, 1.0, 0.5), (200, 2.0, 0.891), (300, 9.0, 0.95))},
+        {"method": "discrete", "n": 10, "status": "ok", "fit_s": 3.0, "nmi": 0.88,
+         "n_iter": 200, "curve": curve((100, 1.0, 0.85), (200, 3.0, 0.889))},
+        {"method": "neural", "n": 20, "status": "ok", "fit_s": 1.0, "nmi": 0.9,
+         "curve": curve((100, 1.0, 0.9))},  # no reference at this N
+    ]
+    scaling.add_time_to_quality(rows, "eigsh-hnsw", 0.01)
+    ref, neural, discrete, alone = rows
+    assert ref["quality"] == "reference" and ref["speedup"] == 1.0
+    # The first point at or above 0.9 - 0.01, not the best nor the last one.
+    assert neural["quality"] == "reached" and neural["ttq_iter"] == 200
+    assert neural["ttq_s"] == 2.0 and neural["speedup"] == 2.0
+    assert discrete["quality"] == "not reached" and "ttq_s" not in discrete
+    assert discrete["best_nmi"] == 0.889
+    assert "quality" not in alone
+    lines = scaling.headline(rows, ["eigsh-hnsw", "neural", "discrete"], "eigsh-hnsw", 0.01)
+    assert "**2.00x** as fast" in lines[0] and "step 200" in lines[0]
+    assert "**not reached**" in lines[1] and "0.889" in lines[1]
 
 
 def test_scaling_data_is_seeded(bench):

@@ -126,6 +126,19 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         [`NeuralEigenClustering`][NeuralEigenClustering].
     checkpoint_every : int, default=100
         Steps between checkpoints.
+    callback : callable, default=None
+        Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
+        (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
+        the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
+        had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
+        ``fit`` runs after training. It is computed on its first call only, so a callback
+        that does not need it costs nothing, and the callback can time it. Training waits
+        meanwhile and its result does not depend on the callback; the seconds spent in it
+        are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
+        of the checkpoint's identity; ``partial_fit`` does not call it. Under
+        ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
+        With ``init="spectral"`` the checks are those of the eigenfunction phase and
+        ``snapshot()`` runs the k-means start and the discrete fine-tuning from there.
 
     Attributes
     ----------
@@ -149,6 +162,9 @@ class DiscreteNeuralEigenClustering(BaseNeuralEigenClustering):
         Training points per cluster.
     n_active_clusters_ : int
         Non-empty clusters on the training data (≤ n_clusters; collapse shows here).
+    callback_time_ : float
+        Seconds ``fit`` spent in ``callback``, the snapshots it finished included (0.0
+        without one): subtract it from a timed fit.
     sampler_, batch_size_, diffusion_steps_, fourier_features_, fourier_scale_, n_iter_, \
 converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         As in [`NeuralEigenClustering`][NeuralEigenClustering] (``n_iter_`` counts both phases).
@@ -188,7 +204,8 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
                  tol=1e-2, n_iter_no_change=5, learning_rate=1e-3, weight_decay=0.0,
                  orthogonality_weight=None, init="spectral", n_init=10, fine_tune_iter=500,
                  temperature_start=1.0, temperature_end=0.3, device="auto",
-                 random_state=None, verbose=False, checkpoint_dir=None, checkpoint_every=100):
+                 random_state=None, verbose=False, checkpoint_dir=None, checkpoint_every=100,
+                 callback=None):
         self.n_clusters = n_clusters
         self.kernel = kernel
         self.network = network
@@ -214,6 +231,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.callback = callback
 
     # ------------------------------------------------------------------ hooks
     def _n_outputs(self) -> int:

@@ -112,6 +112,17 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         an uninterrupted run. The file name encodes the configuration and data.
     checkpoint_every : int, default=100
         Steps between checkpoints.
+    callback : callable, default=None
+        Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
+        (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
+        the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
+        had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
+        ``fit`` runs after training. It is computed on its first call only, so a callback
+        that does not need it costs nothing, and the callback can time it. Training waits
+        meanwhile and its result does not depend on the callback; the seconds spent in it
+        are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
+        of the checkpoint's identity; ``partial_fit`` does not call it. Under
+        ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
 
     Attributes
     ----------
@@ -144,6 +155,9 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         One entry per check: ``step``, ``mean_eigenvalue``, ``diffusion_steps``.
     loss_curve_ : list of float
         Loss at every step.
+    callback_time_ : float
+        Seconds ``fit`` spent in ``callback``, the snapshots it finished included (0.0
+        without one): subtract it from a timed fit.
     n_train_samples_ : int
         Training rows (all rows seen, for ``partial_fit``).
     n_features_in_ : int
@@ -184,7 +198,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
                  tol=1e-2, n_iter_no_change=5, learning_rate=1e-3, weight_decay=0.0,
                  orthogonality_weight=None, embedding_norm="degree", n_init=10,
                  device="auto", random_state=None, verbose=False, checkpoint_dir=None,
-                 checkpoint_every=100):
+                 checkpoint_every=100, callback=None):
         self.n_clusters = n_clusters
         self.n_components = n_components
         self.kernel = kernel
@@ -208,6 +222,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.callback = callback
 
     # ------------------------------------------------------------------ hooks
     def _n_outputs(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from ._convergence import PlateauSchedule, diffusion_steps_for
 from ._neural_distributed import DistributedTrainingMixin
 from ._pair_sampler import GraphPairSampler
 from ._spectral_embedding import DisconnectedGraphWarning, check_affinity, rayleigh_ritz
-from ._training_run import _TrainingRun
+from ._training_run import _Snapshot, _TrainingRun
 
 #: Steps between two looks at the eigenvalue estimates (plateau test, diffusion time).
 CHECK_EVERY = 100
@@ -101,6 +102,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         "verbose": ["verbose"],
         "checkpoint_dir": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "callback": [None, callable],
     }
 
     # ------------------------------------------------------------------ subclass hooks
@@ -165,10 +167,14 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         run = self._start_run(X, W, context=context)
         if run.checkpoint is not None and io.resume_from_checkpoint(run):
             self._rank_streams_after_resume(run)
+        if self.callback is not None:
+            run.on_check = lambda state: self._report_check(X, state, W)
         self._train(run, X)
+        if run.on_check is not None and run.reported_step != run.step:
+            run.on_check(run)  # the state training ended in
+        self.callback_time_ = run.callback_time
         self.n_train_samples_ = n_samples
-        self._store_run(run)
-        self._finalize(X, run, W)
+        self._finish(X, run, W)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -209,8 +215,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         n_steps = max(1, math.ceil(X.shape[0] / run.batch_size))
         self._train(run, X, n_steps=n_steps)
         self.n_train_samples_ += X.shape[0]
-        self._store_run(run)
-        self._finalize(X, run, None)
+        self._finish(X, run, None)
         return self
 
     # ------------------------------------------------------------------ the training graph
@@ -393,7 +398,8 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
 
     def _fingerprint(self, X, W) -> dict:
         params = {k: v for k, v in self.get_params(deep=False).items()
-                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "device")}
+                  if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "device",
+                               "callback")}
         params["network"] = repr(self.network)
         params["kernel"] = repr(self.kernel)
         params["random_state"] = (self.random_state if isinstance(self.random_state, Integral)
@@ -450,7 +456,32 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                             eigenvalues=self._eigenvalue_ema, loss_curve=list(self.loss_curve_),
                             model=dist_utils.wrap_ddp(network))
 
-    def _store_run(self, run: _TrainingRun) -> None:
+    # ------------------------------------------------------------------ after training
+    def _finish(self, X, run: _TrainingRun, W: sp.csr_matrix | None, *,
+                warn: bool = True) -> None:
+        """Everything ``fit`` does after the training loop: keep the run's state, then set
+        the fitted attributes ([`_finalize`][_finalize]). Snapshots go through it too."""
+        self._store_run(run, warn=warn)
+        self._finalize(X, run, W)
+
+    def _report_check(self, X, run: _TrainingRun, W: sp.csr_matrix | None) -> None:
+        """Call ``callback(snapshot, n_iter)`` on the state after ``run.step`` steps."""
+        tic = time.perf_counter()
+        try:
+            self.callback(_Snapshot(lambda state: self._snapshot(X, state, W), run), run.step)
+        finally:
+            run.reported_step = run.step
+            run.callback_time += time.perf_counter() - tic
+
+    def _snapshot(self, X, run: _TrainingRun, W: sp.csr_matrix | None):
+        """A fitted copy of this estimator from the (copied) state ``run``."""
+        snapshot = copy.copy(self)
+        snapshot.n_train_samples_ = run.n_samples
+        snapshot.callback_time_ = 0.0
+        snapshot._finish(X, run, W, warn=False)
+        return snapshot
+
+    def _store_run(self, run: _TrainingRun, *, warn: bool = True) -> None:
         """Keep the trained modules and the optimiser/generator state, all on the CPU."""
         run.network.eval()
         run.normalizer.eval()
@@ -465,11 +496,11 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         if run.schedule is not None:
             self.converged_ = bool(run.schedule.converged)
             self.convergence_history_ = list(run.schedule.history)
-            if not self.converged_:
+            if warn and not self.converged_:
                 warnings.warn(
                     f"{type(self).__name__} stopped at max_iter={self.max_iter} before its "
                     f"eigenvalue estimates reached a plateau (tol={self.tol}); raise max_iter "
-                    "or tol.", ConvergenceWarning, stacklevel=3)
+                    "or tol.", ConvergenceWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ training loop
     def _train(self, run: _TrainingRun, X, *, n_steps: int | None = None) -> None:
@@ -487,8 +518,9 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                 loss, rayleigh = self._sync_statistics(run, loss, rayleigh)
                 self._update_statistics(run, loss, rayleigh)
                 run.step += 1
+                checked = False
                 if run.schedule is not None:
-                    self._check_progress(run)
+                    checked = self._check_progress(run)
                     factor = run.schedule.learning_rate_factor(run.step)
                     for group in run.optimizer.param_groups:
                         group["lr"] = run.learning_rate * factor
@@ -498,16 +530,21 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                         bar.set_postfix(loss=f"{run.loss_curve[-1]:.4f}", t=run.diffusion_steps)
                 if run.checkpoint is not None and run.step % self.checkpoint_every == 0:
                     self._save_checkpoint(run)
+                if checked and run.on_check is not None:
+                    run.on_check(run)
             if run.checkpoint is not None and run.step % self.checkpoint_every:
                 self._save_checkpoint(run)  # the final state, unless just saved
         finally:
             if bar is not None:
                 bar.close()
 
-    def _check_progress(self, run: _TrainingRun) -> None:
-        """At a check: eigenvalues from the EMA, new diffusion time, plateau test."""
+    def _check_progress(self, run: _TrainingRun) -> bool:
+        """At a check: eigenvalues from the EMA, new diffusion time, plateau test.
+
+        Returns whether ``run.step`` was a check.
+        """
         if not run.schedule.is_check(run.step):
-            return
+            return False
         eigenvalues = np.sort(eigenvalues_from_diffusion(run.eigenvalues,
                                                          run.diffusion_steps))[::-1]
         if self.diffusion_steps == "auto":
@@ -519,6 +556,7 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
                     diffusion_eigenvalues(eigenvalues[order], steps))
                 run.diffusion_steps = steps
         run.schedule.update(run.step, eigenvalues, run.diffusion_steps)
+        return True
 
     def _diffusion_reference(self, eigenvalues: np.ndarray) -> float:
         """The eigenvalue that sets the diffusion time: the K-th largest estimate."""

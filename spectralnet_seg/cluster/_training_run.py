@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,31 @@ class _TrainingRun:
     model: nn.Module | None = None  # ``network`` in DDP when distributed (forward only)
     context: Any = None  # per-sample kernel side information (e.g. TokenContext), not saved
     batch_context: Any = None  # ``context`` of the current minibatch's rows
+    # Called with the run at each convergence check and at the end of ``fit`` (not saved).
+    on_check: Callable[[_TrainingRun], None] | None = None
+    reported_step: int | None = None  # step of the last ``on_check`` call
+    callback_time: float = 0.0  # seconds spent in ``on_check`` (snapshots and callback)
+
+    def frozen_copy(self) -> _TrainingRun:
+        """An independent copy of the state, for finishing a snapshot of the run.
+
+        Network, normaliser, optimiser moments, generator, schedule and statistics are
+        copied, so finishing the copy (which moves its network to the CPU and, for the
+        discrete estimator, trains it further) leaves this run's trajectory untouched.
+        The data-side objects (sampler, context) are shared: they are read-only. The copy
+        has no checkpoint, no DDP wrapper and no ``on_check``.
+        """
+        network = copy.deepcopy(self.network)
+        optimizer = type(self.optimizer)(network.parameters(), **self.optimizer.defaults)
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
+        generator = torch.Generator()
+        generator.set_state(self.generator.get_state())
+        return dataclasses.replace(
+            self, network=network, normalizer=copy.deepcopy(self.normalizer),
+            optimizer=optimizer, generator=generator, schedule=copy.deepcopy(self.schedule),
+            eigenvalues=None if self.eigenvalues is None else self.eigenvalues.clone(),
+            loss_curve=list(self.loss_curve), checkpoint=None, model=None, on_check=None,
+            reported_step=None, callback_time=0.0)
 
     def state_dict(self) -> dict:
         return io.to_cpu({
@@ -70,3 +98,24 @@ class _TrainingRun:
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.loss_curve = [float(v) for v in state["loss_curve"]]
+
+
+class _Snapshot:
+    """Zero-argument callable: the estimator as if training had stopped at one step.
+
+    What a ``callback`` receives. The run's state is copied when the snapshot is made (cheap:
+    the network and optimiser state); the fitted copy of the estimator is only computed on
+    the first call (a pass over the training data, Rayleigh–Ritz and k-means, or the
+    discrete fine-tuning) and then cached.
+    """
+
+    def __init__(self, finish: Callable[[_TrainingRun], Any], run: _TrainingRun):
+        self._finish = finish
+        self._run: _TrainingRun | None = run.frozen_copy()
+        self._estimator = None
+
+    def __call__(self):
+        if self._run is not None:
+            self._estimator = self._finish(self._run)
+            self._run = None  # the state now lives in the estimator
+        return self._estimator
