@@ -101,12 +101,14 @@ def peers_table() -> str:
         for name in data:
             row = by.get((name, method))
             if row is None:
-                cells.append("–")
+                cells.append("not run")
             elif row["status"] == "ok":
                 cells.append(f"{float(row['nmi']):.3f} / {float(row['ncut']):.3f} / "
                              f"{float(row['fit_s']):.3g} s")
-            else:
-                cells.append(row["status"].split(":")[0])
+            else:  # "timeout after 240 s", "not installed", "no GPU", "skipped", "error"
+                cells.append(row["status"].replace("timeout: stopped", "timeout")
+                             if row["status"].startswith("timeout")
+                             else row["status"].split(":")[0])
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     sources = ", ".join(f"`{p.relative_to(ROOT)}`" for p in files)
     return "\n".join(lines) + ("\n\nNMI / normalised cut on our default graph (lower is "
