@@ -81,10 +81,45 @@ def defaults_table() -> str:
                                "(`benchmarks/results/bench_defaults/bench_defaults.csv`).\n")
 
 
+def peers_table() -> str:
+    """Peers side by side: one row per method, NMI and fit time per data set.
+
+    Reads ``bench_peers/bench_peers.csv`` and, when present, further full runs
+    ``bench_peers_*/bench_peers.csv`` (e.g. a separate run at N = 10⁵); quick runs are left out.
+    """
+    files = [RESULTS / "bench_peers" / "bench_peers.csv"] + sorted(
+        p for p in RESULTS.glob("bench_peers_*/bench_peers.csv") if "_quick" not in p.parent.name)
+    rows = [r for path in files for r in _rows(path)]
+    data = list(dict.fromkeys(r["data"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["data"], r["method"]): r for r in rows}
+    sizes = {r["data"]: int(r["n"]) for r in rows}
+    lines = ["| method | " + " | ".join(f"{d} (N = {sizes[d]:,})" for d in data) + " |",
+             "|---|" + "---|" * len(data)]
+    for method in methods:
+        cells = []
+        for name in data:
+            row = by.get((name, method))
+            if row is None:
+                cells.append("not run")
+            elif row["status"] == "ok":
+                cells.append(f"{float(row['nmi']):.3f} / {float(row['ncut']):.3f} / "
+                             f"{float(row['fit_s']):.3g} s")
+            else:  # "timeout after 240 s", "not installed", "no GPU", "skipped", "error"
+                cells.append(row["status"].replace("timeout: stopped", "timeout")
+                             if row["status"].startswith("timeout")
+                             else row["status"].split(":")[0])
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    sources = ", ".join(f"`{p.relative_to(ROOT)}`" for p in files)
+    return "\n".join(lines) + ("\n\nNMI / normalised cut on our default graph (lower is "
+                               f"better) / fit time; means over the seeds ({sources}).\n")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo_sentence,
     "demo-table": demo_table,
     "defaults": defaults_table,
+    "peers": peers_table,
 }
 
 

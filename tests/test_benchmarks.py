@@ -389,3 +389,86 @@ def test_gpu_check_records_failures_and_skips(bench):
 
     row = gpu_check.run_check("knn", "flat l2", "cuda", no_gpu)
     assert (row["status"], row["reason"]) == ("skipped", "faiss has no GPU support")
+
+def test_bench_peers_quick(bench, tmp_path):
+    peers = bench("bench_peers")
+    methods = ["eigsh", "sklearn arpack", "sklearn-fn arpack", "sklearn-fn amg", "spectralnet",
+               "cuml"]
+    docs = tmp_path / "docs"
+    result = peers.main(["--quick", "--methods", *methods, "--out", str(tmp_path / "o"),
+                         "--docs-dir", str(docs)])
+    md = _check_outputs(tmp_path / "o", "bench_peers")
+    columns, rows = _csv(tmp_path / "o" / "bench_peers.csv")
+    assert columns == peers.COLUMNS
+    assert [(r["data"], r["method"]) for r in rows] == [("digits-500", m) for m in methods]
+    by = {r["method"]: r for r in result["rows"]}
+    # Every row says whether it ran; a peer that cannot run says why.
+    for method, row in by.items():
+        assert row["status"] == "ok" or row["status"].startswith(("not installed", "no GPU"))
+        assert (row["status"] == "ok") == (peers.unavailable(method) is None)
+    assert by["eigsh"]["status"] == by["sklearn-fn arpack"]["status"] == "ok"
+    assert by["cuml"]["status"] != "ok" or peers.unavailable("cuml") is None
+
+    # The scores are the metrics of an independent fit: eigsh with its defaults, seed 0.
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from spectralnet_seg import EigshSpectralClustering
+    from spectralnet_seg.kernels import KNNKernel
+    from spectralnet_seg.metrics import normalized_cut
+
+    X, y = peers.load("digits-500")
+    graph = KNNKernel().graph(X)
+    labels = EigshSpectralClustering(10, random_state=0).fit(X).labels_
+    assert by["eigsh"]["nmi"] == pytest.approx(normalized_mutual_info_score(y, labels))
+    assert by["eigsh"]["ncut"] == pytest.approx(normalized_cut(graph, labels))
+    # The Ncut column is the normalised cut of each row's labels on our graph.
+    for (_, method), row_labels in result["labels"].items():
+        assert by[method]["ncut"] == pytest.approx(normalized_cut(graph, row_labels))
+    # scikit-learn's solver on our graph clusters the same vectors as eigsh (degree-scaled
+    # eigenvectors, k-means): the same partition, up to label names.
+    same = adjusted_rand_score(result["labels"]["digits-500", "eigsh"],
+                               result["labels"]["digits-500", "sklearn-fn arpack"])
+    assert same >= 0.99
+    assert abs(by["eigsh"]["nmi"] - by["sklearn-fn arpack"]["nmi"]) <= 0.01
+    # the solver-alone row reports the solver's time and the end-to-end time apart
+    assert 0 < by["sklearn-fn arpack"]["solver_s"] <= by["sklearn-fn arpack"]["fit_s"]
+    assert "Where a peer is faster or better" in md
+    assert all(line.startswith("- digits-500: ") for line in result["wins"])
+    assert (docs / "bench_peers" / "bench_peers.md").read_text() == md
+
+
+def test_peers_time_limit_stops_a_fit(bench, tmp_path):
+    peers = bench("bench_peers")
+    result = peers.main(["--quick", "--methods", "eigsh", "--isolate", "yes", "--time-limit",
+                         "0.05", "--out", str(tmp_path)])
+    (row,) = result["rows"]
+    assert row["status"].startswith("timeout") and "nmi" not in row
+
+
+def test_peers_wins_lines(bench):
+    peers = bench("bench_peers")
+    ok = {"status": "ok", "data": "d"}
+    rows = [{**ok, "method": "eigsh", "nmi": 0.90, "ncut": 0.50, "fit_s": 10.0},
+            {**ok, "method": "neural", "nmi": 0.80, "ncut": 0.60, "fit_s": 1.0},
+            {**ok, "method": "sklearn arpack", "nmi": 0.905, "ncut": 0.50, "fit_s": 2.0},
+            {"data": "d", "method": "cuml", "status": "no GPU"}]
+    (line,) = peers.peer_wins(rows)
+    # faster than eigsh; better NMI and Ncut than neural, not faster than it
+    assert line == ("- d: **sklearn arpack** beats eigsh (fit 2 s vs 10 s); neural "
+                    "(NMI 0.905 vs 0.800, Ncut 0.500 vs 0.600).")
+    rows[2].update(fit_s=20.0, nmi=0.85, ncut=0.55)
+    assert peers.peer_wins(rows[:1] + rows[2:]) == [
+        "- d: no peer is faster or better than any of eigsh."]
+
+
+def test_peers_update_replaces_only_rerun_rows(bench, tmp_path):
+    peers = bench("bench_peers")
+    old = [{"data": "d", "method": m, "status": "ok", "nmi": 0.5} for m in ("a", "b")]
+    new = [{"data": "d", "method": "b", "status": "timeout: stopped after 9 s"},
+           {"data": "e", "method": "a", "status": "ok", "nmi": 0.7}]
+    assert peers.merge_rows(old, new) == [old[0], new[0], new[1]]
+    path = tmp_path / "t.csv"
+    import _common
+
+    _common.write_csv(path, old, peers.COLUMNS)
+    assert peers.read_rows(path) == old  # numbers come back as numbers, empty cells dropped
