@@ -3,7 +3,10 @@
 Each image (``coffee``, ``astronaut``, ``chelsea``, ``rocket`` and the grey ``coins``,
 stacked to three channels) is downscaled so that its longer side has ``--size`` pixels and
 segmented by :func:`spectralnet_seg.segmentation.segment_image` — the package's one-photo
-call, with its defaults (``extractor="pixel"``, the paper's kernel) — once per method:
+call, with its defaults (``extractor="pixel"``, the paper's kernel) but a cap on the neural
+estimators' training steps (``--max-iter``, 300 instead of 5000, and 100 fine-tuning steps of
+the discrete one instead of 500: the defaults took 11 minutes for one 200-pixel photo on 2
+busy cores) — once per method:
 ``eigsh``, ``neural``, ``discrete`` and ``kmeans`` (k-means on the same pixel features, no
 graph). One PNG per image shows the photo and the partitions side by side, with the fit time
 and the normalised cut under each picture.
@@ -44,8 +47,12 @@ COLUMNS = ["image", "method", "height", "width", "n_clusters", "regions", "ncut"
 METHODS = ("eigsh", "neural", "discrete", "kmeans")
 # Regions per image: about the number of things a viewer would name in it.
 IMAGES = {"coffee": 6, "astronaut": 8, "chelsea": 5, "rocket": 6, "coins": 12}
-FULL_SIZE, QUICK_SIZE = 200, 48
-QUICK_MAX_ITER = 20  # neural / discrete (and fine-tuning) steps in --quick mode: a smoke test
+FULL_SIZE, QUICK_SIZE = 160, 48
+# Training steps of the neural estimators (and fine-tuning steps of the discrete one). Their
+# default, 5000, took 11 minutes for one 200-pixel photo on 2 busy cores; the gallery caps
+# them so that it builds in minutes (``--max-iter 5000`` restores the defaults).
+FULL_MAX_ITER, FULL_FINE_TUNE_ITER = 300, 100
+QUICK_MAX_ITER = 20  # --quick: a smoke test
 BETA, EPS = 10.0, 1e-6
 
 
@@ -94,16 +101,17 @@ def pixel_graph(image: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- running
-def segment(image: np.ndarray, method: str, n_clusters: int, *, seed: int,
-            quick: bool) -> tuple[np.ndarray, float]:
-    """``segment_image`` with the method's defaults; the label map and the seconds it took."""
+def segment(image: np.ndarray, method: str, n_clusters: int, *, seed: int, max_iter: int,
+            fine_tune_iter: int) -> tuple[np.ndarray, float]:
+    """``segment_image`` with the method's defaults but the training steps; the label map and
+    the seconds it took."""
     from spectralnet_seg.segmentation import segment_image
 
     params = {}
-    if quick and method in ("neural", "discrete"):
-        params["max_iter"] = QUICK_MAX_ITER
-    if quick and method == "discrete":
-        params["fine_tune_iter"] = QUICK_MAX_ITER
+    if method in ("neural", "discrete"):
+        params["max_iter"] = max_iter
+    if method == "discrete":
+        params["fine_tune_iter"] = fine_tune_iter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # capped neighbour counts, early-stopping notes
         tic = time.perf_counter()
@@ -111,8 +119,8 @@ def segment(image: np.ndarray, method: str, n_clusters: int, *, seed: int,
         return labels, time.perf_counter() - tic
 
 
-def run_image(name: str, n_clusters: int, methods, *, size: int, seed: int,
-              quick: bool) -> tuple[np.ndarray, list[dict], dict]:
+def run_image(name: str, n_clusters: int, methods, *, size: int,
+              **fit) -> tuple[np.ndarray, list[dict], dict]:
     """Segment one image with every method: the image, its rows and its label maps."""
     from spectralnet_seg.metrics import normalized_cut
 
@@ -120,7 +128,7 @@ def run_image(name: str, n_clusters: int, methods, *, size: int, seed: int,
     graph = pixel_graph(image)
     rows, label_maps = [], {}
     for method in methods:
-        labels, seconds = segment(image, method, n_clusters, seed=seed, quick=quick)
+        labels, seconds = segment(image, method, n_clusters, **fit)
         rows.append({"image": name, "method": method, "height": image.shape[0],
                      "width": image.shape[1], "n_clusters": n_clusters,
                      "regions": len(np.unique(labels)),
@@ -163,6 +171,10 @@ def parse_args(argv):
                         help="images to segment (default: all)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         help="methods (default: all)")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help=f"training steps of neural and discrete (default {FULL_MAX_ITER}; "
+                             f"{QUICK_MAX_ITER} quick); the discrete one fine-tunes for "
+                             f"{FULL_FINE_TUNE_ITER} (or as many, if fewer)")
     parser.add_argument("--size", type=int, default=None,
                         help=f"longer side in pixels (default {FULL_SIZE}; {QUICK_SIZE} quick)")
     return parser.parse_args(argv)
@@ -173,13 +185,16 @@ def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     size = args.size or (QUICK_SIZE if args.quick else FULL_SIZE)
+    max_iter = args.max_iter or (QUICK_MAX_ITER if args.quick else FULL_MAX_ITER)
+    fit = {"seed": args.seed, "max_iter": max_iter,
+           "fine_tune_iter": min(max_iter, FULL_FINE_TUNE_ITER)}
     info = common.machine_info()
     rows, figures = [], []
     plt = common.plt()
     tic = time.perf_counter()
     for name in args.images:
         image, image_rows, label_maps = run_image(name, IMAGES[name], args.methods, size=size,
-                                                  seed=args.seed, quick=args.quick)
+                                                  **fit)
         rows += image_rows
         figures.append((f"{name}.png", plot(name, image, image_rows, label_maps)))
     total = time.perf_counter() - tic
@@ -187,11 +202,11 @@ def main(argv=None) -> dict:
     print(common.text_table(rows, COLUMNS))
     notes = [
         f"`segment_image(image, K, method=..., random_state={args.seed})` with the package's "
-        f"defaults on each image downscaled to {size} pixels on its longer side"
-        + (f"; quick mode: neural and discrete trained for {QUICK_MAX_ITER} steps "
-           "(and fine-tuned for as many) only"
-           if args.quick else "")
-        + ". `ncut`: normalised cut of the full-resolution label map on the image's "
+        f"defaults on each image downscaled to {size} pixels on its longer side, except the "
+        f"training of `neural` and `discrete`: {fit['max_iter']} steps (`max_iter`, default "
+        f"5000) and {fit['fine_tune_iter']} fine-tuning steps of `discrete` "
+        "(`fine_tune_iter`, default 500), so that the gallery builds in minutes on 2 CPU "
+        "cores. `ncut`: normalised cut of the full-resolution label map on the image's "
         f"4-neighbour pixel graph, weights exp(−{BETA:g} · |RGB difference| / std) + {EPS:g} "
         "(the same graph for every method; lower is better); `regions`: regions the map uses "
         f"(of K = `n_clusters`); `time_s`: one call, extraction included. Whole gallery: "
@@ -202,10 +217,29 @@ def main(argv=None) -> dict:
                                  tables=[("", rows, COLUMNS)], notes=notes, figures=figures)
     for _, figure in figures:
         plt.close(figure)
+    for path in files:
+        if path.suffix == ".png":
+            shrink_png(path)
     if args.docs_dir is not None:
         publish_docs(files, Path(args.docs_dir))
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "files": files}
+
+
+def shrink_png(path: Path, colors: int = 96, width: int = 1100) -> None:
+    """Rewrite a PNG with at most ``width`` pixels across and a ``colors`` palette.
+
+    The gallery's PNGs are committed twice (results and docs): full-colour they weigh ~300 KB
+    each, a palette of a hundred colours keeps the label overlays legible at a fifth of that.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)),
+                             Image.Resampling.LANCZOS)
+    image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def publish_docs(files, docs_dir: Path) -> None:

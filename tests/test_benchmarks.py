@@ -229,6 +229,7 @@ def test_bench_coins_quick(bench, tmp_path, monkeypatch):
     assert "normalised cut" in md and "embedding_norm='degree'" in md
 
 
+@pytest.mark.filterwarnings("ignore:NeuralEigenClustering stopped at max_iter")
 def test_coins_neural_rows_fit_the_features_on_the_pixel_graph(bench):
     coins = bench("bench_coins")
     data = coins.coins_data(0.05)
