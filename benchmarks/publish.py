@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = (ROOT / "README.md", ROOT / "docs" / "quickstart.md", ROOT / "docs" / "index.md",
-         ROOT / "docs" / "benchmarks" / "index.md")
+         ROOT / "docs" / "benchmarks" / "index.md", ROOT / "docs" / "gallery.md")
 _BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
                     re.S)
 
@@ -115,11 +115,40 @@ def peers_table() -> str:
                                f"better) / fit time; means over the seeds ({sources}).\n")
 
 
+def gallery_section(results: Path | None = None, image_dir: str = "gallery") -> str:
+    """The gallery: per image its PNG, then time, Ncut and regions of every method.
+
+    Parameters
+    ----------
+    results : Path, optional
+        Folder of ``gallery.csv`` and ``gallery.md``; ``benchmarks/results/gallery/``.
+    image_dir : str
+        Folder of the PNGs, relative to the page.
+    """
+    results = RESULTS / "gallery" if results is None else results
+    rows = _rows(results / "gallery.csv")
+    run = [line for line in (results / "gallery.md").read_text().splitlines()
+           if line.startswith(("- **Run:**", "- **Machine:**"))]
+    parts = [*run, ""]
+    for image in dict.fromkeys(r["image"] for r in rows):
+        mine = [r for r in rows if r["image"] == image]
+        first = mine[0]
+        parts += [f"## {image}", "",
+                  f"![{image}: the photo and its {len(mine)} partitions]({image_dir}/{image}.png)",
+                  "", f"{first['width']} x {first['height']} pixels, K = {first['n_clusters']}.",
+                  "", "| method | time (s) | Ncut | regions |", "|---|---|---|---|"]
+        parts += [f"| {r['method']} | {float(r['time_s']):.1f} | {float(r['ncut']):.3f} | "
+                  f"{r['regions']} |" for r in mine]
+        parts.append("")
+    return "\n".join(parts)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo_sentence,
     "demo-table": demo_table,
     "defaults": defaults_table,
     "peers": peers_table,
+    "gallery": gallery_section,
 }
 
 
@@ -133,6 +162,15 @@ def render(text: str) -> str:
     return _BLOCK.sub(replace, text)
 
 
+def render_page(page: Path, *, check: bool = False) -> bool:
+    """Rewrite the generated blocks of ``page`` (unless ``check``); whether it was stale."""
+    text = page.read_text()
+    new = render(text)
+    if new != text and not check:
+        page.write_text(new)
+    return new != text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
@@ -142,12 +180,8 @@ def main(argv=None) -> int:
     for page in PAGES:
         if not page.exists():
             continue
-        text = page.read_text()
-        new = render(text)
-        if new != text:
+        if render_page(page, check=args.check):
             stale.append(page)
-            if not args.check:
-                page.write_text(new)
     for page in stale:
         print(f"{'stale' if args.check else 'updated'}: {page.relative_to(ROOT)}")
     return 1 if (args.check and stale) else 0

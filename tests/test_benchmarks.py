@@ -294,6 +294,53 @@ def test_bench_coins_quick(bench, tmp_path, monkeypatch):
     assert "normalised cut" in md and "embedding_norm='degree'" in md
 
 
+@pytest.mark.filterwarnings("ignore:NeuralEigenClustering stopped at max_iter")
+def test_coins_neural_rows_fit_the_features_on_the_pixel_graph(bench):
+    coins = bench("bench_coins")
+    data = coins.coins_data(0.05)
+    labels = coins.WARMUPS["neural"](data, 3, 0)  # 10 steps: the wiring, not the quality
+    assert labels.shape == (data.graph.shape[0],) and labels.max() < 3
+    assert "discrete" in coins.METHODS and "discrete" not in coins.quick_methods()
+
+
+def test_gallery_quick(bench, tmp_path):
+    from spectralnet_seg.metrics import normalized_cut
+    from spectralnet_seg.segmentation import segment_image
+
+    gallery = bench("gallery")
+    publish = bench("publish")
+    result = gallery.main(["--quick", "--images", "coffee", "coins", "--out", str(tmp_path)])
+    for name in ("coffee", "coins"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    columns, rows = _csv(tmp_path / "gallery.csv")
+    assert columns == gallery.COLUMNS
+    assert [(r["image"], r["method"]) for r in rows] == [
+        (i, m) for i in ("coffee", "coins") for m in gallery.METHODS]
+    assert all(1 <= int(r["regions"]) <= int(r["n_clusters"]) for r in rows)
+    # The Ncut is the metric of segment_image's label map on the image's pixel graph.
+    image = gallery.load("coffee", gallery.QUICK_SIZE)
+    assert max(image.shape[:2]) == gallery.QUICK_SIZE
+    labels = segment_image(image, gallery.IMAGES["coffee"], method="eigsh", random_state=0)
+    by = {(r["image"], r["method"]): r for r in result["rows"]}
+    assert by["coffee", "eigsh"]["ncut"] == pytest.approx(
+        normalized_cut(gallery.pixel_graph(image), labels.ravel()))
+    # The docs page's block is rendered from these files: every picture, every number.
+    section = publish.gallery_section(tmp_path)
+    assert "![coffee" in section and "(gallery/coins.png)" in section
+    for row in result["rows"]:
+        assert f"| {row['method']} | {row['time_s']:.1f} | {row['ncut']:.3f} |" in section
+
+
+def test_pixel_graph_is_a_weighted_four_neighbour_grid(bench):
+    gallery = bench("gallery")
+    image = np.zeros((4, 5, 3), np.uint8)
+    image[:, 3:] = 255  # an edge between columns 2 and 3
+    W = gallery.pixel_graph(image)
+    assert W.shape == (20, 20) and W.nnz == 2 * (4 * 4 + 5 * 3)
+    assert abs(W - W.T).max() == 0 and W.diagonal().max() == 0
+    assert W[2, 3] < 1e-3 and W[0, 1] == pytest.approx(1 + 1e-6)
+
+
 def test_bench_defaults_quick(bench, tmp_path):
     defaults = bench("bench_defaults")
     result = defaults.main(["--quick", "--methods", "eigsh", "neural", "discrete", "sklearn",

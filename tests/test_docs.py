@@ -41,7 +41,8 @@ def test_build_is_strict_and_complete(site):
                  "how-to/backbones/index.html", "how-to/evaluate-datasets/index.html",
                  "how-to/sklearn-pipeline/index.html", "how-to/gpu/index.html",
                  "how-to/extend/index.html",
-                 "scale-out/index.html", "reliability/index.html", "benchmarks/index.html"):
+                 "scale-out/index.html", "reliability/index.html", "benchmarks/index.html",
+                 "gallery/index.html"):
         assert (site / page).is_file(), page
 
 
@@ -89,6 +90,22 @@ def test_benchmark_pages_show_tables_plots_and_machine(site):
         assert (site / "benchmarks" / name / f"{name}.png").is_file(), name
         assert "Machine:" in html and "Versions:" in html, name
         assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", html), name
+
+
+def test_gallery_page_shows_every_picture_with_its_numbers(site):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gallery
+        import publish
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    page = ROOT / "docs" / "gallery.md"
+    assert not publish.render_page(page, check=True), "run python benchmarks/publish.py"
+    html = (site / "gallery" / "index.html").read_text()
+    for name in gallery.IMAGES:
+        assert f'src="{name}.png"' in html or f'src="../gallery/{name}.png"' in html, name
+        assert (site / "gallery" / f"{name}.png").is_file(), name
+    assert html.count("<table>") == len(gallery.IMAGES) and "Machine:" in html
 
 
 def test_quickstart_has_the_readme_commands():
