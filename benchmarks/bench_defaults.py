@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
+import bench_peers as peers  # noqa: E402
 
 NAME = "bench_defaults"
 COLUMNS = ["data", "n", "method", "seeds", "nmi", "nmi_min", "nmi_spread", "ari",
@@ -95,29 +96,9 @@ def load(name: str, *, quick: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- methods
-def _spectralnet(X: np.ndarray, k: int, seed: int) -> np.ndarray:
-    import torch
-    from spectralnet import SpectralNet
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - SpectralNet draws from the global RNGs
-    model = SpectralNet(n_clusters=k, spectral_hiddens=[1024, 1024, 512, k])
-    model.fit(torch.from_numpy(X))
-    return np.asarray(model.predict(torch.from_numpy(X)))
-
-
-def _ours(cls_name: str) -> Callable[[np.ndarray, int, int], np.ndarray]:
-    def fit(X, k, seed):
-        import spectralnet_seg
-
-        return getattr(spectralnet_seg, cls_name)(k, random_state=seed).fit(X).labels_
-    return fit
-
-
-def _sklearn(X, k, seed):
-    from sklearn.cluster import SpectralClustering
-
-    return SpectralClustering(k, affinity="nearest_neighbors", random_state=seed).fit_predict(X)
+def _without_graph(fit: Callable) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """A ``bench_peers`` fit (which may take our prebuilt graph) on the features alone."""
+    return lambda X, k, seed: fit(X, k, seed, None)
 
 
 def _kmeans(X, k, seed):
@@ -126,13 +107,14 @@ def _kmeans(X, k, seed):
     return KMeans(k, random_state=seed).fit_predict(X)
 
 
+# The rows shared with bench_peers use its fit functions (one SpectralNet set-up for both).
 FITS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
-    "eigsh": _ours("EigshSpectralClustering"),
-    "neural": _ours("NeuralEigenClustering"),
-    "discrete": _ours("DiscreteNeuralEigenClustering"),
-    "sklearn": _sklearn,
+    "eigsh": _without_graph(peers._ours("EigshSpectralClustering")),
+    "neural": _without_graph(peers._ours("NeuralEigenClustering")),
+    "discrete": _without_graph(peers._ours("DiscreteNeuralEigenClustering")),
+    "sklearn": _without_graph(peers._sklearn("arpack")),
     "kmeans": _kmeans,
-    "spectralnet": _spectralnet,
+    "spectralnet": _without_graph(peers._spectralnet("defaults")),
 }
 
 

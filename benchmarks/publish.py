@@ -77,8 +77,11 @@ def defaults_table() -> str:
             cells.append(f"{float(row['nmi']):.3f}" if row and row["nmi"] else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     seeds = max(int(r["seeds"]) for r in rows if r["seeds"])
-    return "\n".join(lines) + (f"\n\nNMI, mean over {seeds} seeds "
-                               "(`benchmarks/results/bench_defaults/bench_defaults.csv`).\n")
+    fewer = [f"{r['method']} on {r['data']}: {r['seeds']}" for r in rows
+             if r["seeds"] and 0 < int(r["seeds"]) < seeds]
+    return "\n".join(lines) + (f"\n\nNMI, mean over {seeds} seeds"
+                               + (f" (fewer for {'; '.join(fewer)})" if fewer else "")
+                               + " (`benchmarks/results/bench_defaults/bench_defaults.csv`).\n")
 
 
 def peers_table() -> str:
@@ -143,12 +146,88 @@ def gallery_section(results: Path | None = None, image_dir: str = "gallery") -> 
     return "\n".join(parts)
 
 
+def _number(value: str, digits: int = 3) -> str:
+    return f"{float(value):.{digits}g}" if value not in ("", None) else "–"
+
+
+def scaling_table() -> str:
+    """Time to eigsh's quality per method and N, and the converged fit, from bench_scaling."""
+    rows = _rows(RESULTS / "bench_scaling" / "bench_scaling.csv")
+    lines = ["| method | N | time to quality (s) | speedup at equal quality | NMI there | "
+             "converged fit (s) | NMI converged |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['method']} | {int(r['n']):,} | {r['status']} | | | | |")
+            continue
+        reached = r["quality"] != "not reached"
+        lines.append(
+            f"| {r['method']} | {int(r['n']):,} | "
+            f"{_number(r['ttq_s']) if reached else 'not reached'} | "
+            f"{(_number(r['speedup']) + 'x') if reached and r['speedup'] else '–'} | "
+            f"{_number(r['ttq_nmi']) if reached else _number(r['best_nmi']) + ' (best)'} | "
+            f"{_number(r['fit_s'])} | {_number(r['nmi'])} |")
+    return "\n".join(lines) + (
+        "\n\nQuality = NMI within 0.01 of the reference's (eigsh on the HNSW graph, the first "
+        "row of each N), on the same graph, one fit per cell "
+        "(`benchmarks/results/bench_scaling/bench_scaling.csv`).\n")
+
+
+def coins_table() -> str:
+    """Normalised cut, regions and fit time on scikit-learn's coins graph, per scale."""
+    rows = _rows(RESULTS / "bench_coins" / "bench_coins.csv")
+    lines = ["| scale | method | Ncut | regions | fit (s) | time vs scikit-learn |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['scale']} | {r['method']} | {r['status']} | | | |")
+            continue
+        ratio = f"{float(r['time_vs_sklearn']):.2f}x" if r["time_vs_sklearn"] else "–"
+        lines.append(f"| {r['scale']} | {r['method']} | {float(r['ncut']):.4g} | "
+                     f"{r['regions']} | {float(r['fit_s']):.3g} | {ratio} |")
+    return "\n".join(lines) + ("\n\nNormalised cut of the labels on the coins pixel graph (lower "
+                               "is better), 25 regions asked for "
+                               "(`benchmarks/results/bench_coins/bench_coins.csv`).\n")
+
+
+def scaling_headline() -> str:
+    """README's headline: the neural fit's speed at equal quality at the largest common N."""
+    folder = RESULTS / "bench_scaling"
+    rows = _rows(folder / "bench_scaling.csv")
+    command = next(line for line in (folder / "bench_scaling.md").read_text().splitlines()
+                   if line.startswith("- **Run:**"))
+    command = command[command.index("`"):].split(" (")[0]
+    ok = [r for r in rows if r["status"] == "ok"]
+    reference = next(r["method"] for r in ok if r["quality"] == "reference")
+    common = [int(r["n"]) for r in ok if r["method"] == reference]
+    lines = []
+    for method in ("neural", "discrete"):
+        mine = [r for r in ok if r["method"] == method and int(r["n"]) in common]
+        if not mine:
+            continue
+        row = max(mine, key=lambda r: int(r["n"]))
+        ref = next(r for r in ok if r["method"] == reference and r["n"] == row["n"])
+        if row["quality"] == "not reached":
+            lines.append(f"At N = {int(row['n']):,} the {method} estimator did not reach "
+                         f"{reference}'s NMI {float(ref['nmi']):.3f} − 0.01 (best "
+                         f"{float(row['best_nmi']):.3f}).")
+        else:
+            lines.append(f"At N = {int(row['n']):,} the {method} estimator reaches "
+                         f"{reference}'s quality (NMI {float(row['ttq_nmi']):.3f} against "
+                         f"{float(ref['nmi']):.3f}) in {float(row['ttq_s']):.3g} s against "
+                         f"{float(ref['fit_s']):.3g} s: **{float(row['speedup']):.2f}x** as "
+                         "fast at equal quality, both measured in one run.")
+    return " ".join(lines) + f" Reproduce with {command}.\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo_sentence,
     "demo-table": demo_table,
     "defaults": defaults_table,
     "peers": peers_table,
     "gallery": gallery_section,
+    "scaling": scaling_table,
+    "scaling-headline": scaling_headline,
+    "coins": coins_table,
 }
 
 

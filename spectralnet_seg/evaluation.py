@@ -184,28 +184,12 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     stride = stride if stride is not None else max(1, crop_size // 2)
 
     def prepare(index: int):
-        image, mask = dataset[index]
-        image, mask = np.asarray(image), np.asarray(mask)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"item {index}: mask shape {mask.shape} does not match image "
-                             f"shape {image.shape[:2]}")
-        if protocol == "reco":
-            return reco_protocol(image, mask, size=crop_size)
-        if protocol == "sliding":
-            return resize_short_side(image, mask, crop_size)
-        if callable(protocol):
-            return protocol(image, mask)
-        return image, mask
+        return _prepare_item(dataset, index, protocol, crop_size)
 
     if fit:
         segmenter.fit([prepare(i)[0] for i in range(n_items)])
-    elif hasattr(segmenter, "get_params"):
-        try:
-            check_is_fitted(segmenter)
-        except NotFittedError:
-            raise NotFittedError(
-                "the segmenter is not fitted: call segmenter.fit(train_images) first, or pass "
-                "fit=True to fit it on the evaluation images.") from None
+    else:
+        _check_segmenter_fitted(segmenter)
 
     n_classes = getattr(dataset, "n_classes", None)
     n_clusters = getattr(segmenter, "n_labels_", None)
@@ -216,30 +200,13 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     starts = range(0, n_items, batch_size)
     for start in progress(starts, verbose=verbose, desc="evaluating", total=len(starts)):
         pairs = [prepare(i) for i in range(start, min(start + batch_size, n_items))]
-        images = [image for image, _ in pairs]
         tic = time.perf_counter()
-        if protocol == "sliding":
-            labels = [sliding_window_scores(segmenter, image, window=crop_size,
-                                            stride=stride).argmax(axis=2) for image in images]
-        else:
-            labels = segmenter.predict(images)
+        labels = _predict_batch(segmenter, [image for image, _ in pairs], protocol,
+                                crop_size, stride)
         predict_time += time.perf_counter() - tic
         for (_, mask), pred in zip(pairs, labels, strict=True):
-            if pred.shape != mask.shape:
-                raise ValueError(f"the segmenter returned a {pred.shape} label map for a "
-                                 f"{mask.shape} mask; label maps must be at full resolution")
-            # int64 first: max(initial=-1) of an all-ignored uint8 mask would overflow.
-            classes = n_classes if n_classes is not None else int(
-                mask[mask != ignore_index].astype(np.int64).max(initial=-1)) + 1
-            k = n_clusters if n_clusters is not None else int(pred.max()) + 1
-            part = confusion_matrix(mask, pred, classes, k, ignore_index)
-            if confusion is None:
-                confusion = part
-            else:  # without n_classes / n_labels_, later images may show more of either
-                grown = np.zeros(np.maximum(confusion.shape, part.shape), np.int64)
-                grown[:confusion.shape[0], :confusion.shape[1]] += confusion
-                grown[:part.shape[0], :part.shape[1]] += part
-                confusion = grown
+            part = _image_confusion(mask, pred, n_classes, n_clusters, ignore_index)
+            confusion = part if confusion is None else _add_confusions(confusion, part)
             if return_predictions:
                 predictions.append(pred)
 
@@ -267,3 +234,62 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     if return_predictions:
         result["predictions"] = predictions
     return result
+
+
+def _prepare_item(dataset, index: int, protocol, crop_size: int):
+    """Item ``index`` of ``dataset`` as arrays, checked and transformed by ``protocol``."""
+    image, mask = dataset[index]
+    image, mask = np.asarray(image), np.asarray(mask)
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"item {index}: mask shape {mask.shape} does not match image "
+                         f"shape {image.shape[:2]}")
+    if protocol == "reco":
+        return reco_protocol(image, mask, size=crop_size)
+    if protocol == "sliding":
+        return resize_short_side(image, mask, crop_size)
+    if callable(protocol):
+        return protocol(image, mask)
+    return image, mask
+
+
+def _check_segmenter_fitted(segmenter) -> None:
+    """A clear error for an unfitted scikit-learn-style segmenter (others are trusted)."""
+    if not hasattr(segmenter, "get_params"):
+        return
+    try:
+        check_is_fitted(segmenter)
+    except NotFittedError:
+        raise NotFittedError(
+            "the segmenter is not fitted: call segmenter.fit(train_images) first, or pass "
+            "fit=True to fit it on the evaluation images.") from None
+
+
+def _predict_batch(segmenter, images: list[np.ndarray], protocol, crop_size: int,
+                   stride: int) -> list[np.ndarray]:
+    """Label maps of ``images``: whole-image ``predict`` or averaged sliding windows."""
+    if protocol == "sliding":
+        return [sliding_window_scores(segmenter, image, window=crop_size,
+                                      stride=stride).argmax(axis=2) for image in images]
+    return segmenter.predict(images)
+
+
+def _image_confusion(mask: np.ndarray, pred: np.ndarray, n_classes: int | None,
+                     n_clusters: int | None, ignore_index: int) -> np.ndarray:
+    """Classes × clusters confusion of one image (sizes from the data when not given)."""
+    if pred.shape != mask.shape:
+        raise ValueError(f"the segmenter returned a {pred.shape} label map for a "
+                         f"{mask.shape} mask; label maps must be at full resolution")
+    # int64 first: max(initial=-1) of an all-ignored uint8 mask would overflow.
+    classes = n_classes if n_classes is not None else int(
+        mask[mask != ignore_index].astype(np.int64).max(initial=-1)) + 1
+    k = n_clusters if n_clusters is not None else int(pred.max()) + 1
+    return confusion_matrix(mask, pred, classes, k, ignore_index)
+
+
+def _add_confusions(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total + part``, grown to the larger shape: without ``n_classes`` / ``n_labels_``,
+    later images may show more classes or clusters than the earlier ones."""
+    grown = np.zeros(np.maximum(total.shape, part.shape), np.int64)
+    grown[:total.shape[0], :total.shape[1]] += total
+    grown[:part.shape[0], :part.shape[1]] += part
+    return grown

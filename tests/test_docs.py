@@ -144,3 +144,37 @@ def test_docstring_examples_run(name):
         warnings.simplefilter("ignore")  # the short example fits warn that they stop early
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _publish():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import publish
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return publish
+
+
+def test_published_numbers_match_the_committed_results():
+    """Every generated block in README/docs is current, and none is empty."""
+    publish = _publish()
+    assert publish.main(["--check"]) == 0, "stale block: run python benchmarks/publish.py"
+    for page in publish.PAGES:
+        for match in publish._BLOCK.finditer(page.read_text()):
+            assert match.group("body").strip(), f"{page.name}: empty block {match['name']}"
+
+
+def test_readme_quotes_the_demo_and_defaults_csv():
+    """Independent of the renderer: the README's figures are the CSV values, rounded."""
+    import csv
+
+    readme = (ROOT / "README.md").read_text()
+    results = ROOT / "benchmarks" / "results"
+    with open(results / "demo" / "results.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            assert f"{100 * float(row['mean_iou']):.1f}" in readme, row["method"]
+    with open(results / "bench_defaults" / "bench_defaults.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["data"] == "digits" and r["nmi"]]
+    line = next(ln for ln in readme.splitlines() if ln.startswith("| digits |"))
+    for row in rows:
+        assert f"{float(row['nmi']):.3f}" in line, row["method"]
