@@ -76,6 +76,17 @@ def defaults_table() -> str:
             row = by.get((name, method))
             cells.append(f"{float(row['nmi']):.3f}" if row and row["nmi"] else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    wins = []
+    for name in data:
+        ours = [float(by[(name, m)]["nmi"]) for m in ("neural", "discrete")
+                if by.get((name, m)) and by[(name, m)]["nmi"]]
+        better = [f"{m} {float(by[(name, m)]['nmi']):.3f}" for m in methods
+                  if m not in ("eigsh", "neural", "discrete") and by.get((name, m))
+                  and by[(name, m)]["nmi"] and ours and float(by[(name, m)]["nmi"]) > max(ours)]
+        if better:
+            wins.append(f"{name} ({', '.join(better)})")
+    lines += ["", "Where another method beats both neural estimators: "
+              + ("; ".join(wins) if wins else "nowhere") + "."]
     seeds = max(int(r["seeds"]) for r in rows if r["seeds"])
     fewer = [f"{r['method']} on {r['data']}: {r['seeds']}" for r in rows
              if r["seeds"] and 0 < int(r["seeds"]) < seeds]
