@@ -3,10 +3,9 @@
 Each image (``coffee``, ``astronaut``, ``chelsea``, ``rocket`` and the grey ``coins``,
 stacked to three channels) is downscaled so that its longer side has ``--size`` pixels and
 segmented by :func:`spectralnet_seg.segmentation.segment_image` — the package's one-photo
-call, with its defaults (``extractor="pixel"``, the paper's kernel) but a cap on the neural
-estimators' training steps (``--max-iter``, 300 instead of 5000, and 100 fine-tuning steps of
-the discrete one instead of 500: the defaults took 11 minutes for one 200-pixel photo on 2
-busy cores) — once per method:
+call, with its defaults (``extractor="pixel"``, the paper's kernel; ``--max-iter`` caps the
+neural estimators' training steps, and the discrete one's fine-tuning, for a faster build) —
+once per method:
 ``eigsh``, ``neural``, ``discrete`` and ``kmeans`` (k-means on the same pixel features, no
 graph). One PNG per image shows the photo and the partitions side by side, with the fit time
 and the normalised cut under each picture.
@@ -26,7 +25,7 @@ the whole path, not a gallery.
 
 Usage::
 
-    python benchmarks/gallery.py --docs-dir docs    # a few minutes on 2 cores
+    python benchmarks/gallery.py --docs-dir docs    # under a minute on 2 idle cores
     python benchmarks/gallery.py --quick
 """
 
@@ -51,7 +50,6 @@ FULL_SIZE, QUICK_SIZE = 160, 48
 # Training steps of the neural estimators (and fine-tuning steps of the discrete one). Their
 # default, 5000, took 11 minutes for one 200-pixel photo on 2 busy cores; the gallery caps
 # them so that it builds in minutes (``--max-iter 5000`` restores the defaults).
-FULL_MAX_ITER, FULL_FINE_TUNE_ITER = 300, 100
 QUICK_MAX_ITER = 20  # --quick: a smoke test
 BETA, EPS = 10.0, 1e-6
 
@@ -101,16 +99,16 @@ def pixel_graph(image: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- running
-def segment(image: np.ndarray, method: str, n_clusters: int, *, seed: int, max_iter: int,
-            fine_tune_iter: int) -> tuple[np.ndarray, float]:
-    """``segment_image`` with the method's defaults but the training steps; the label map and
-    the seconds it took."""
+def segment(image: np.ndarray, method: str, n_clusters: int, *, seed: int,
+            max_iter: int | None, fine_tune_iter: int | None) -> tuple[np.ndarray, float]:
+    """``segment_image`` with the method's defaults (training steps capped where not None);
+    the label map and the seconds it took."""
     from spectralnet_seg.segmentation import segment_image
 
     params = {}
-    if method in ("neural", "discrete"):
+    if method in ("neural", "discrete") and max_iter is not None:
         params["max_iter"] = max_iter
-    if method == "discrete":
+    if method == "discrete" and fine_tune_iter is not None:
         params["fine_tune_iter"] = fine_tune_iter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # capped neighbour counts, early-stopping notes
@@ -172,9 +170,9 @@ def parse_args(argv):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         help="methods (default: all)")
     parser.add_argument("--max-iter", type=int, default=None,
-                        help=f"training steps of neural and discrete (default {FULL_MAX_ITER}; "
-                             f"{QUICK_MAX_ITER} quick); the discrete one fine-tunes for "
-                             f"{FULL_FINE_TUNE_ITER} (or as many, if fewer)")
+                        help=f"cap on the training steps of neural and discrete (default: "
+                             f"their own; {QUICK_MAX_ITER} quick); the discrete one then "
+                             "fine-tunes for as many")
     parser.add_argument("--size", type=int, default=None,
                         help=f"longer side in pixels (default {FULL_SIZE}; {QUICK_SIZE} quick)")
     return parser.parse_args(argv)
@@ -185,9 +183,8 @@ def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     size = args.size or (QUICK_SIZE if args.quick else FULL_SIZE)
-    max_iter = args.max_iter or (QUICK_MAX_ITER if args.quick else FULL_MAX_ITER)
-    fit = {"seed": args.seed, "max_iter": max_iter,
-           "fine_tune_iter": min(max_iter, FULL_FINE_TUNE_ITER)}
+    max_iter = args.max_iter or (QUICK_MAX_ITER if args.quick else None)
+    fit = {"seed": args.seed, "max_iter": max_iter, "fine_tune_iter": max_iter}
     info = common.machine_info()
     rows, figures = [], []
     plt = common.plt()
@@ -202,11 +199,12 @@ def main(argv=None) -> dict:
     print(common.text_table(rows, COLUMNS))
     notes = [
         f"`segment_image(image, K, method=..., random_state={args.seed})` with the package's "
-        f"defaults on each image downscaled to {size} pixels on its longer side, except the "
-        f"training of `neural` and `discrete`: {fit['max_iter']} steps (`max_iter`, default "
-        f"5000) and {fit['fine_tune_iter']} fine-tuning steps of `discrete` "
-        "(`fine_tune_iter`, default 500), so that the gallery builds in minutes on 2 CPU "
-        "cores. `ncut`: normalised cut of the full-resolution label map on the image's "
+        f"defaults on each image downscaled to {size} pixels on its longer side"
+        + ("" if max_iter is None else
+           f", except the training of `neural` and `discrete`: at most {max_iter} steps "
+           f"(`max_iter`, default 5000) and {max_iter} fine-tuning steps of `discrete` "
+           "(`fine_tune_iter`, default 500)")
+        + ". `ncut`: normalised cut of the full-resolution label map on the image's "
         f"4-neighbour pixel graph, weights exp(−{BETA:g} · |RGB difference| / std) + {EPS:g} "
         "(the same graph for every method; lower is better); `regions`: regions the map uses "
         f"(of K = `n_clusters`); `time_s`: one call, extraction included. Whole gallery: "
