@@ -32,7 +32,6 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,36 +95,28 @@ def load(name: str, *, quick: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- methods
-def _without_graph(fit: Callable) -> Callable[[np.ndarray, int, int], np.ndarray]:
-    """A ``bench_peers`` fit (which may take our prebuilt graph) on the features alone."""
-    return lambda X, k, seed: fit(X, k, seed, None)
-
-
 def _kmeans(X, k, seed):
     from sklearn.cluster import KMeans
 
     return KMeans(k, random_state=seed).fit_predict(X)
 
 
-# The rows shared with bench_peers use its fit functions (one SpectralNet set-up for both).
-FITS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
-    "eigsh": _without_graph(peers._ours("EigshSpectralClustering")),
-    "neural": _without_graph(peers._ours("NeuralEigenClustering")),
-    "discrete": _without_graph(peers._ours("DiscreteNeuralEigenClustering")),
-    "sklearn": _without_graph(peers._sklearn("arpack")),
-    "kmeans": _kmeans,
-    "spectralnet": _without_graph(peers._spectralnet("defaults")),
-}
+#: Rows shared with bench_peers, by the name they have there: one fit function (and one
+#: SpectralNet set-up) and one availability check for both benchmarks.
+PEER_ROWS = {"eigsh": "eigsh", "neural": "neural", "discrete": "discrete",
+             "sklearn": "sklearn arpack", "spectralnet": "spectralnet"}
 
 
-def available(method: str) -> bool:
-    if method != "spectralnet":
-        return True
-    try:
-        import spectralnet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def fit_labels(method: str, X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Labels of ``method`` with its defaults (``n_clusters`` and ``random_state`` only)."""
+    if method == "kmeans":
+        return _kmeans(X, k, seed)
+    return peers.METHODS[PEER_ROWS[method]].fit(X, k, seed, None)
+
+
+def unavailable(method: str) -> str | None:
+    """Why ``method`` cannot run here (e.g. SpectralNet not installed), or None."""
+    return None if method == "kmeans" else peers.unavailable(PEER_ROWS[method])
 
 
 # ----------------------------------------------------------------------------- running
@@ -138,8 +129,9 @@ def run(data: list[str], methods: list[str], seeds: list[int], *, quick: bool) -
         k = len(np.unique(y))
         for method in methods:
             row = {"data": name, "n": len(X), "method": method, "seeds": len(seeds)}
-            if not available(method):
-                rows.append({**row, "seeds": 0, "status": "not installed"})
+            reason = unavailable(method)
+            if reason:
+                rows.append({**row, "seeds": 0, "status": reason})
                 continue
             method_seeds = seeds[:1] if method == "spectralnet" and len(X) > SLOW_PEER_MAX_N \
                 else seeds
@@ -149,7 +141,7 @@ def run(data: list[str], methods: list[str], seeds: list[int], *, quick: bool) -
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # disconnected graphs, convergence
                     tic = time.perf_counter()
-                    labels = FITS[method](X, k, seed)
+                    labels = fit_labels(method, X, k, seed)
                     times.append(time.perf_counter() - tic)
                 nmis.append(normalized_mutual_info_score(y, labels))
                 aris.append(adjusted_rand_score(y, labels))
