@@ -680,11 +680,15 @@ class BaseNeuralEigenClustering(DistributedTrainingMixin, BaseSpectralClustering
         device = resolve_device(self.device)
         network = self._network_on(device)
         network.eval()
-        outputs = []
+        # Filled in place: small per-chunk outputs kept alive between the chunks' large
+        # temporaries would fragment the heap and hold those temporaries' pages resident.
+        outputs = torch.empty(X.shape[0], self._n_outputs())
+        start = 0
         with torch.inference_mode():
             for chunk in io.iter_chunks(X):
-                outputs.append(network(chunk.to(device)).float().cpu())
-        return torch.cat(outputs) if outputs else torch.empty(0, self._n_outputs())
+                outputs[start:start + len(chunk)] = network(chunk.to(device))
+                start += len(chunk)
+        return outputs
 
     def _validated(self, X):
         check_is_fitted(self)

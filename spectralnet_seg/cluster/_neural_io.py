@@ -28,8 +28,24 @@ from ._checkpoints import (  # noqa: F401 - the estimators reach checkpoints thr
     save_checkpoint,
 )
 
-# Rows per chunk for finiteness checks and inference passes over lazy arrays.
+#: Most rows per chunk for finiteness checks and inference passes over lazy arrays.
 CHUNK_ROWS = 8192
+#: Bytes of float32 input per chunk. Chunks of wide features (8192 rows of 1024 float32
+#: are 32 MiB) and their temporaries would be allocated by glibc from its heap once its
+#: dynamic mmap threshold has grown, and that memory is not returned: peak memory would
+#: then grow with the chunk size and vary with allocation order.
+CHUNK_BYTES = 8 * 2**20
+
+
+def chunk_rows(n_features: int) -> int:
+    """Rows per chunk of ``n_features`` float32 columns: at most ``CHUNK_BYTES`` each.
+
+    Examples
+    --------
+    >>> chunk_rows(64), chunk_rows(1024), chunk_rows(10**7)
+    (8192, 2048, 1)
+    """
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, n_features))))
 
 
 def _lazy_view(X):
@@ -83,8 +99,9 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
             f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
         )
     if X.dtype.kind == "f":
-        for start in range(0, n_samples, CHUNK_ROWS):
-            check_finite_rows(np.asarray(X[start:start + CHUNK_ROWS]), offset=start)
+        step = chunk_rows(n_features)
+        for start in range(0, n_samples, step):
+            check_finite_rows(np.asarray(X[start:start + step]), offset=start)
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X
@@ -124,11 +141,12 @@ def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(X[indices], dtype=np.float32))
 
 
-def iter_chunks(X: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[torch.Tensor]:
-    """Consecutive row chunks of ``X`` as float32 CPU tensors."""
-    for start in range(0, X.shape[0], chunk_rows):
-        yield torch.from_numpy(np.ascontiguousarray(X[start:start + chunk_rows],
-                                                    dtype=np.float32))
+def iter_chunks(X: np.ndarray) -> Iterator[torch.Tensor]:
+    """Consecutive row chunks of ``X`` (of [`chunk_rows`][chunk_rows] rows) as float32
+    CPU tensors."""
+    step = chunk_rows(X.shape[1])
+    for start in range(0, X.shape[0], step):
+        yield torch.from_numpy(np.ascontiguousarray(X[start:start + step], dtype=np.float32))
 
 
 def to_cpu(obj):

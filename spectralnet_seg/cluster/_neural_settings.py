@@ -32,7 +32,11 @@ __all__ = ["GRAPH_COST_BUDGET", "InputStatistics", "default_batch_size",
 GRAPH_COST_BUDGET = 1e12
 #: Rows used to estimate the input statistics (a seeded subset of larger data sets).
 _STATISTICS_ROWS = 65536
-_CHUNK_ROWS = 4096
+#: Float64 values per block read for the statistics (8 MiB): a block and its temporaries
+#: stay small whatever the feature width. Larger blocks (4096 rows of 1024 float64 are
+#: 32 MiB) go through glibc's heap above its dynamic mmap threshold, whose freed memory
+#: is not returned, so the process's peak memory then depends on allocation order.
+_CHUNK_VALUES = 2**20
 #: Phase difference (radians) of the Fourier features across a typical graph edge.
 _PHASE_PER_EDGE = 0.5
 #: Default number of Fourier frequencies of the default MLP ("auto").
@@ -69,26 +73,31 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
 def input_statistics(X, *, normalize_rows: bool, generator: torch.Generator) -> InputStatistics:
     """Mean and root-mean-square norm of the (row-normalised) inputs, in float64.
 
-    Computed on all rows, or on a seeded subset of ``65536`` rows of larger data, read
-    ``4096`` rows at a time (memory stays bounded for wide features and memory-mapped
-    files). The rows are divided by the largest magnitude first, so values near the float32
-    limits (1e30) or below its resolution (1e-30) give the same statistics as unit data.
+    Computed on all rows, or on a seeded subset of ``65536`` rows of larger data, read in
+    blocks of about 8 MiB (memory stays bounded for wide features and memory-mapped files).
+    The rows are divided by the largest magnitude first, so values near the float32 limits
+    (1e30) or below its resolution (1e-30) give the same statistics as unit data.
     """
-    n = X.shape[0]
+    n, n_features = X.shape
     rows = (np.sort(torch.randperm(n, generator=generator)[:_STATISTICS_ROWS].numpy())
             if n > _STATISTICS_ROWS else np.arange(n))
-    chunks = [rows[i:i + _CHUNK_ROWS] for i in range(0, rows.size, _CHUNK_ROWS)]
+    chunk_rows = max(1, _CHUNK_VALUES // max(1, n_features))
+    chunks = [rows[i:i + chunk_rows] for i in range(0, rows.size, chunk_rows)]
 
     def read(index):
         block = np.asarray(X[index], dtype=np.float64)
         return _unit_rows(block) if normalize_rows else block
 
-    magnitude = max(float(np.abs(read(index)).max()) for index in chunks) or 1.0
-    total, total_square = np.zeros(X.shape[1]), 0.0
+    def largest_magnitude(block):
+        return max(float(block.max()), -float(block.min()))
+
+    magnitude = max(largest_magnitude(read(index)) for index in chunks) or 1.0
+    total, total_square = np.zeros(n_features), 0.0
     for index in chunks:
-        block = read(index) / magnitude
+        block = read(index)
+        block /= magnitude  # in place: no second block-sized temporary
         total += block.sum(axis=0)
-        total_square += float(np.square(block).sum())
+        total_square += float(np.einsum("ij,ij->", block, block))
     offset = total / rows.size
     scale = float(np.sqrt(max(total_square / rows.size - np.square(offset).sum(), 0.0)))
     if not scale > 1e-12:  # all rows identical: nothing to standardise
@@ -119,9 +128,15 @@ def fourier_scale_from_edges(X, heads: np.ndarray, tails: np.ndarray,
         rows = io.gather_rows(X, index).double().numpy()
         if statistics.normalize_rows:
             rows = _unit_rows(rows)
-        return (rows - statistics.offset) / statistics.scale
+        rows -= statistics.offset
+        rows /= statistics.scale
+        return rows
 
-    lengths = np.linalg.norm(standardised(heads) - standardised(tails), axis=1)
+    step = max(1, _CHUNK_VALUES // max(1, X.shape[1]))  # edges per block of ~8 MiB
+    lengths = np.concatenate([
+        np.linalg.norm(standardised(heads[i:i + step]) - standardised(tails[i:i + step]),
+                       axis=1)
+        for i in range(0, len(heads), step)]) if len(heads) else np.zeros(0)
     lengths = lengths[lengths > 0]
     if lengths.size == 0:
         return 1.0
