@@ -17,7 +17,7 @@ from spectralnet_seg.cluster import (
     DiscreteNeuralEigenClustering,
     EigshSpectralClustering,
     _discrete,
-    _neural_base,
+    _neural_training,
 )
 from spectralnet_seg.eigenfunctions import cosine_temperature
 from spectralnet_seg.kernels import KNNKernel
@@ -44,7 +44,7 @@ def _record(monkeypatch):
     """Record the Gumbel temperatures and the objective's settings of every step."""
     temperatures, samples, calls = [], [], []
     original_sample = _discrete.gumbel_softmax
-    original_objective = _neural_base.neuralef_objective
+    original_objective = _neural_training.neuralef_objective
 
     def recording_sample(logits, temperature, *, generator=None):
         assert generator is not None  # seeded noise, global RNG untouched
@@ -59,7 +59,7 @@ def _record(monkeypatch):
         return original_objective(R, R_hat, orthogonality_weight, **kwargs)
 
     monkeypatch.setattr(_discrete, "gumbel_softmax", recording_sample)
-    monkeypatch.setattr(_neural_base, "neuralef_objective", recording_objective)
+    monkeypatch.setattr(_neural_training, "neuralef_objective", recording_objective)
     return temperatures, samples, calls
 
 

@@ -17,14 +17,11 @@ from ..eigenfunctions import ColumnNormalization, cosine_temperature, gumbel_sof
 from ..metrics import normalized_cut
 from . import _neural_io as io
 from ._convergence import PlateauSchedule
-from ._neural_base import (
-    _EIGENVALUE_MOMENTUM,
-    BaseNeuralEigenClustering,
-    TrainingObjective,
-    _TrainingRun,
-)
+from ._neural_base import BaseNeuralEigenClustering
+from ._neural_training import _EIGENVALUE_MOMENTUM, TrainingObjective
 from ._pair_sampler import GraphPairSampler
 from ._registry import register_estimator
+from ._training_run import _TrainingRun
 
 #: Cap of the default β = 20 / K of the discrete objective (reached for K <= 200).
 _MAX_DEFAULT_ORTHOGONALITY_WEIGHT = 0.1

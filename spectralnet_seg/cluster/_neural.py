@@ -11,8 +11,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..metrics import normalized_cut
 from ._assign import assign_labels, cluster_embedding, nearest_centroid
-from ._neural_base import BaseNeuralEigenClustering, TrainingObjective, _TrainingRun
+from ._neural_base import BaseNeuralEigenClustering
+from ._neural_training import TrainingObjective
 from ._registry import register_estimator
+from ._training_run import _TrainingRun
 
 
 @register_estimator("neural")
