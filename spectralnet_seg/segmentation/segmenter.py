@@ -1,23 +1,12 @@
 """``Segmenter``: images in, label maps out — a feature extractor plus a spectral estimator.
 
-[`segment_image`][segment_image] is the one-photo shortcut: K regions of a single image at its full
-resolution, from the per-image graph (feature kNN graph + pixel colour/position graph), as
-in Deep Spectral Methods and scikit-learn's coins example.
-
-``fit`` extracts token features from a *set* of images and fits one clustering across all of
-them, so cluster ids mean the same thing in every image (semantic, not per-image, segments).
-``predict`` extracts the features of (new) images, assigns their tokens to the fitted
-clusters and brings the low-resolution token grid back to each image's full resolution:
-per-token scores (the estimator's probabilities, or one-hot labels) are upsampled bilinearly
-and the label is their argmax, which gives smooth borders instead of the blocky ones of
-nearest-neighbour upsampling of labels. An optional dense CRF (Krähenbühl & Koltun, 2011)
-refines the result with the image's colours.
+One clustering is fitted across the tokens of a set of images; predictions are brought back
+to each image's full resolution (the package docstring of ``spectralnet_seg.segmentation``
+says how), optionally refined by a dense CRF.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
 from numbers import Integral
 
 import numpy as np
@@ -26,42 +15,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils import progress
-from .images import is_image_like, load_image
-from .kernels import TokenContext, kernel_tags
-from .postprocessing import CRF_DEFAULTS, _import_densecrf, dense_crf, upsample_scores
+from .._utils import progress
+from ..images import load_image
+from ..kernels import TokenContext, kernel_tags
+from ..postprocessing import _import_densecrf, dense_crf, upsample_scores
+from ._inputs import _as_image_list, _method_accepts
 
-__all__ = ["Segmenter", "segment_image", "upsample_scores", "dense_crf", "CRF_DEFAULTS"]
-
-
-def _as_image_list(images) -> list:
-    """A list of single images from a path/PIL/array, a 4-D batch array or an iterable."""
-    if is_image_like(images):
-        return [images]
-    if isinstance(images, np.ndarray):
-        if images.ndim != 4:
-            raise ValueError(
-                f"an array of images must have shape (n_images, H, W, C); got {images.shape}")
-        return list(images)
-    if isinstance(images, (str, bytes)) or not isinstance(images, (Sequence, np.ndarray)):
-        try:
-            images = list(images)
-        except TypeError:
-            raise TypeError(
-                "images must be a path, a PIL image, an array, or a list of those; got "
-                f"{type(images).__name__}") from None
-    images = list(images)
-    if not images:
-        raise ValueError("no images were given; pass at least one image.")
-    return images
-
-
-def _method_accepts(method, name: str) -> bool:
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+__all__ = ["Segmenter"]
 
 
 class Segmenter(BaseEstimator):
@@ -141,7 +101,7 @@ class Segmenter(BaseEstimator):
     # ------------------------------------------------------------------ features
     def _build_extractor(self):
         if isinstance(self.extractor, str):
-            from .features import make_extractor
+            from ..features import make_extractor
 
             return make_extractor(self.extractor)
         return self.extractor
@@ -159,7 +119,7 @@ class Segmenter(BaseEstimator):
         ExtractedFeatures
             Features (n_images, h, w, d), colours, positions and original image sizes.
         """
-        from .features import ExtractedFeatures
+        from ..features import ExtractedFeatures
 
         extractor = getattr(self, "extractor_", None) or self._build_extractor()
         images = _as_image_list(images)
@@ -374,90 +334,3 @@ class Segmenter(BaseEstimator):
                              dtype=np.float32)
             out.extend(extracted.unflatten(emb))
         return out
-
-
-def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extractor="pixel",
-                  kernel=None, random_state=None, verbose: bool = False,
-                  **estimator_params) -> np.ndarray:
-    """Segment one image into ``n_clusters`` regions, at the image's full resolution.
-
-    Fits ``method`` on the tokens of this image alone (a
-    [`Segmenter`][Segmenter] with one image) and returns its label map.
-
-    Parameters
-    ----------
-    image : path, PIL image or ndarray of shape (H, W, 3)
-        The photo.
-    n_clusters : int, default=8
-        Number of regions K.
-    method : str, default="eigsh"
-        A registered estimator ([`list_estimators`][spectralnet_seg.cluster.list_estimators]):
-        ``"eigsh"`` (exact, seconds on a photo), ``"neural"``, ``"discrete"`` or ``"kmeans"``
-        (on the features alone, no graph).
-    extractor : str or FeatureExtractor, default="pixel"
-        Token features: ``"pixel"`` (colour and texture, offline) or ``"timm:<model>"``
-        (see [`make_extractor`][spectralnet_seg.features.make_extractor]).
-    kernel : str or Kernel, optional
-        Affinity of the spectral methods; by default ``"paper"``, the cosine kNN graph of
-        the features plus 0.3 x the image's pixel graph on colour and position
-        ([`paper_kernel`][spectralnet_seg.kernels.paper_kernel]), whose neighbour count is capped to
-        the image's tokens. Not used by ``"kmeans"``.
-    random_state : int, RandomState instance or None, default=None
-        Seed of the estimator.
-    verbose : bool, default=False
-        Progress of the extraction and of the estimator's fit.
-    **estimator_params
-        Other parameters of the estimator (e.g. ``max_iter`` of the neural ones). Unless
-        given, ``embedding_norm="auto"`` (eigsh, neural): of the two row scalings, the one
-        whose regions have the lower normalised cut on the image's graph.
-
-    Returns
-    -------
-    ndarray of shape (H, W), int64
-        Region id of every pixel, in ``[0, n_clusters)``.
-
-    See Also
-    --------
-    Segmenter : fits one clustering across many images (segments mean the same in each).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> image = np.zeros((64, 96, 3), np.uint8)
-    >>> image[:, 48:] = (200, 30, 30)  # a red right half
-    >>> labels = segment_image(image, n_clusters=2, random_state=0)
-    >>> labels.shape, len(np.unique(labels[:, :40])), len(np.unique(labels[:, 56:]))
-    ((64, 96), 1, 1)
-    """
-    from .cluster import estimator_defaults, make_estimator
-    from .features import make_extractor
-
-    defaults = estimator_defaults(method)
-    if kernel is not None and "kernel" not in defaults:
-        raise ValueError(f"method={method!r} uses no kernel; leave kernel=None")
-    feature_extractor = make_extractor(extractor) if isinstance(extractor, str) else extractor
-    extracted = feature_extractor.extract([image])
-    params = dict(estimator_params, random_state=random_state)
-    if "kernel" in defaults:
-        params["kernel"] = kernel if kernel is not None else _image_kernel(
-            extracted.flatten().shape[0])
-    if "embedding_norm" in defaults:
-        # One photo, no labels: keep the row scaling with the lower normalised cut.
-        params.setdefault("embedding_norm", "auto")
-    if "verbose" in defaults and method != "kmeans":  # KMeans prints every iteration
-        params.setdefault("verbose", verbose)
-    segmenter = Segmenter(feature_extractor, make_estimator(method, n_clusters, **params),
-                          verbose=verbose)
-    segmenter._validate_params()
-    segmenter.extractor_ = feature_extractor
-    segmenter._fit_extracted(extracted)
-    return segmenter.predict([image])[0]
-
-
-def _image_kernel(n_tokens: int):
-    """The paper's kernel with its k capped to the tokens of the image."""
-    from .kernels import paper_kernel
-
-    kernel = paper_kernel()
-    kernel.cap_neighbors(max(n_tokens - 1, 1))
-    return kernel

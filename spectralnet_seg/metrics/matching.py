@@ -1,0 +1,119 @@
+"""Cluster→class matching: fit a mapping on a confusion matrix, then apply it.
+
+Clusters carry no class names, so they are first matched to classes on the evaluation set:
+one-to-one by [`hungarian_match`][hungarian_match] (K = C) or many-to-one by
+[`majority_match`][majority_match] (K > C).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .confusion import confusion_matrix
+
+__all__ = ["apply_mapping", "hungarian_match", "majority_match", "match_clusters"]
+
+MATCHINGS = ("hungarian", "majority")
+
+
+def hungarian_match(confusion: np.ndarray) -> np.ndarray:
+    """One-to-one cluster→class mapping maximising the number of matched pixels.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_classes, n_clusters)
+        Output of [`confusion_matrix`][confusion_matrix].
+
+    Returns
+    -------
+    mapping : ndarray of shape (n_clusters,), int64
+        Class of each cluster. With more clusters than classes, the clusters left
+        unmatched map to -1 and their pixels count as errors; with fewer, some classes
+        receive no cluster (IoU 0 where they occur).
+    """
+    confusion = np.asarray(confusion)
+    mapping = np.full(confusion.shape[1], -1, dtype=np.int64)
+    classes, clusters = linear_sum_assignment(confusion, maximize=True)
+    mapping[clusters] = classes
+    return mapping
+
+
+def majority_match(confusion: np.ndarray) -> np.ndarray:
+    """Many-to-one cluster→class mapping: each cluster to the class of highest IoU.
+
+    The IoU of cluster ``k`` and class ``c`` is ``n_ck / (n_c + n_k - n_ck)``; normalising
+    the co-occurrence this way keeps large classes from absorbing every cluster.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_classes, n_clusters)
+
+    Returns
+    -------
+    mapping : ndarray of shape (n_clusters,), int64
+        Class of each cluster; -1 for clusters with no (non-ignored) pixel.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    union = confusion.sum(axis=1, keepdims=True) + confusion.sum(axis=0, keepdims=True) \
+        - confusion
+    iou = np.divide(confusion, union, out=np.zeros_like(confusion), where=union > 0)
+    if confusion.shape[0] == 0:  # no class at all (every pixel ignored): nothing to match
+        return np.full(confusion.shape[1], -1, dtype=np.int64)
+    mapping = iou.argmax(axis=0).astype(np.int64)
+    mapping[confusion.sum(axis=0) == 0] = -1
+    return mapping
+
+
+def match_clusters(y_true, y_pred, method: str = "hungarian", *,
+                   n_classes: int | None = None, n_clusters: int | None = None,
+                   ignore_index: int | None = 255) -> np.ndarray:
+    """Cluster→class mapping fitted on ``(y_true, y_pred)``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, same shape
+        Ground-truth classes and predicted clusters (see [`confusion_matrix`][confusion_matrix]).
+    method : {"hungarian", "majority"}, default="hungarian"
+        [`hungarian_match`][hungarian_match] or [`majority_match`][majority_match].
+    n_classes, n_clusters, ignore_index
+        See [`confusion_matrix`][confusion_matrix].
+
+    Returns
+    -------
+    mapping : ndarray of shape (n_clusters,), int64
+        Class of each cluster, -1 for unmatched clusters.
+    """
+    confusion = confusion_matrix(y_true, y_pred, n_classes, n_clusters, ignore_index)
+    return _match(confusion, method)
+
+
+def _match(confusion: np.ndarray, method: str) -> np.ndarray:
+    if method == "hungarian":
+        return hungarian_match(confusion)
+    if method == "majority":
+        return majority_match(confusion)
+    raise ValueError(f"matching must be one of {MATCHINGS}, None or an array mapping, "
+                     f"got {method!r}")
+
+
+def apply_mapping(y_pred, mapping: np.ndarray, fill: int = 255) -> np.ndarray:
+    """Translate cluster ids to class ids; unmatched clusters (-1) become ``fill``.
+
+    Parameters
+    ----------
+    y_pred : array-like of int, any shape
+        Cluster ids in ``[0, len(mapping))``.
+    mapping : ndarray of shape (n_clusters,)
+        Output of a matching function.
+    fill : int, default=255
+        Value for pixels of unmatched clusters.
+
+    Returns
+    -------
+    ndarray of the shape of ``y_pred``
+    """
+    mapping = np.asarray(mapping, dtype=np.int64)
+    out = mapping[np.asarray(y_pred)]
+    out[out < 0] = fill
+    return out

@@ -1,0 +1,44 @@
+"""What a [`Segmenter`][spectralnet_seg.segmentation.Segmenter] accepts from its callers.
+
+Images come as one path/PIL image/array, a 4-D batch array or an iterable of those and are
+made a list; an estimator's method is asked whether it takes a keyword (``context``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..images import is_image_like
+
+
+def _as_image_list(images) -> list:
+    """A list of single images from a path/PIL/array, a 4-D batch array or an iterable."""
+    if is_image_like(images):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ValueError(
+                f"an array of images must have shape (n_images, H, W, C); got {images.shape}")
+        return list(images)
+    if isinstance(images, (str, bytes)) or not isinstance(images, (Sequence, np.ndarray)):
+        try:
+            images = list(images)
+        except TypeError:
+            raise TypeError(
+                "images must be a path, a PIL image, an array, or a list of those; got "
+                f"{type(images).__name__}") from None
+    images = list(images)
+    if not images:
+        raise ValueError("no images were given; pass at least one image.")
+    return images
+
+
+def _method_accepts(method, name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
