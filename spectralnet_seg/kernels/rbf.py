@@ -23,17 +23,9 @@ from .._numeric import unit_rows, unit_rows_torch
 from .._utils import check_finite_2d
 from ..neighbors import knn_search
 from ._base import Kernel
+from ._checks import _as_batch, _check_fitted, _compute_dtype
+from ._graph_ops import _TINY_SCALE, _batch_topk, _drop_diagonal, _neighbor_csr, _symmetrize_sparse
 from ._registry import register_kernel
-from .knn import (
-    _TINY_SCALE,
-    _as_batch,
-    _batch_topk,
-    _check_fitted,
-    _compute_dtype,
-    _drop_diagonal,
-    _neighbor_csr,
-    _symmetrize_sparse,
-)
 
 _BLOCK_BYTES = 64 * 2**20  # float64 rows of the dense graph computed at a time
 
