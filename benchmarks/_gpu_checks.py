@@ -135,20 +135,20 @@ def device_check(*, device: str, warm_up: Callable[[str], None]) -> dict:
 @contextlib.contextmanager
 def _recorded_index(record: list[str]):
     """Record the class of every faiss index ``knn_search`` builds (GPU or CPU)."""
-    from spectralnet_seg import neighbors
+    from spectralnet_seg.neighbors import _search  # the module knn_search looks it up in
 
-    original = neighbors._build_index
+    original = _search._build_index
 
     def spy(*args, **kwargs):
         built = original(*args, **kwargs)
         record.append(type(built).__name__)
         return built
 
-    neighbors._build_index = spy
+    _search._build_index = spy
     try:
         yield
     finally:
-        neighbors._build_index = original
+        _search._build_index = original
 
 
 def _timed_search(X, Q, device: str, reps: int, **params):

@@ -130,11 +130,12 @@ def test_cpu_fallback_when_faiss_has_no_gpu(small, monkeypatch):
     import torch
 
     import spectralnet_seg._utils as utils
+    from spectralnet_seg.neighbors import _backend
 
     X, _ = small
     assert isinstance(faiss_gpu_count(), int) and faiss_gpu_count() >= 0
     monkeypatch.setattr(utils, "resolve_device", lambda device: torch.device("cuda"))
-    monkeypatch.setattr(neighbors, "faiss_gpu_count", lambda: 0)
+    monkeypatch.setattr(_backend, "faiss_gpu_count", lambda: 0)  # where _resolve_gpu looks
     assert neighbors._resolve_gpu("cuda", 10) is None
     np.testing.assert_array_equal(knn_search(X, n_neighbors=3, device="cuda")[1],
                                   knn_search(X, n_neighbors=3, device="cpu")[1])

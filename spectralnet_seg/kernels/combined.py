@@ -9,8 +9,9 @@ import scipy.sparse as sp
 
 from ._base import Kernel, KernelTags, degree_normalize, degree_normalize_dense
 from ._capabilities import kernel_tags
+from ._checks import _check_fitted
+from ._graph_ops import _drop_diagonal
 from ._registry import make_kernel, register_kernel, resolve_kernel
-from .knn import _check_fitted, _drop_diagonal
 
 
 @register_kernel("sum")

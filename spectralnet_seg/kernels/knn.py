@@ -1,7 +1,9 @@
 """k-nearest-neighbour affinity (faiss for the full graph, torch ``topk`` inside a minibatch).
 
-Also holds the small helpers the other feature kernels share: minibatch validation,
-sparse and dense symmetrisation, and building a CSR matrix from neighbour lists.
+The small helpers the feature kernels share live in ``_checks`` (input validation) and
+``_graph_ops`` (minibatch kNN, sparse and dense symmetrisation, a CSR matrix from neighbour
+lists); the names this module uses are importable from here too, as when they were defined
+here.
 """
 
 from __future__ import annotations
@@ -11,17 +13,28 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._numeric import power_of_two_exponent, unit_rows_torch
-from ..neighbors import _as_2d, knn_search
+from .._numeric import unit_rows_torch
+from ..neighbors import knn_search
 from ._base import Kernel
+from ._checks import (
+    _as_batch,
+    _as_float32,
+    _check_fitted,
+    _check_neighbors_fit,
+    _compute_dtype,
+)
+from ._graph_ops import (
+    _TINY_SCALE,
+    _batch_topk,
+    _drop_diagonal,
+    _neighbor_csr,
+    _symmetrize_dense,
+    _symmetrize_sparse,
+)
 from ._registry import register_kernel
 
-# Floor of the local scale: duplicated points have a zero distance to their neighbours, and
-# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN.
-_TINY_SCALE = float(np.finfo(np.float32).tiny)
 # knn_search options each index uses; any other one would be silently ignored.
 _INDEX_PARAMS = {
     "flat": {"batch_size", "max_memory_bytes", "n_threads"},
@@ -30,130 +43,6 @@ _INDEX_PARAMS = {
             "random_state"},
 }
 _KNN_SEARCH_PARAMS = set().union(*_INDEX_PARAMS.values())
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def _as_float32(X, name: str = "X") -> np.ndarray:
-    """2-D float32 C-contiguous array; float32 memmaps pass through without a copy.
-
-    Finiteness is checked by [`knn_search`][spectralnet_seg.neighbors.knn_search] (in chunks).
-    """
-    X = _as_2d(X, name)
-    if X.dtype != np.float32 or not X.flags.c_contiguous:
-        X = np.ascontiguousarray(X, dtype=np.float32)
-    return X
-
-
-def _as_batch(X_batch, name: str = "X_batch"):
-    """Validate a minibatch as a 2-D, non-empty, finite floating torch tensor."""
-    import torch
-
-    if not isinstance(X_batch, torch.Tensor):
-        X_batch = torch.as_tensor(np.asarray(X_batch))
-    if X_batch.ndim != 2 or X_batch.shape[0] == 0 or X_batch.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D tensor of shape (batch_size, "
-                         f"n_features), got shape {tuple(X_batch.shape)}.")
-    if not torch.is_floating_point(X_batch):
-        X_batch = X_batch.float()
-    if not bool(torch.isfinite(X_batch).all()):
-        raise ValueError(f"{name} contains NaN or infinity.")
-    return X_batch
-
-
-def _compute_dtype(X_batch):
-    """Half precision is not accurate enough for distances: compute in float32 at least."""
-    import torch
-
-    return torch.float64 if X_batch.dtype == torch.float64 else torch.float32
-
-
-def _symmetrize_sparse(W: sp.csr_matrix, mode: str) -> sp.csr_matrix:
-    if mode == "mean":
-        W = (W + W.T) * 0.5
-    elif mode == "max":
-        W = W.maximum(W.T)
-    else:  # "mutual": an edge survives only when both endpoints chose it
-        W = W.minimum(W.T)
-    W = sp.csr_matrix(W)
-    W.eliminate_zeros()
-    W.sort_indices()
-    return W
-
-
-def _symmetrize_dense(W, mode: str):
-    import torch
-
-    if mode == "mean":
-        return (W + W.T) * 0.5
-    if mode == "max":
-        return torch.maximum(W, W.T)
-    return torch.minimum(W, W.T)
-
-
-def _neighbor_csr(weights: np.ndarray, indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
-    """CSR (n_rows, n_columns) with ``weights[i, j]`` at column ``indices[i, j]``, no zeros."""
-    n_rows, k = indices.shape
-    if indices.size and (indices.min() < 0 or indices.max() >= n_columns):
-        # scipy does not bounds-check CSR indices: a -1 would be written out of bounds.
-        raise ValueError(f"neighbour indices must lie in [0, {n_columns}), got "
-                         f"[{indices.min()}, {indices.max()}].")
-    indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
-    W = sp.csr_matrix((weights.astype(np.float64).ravel(), indices.ravel(), indptr),
-                      shape=(n_rows, n_columns))
-    W.sum_duplicates()
-    W.eliminate_zeros()
-    return W
-
-
-def _drop_diagonal(W: sp.spmatrix) -> sp.csr_matrix:
-    W = sp.coo_matrix(W)
-    keep = W.row != W.col
-    return sp.csr_matrix((W.data[keep], (W.row[keep], W.col[keep])), shape=W.shape)
-
-
-def _check_fitted(kernel, attribute: str) -> None:
-    """Kernels have no ``fit`` (sklearn's check_is_fitted needs one): ``graph`` fits them."""
-    if not hasattr(kernel, attribute):
-        raise NotFittedError(f"this {type(kernel).__name__} has no fitted points yet; call "
-                             "graph(X) before cross(Y).")
-
-
-def _check_neighbors_fit(k: int, n: int, what: str) -> None:
-    if k >= n:
-        raise ValueError(f"{what} needs {k} neighbours per point but there are only {n} points "
-                         f"({n - 1} neighbours each); lower n_neighbors / local_scale_neighbor "
-                         f"or use more points.")
-
-
-def _batch_topk(X, k: int, metric: str):
-    """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
-
-    ``cos`` is the (b, b) cosine-similarity matrix when it was needed anyway, else ``None``.
-    """
-    import torch
-
-    if metric == "cosine":
-        Xn, zero = unit_rows_torch(X)
-        if bool(zero.any()):
-            raise ValueError("X_batch has an all-zero row; the cosine metric is undefined for "
-                             "zero vectors (remove them or use metric='l2').")
-        cos = Xn @ Xn.T
-        scores = cos.clone()
-        scores.fill_diagonal_(-torch.inf)
-        sim, ind = scores.topk(k, dim=1)
-        return (1.0 - sim).clamp_min(0.0), ind, cos
-    # Squares of values beyond ~1e±19 leave float32's range: divide by an exact power of two.
-    exponent = power_of_two_exponent(float(X.abs().max()))
-    if exponent:
-        X = (X.double() * 2.0**-exponent).to(X.dtype)
-    sq = (X * X).sum(dim=1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
-    d2.fill_diagonal_(torch.inf)
-    d2_k, ind = d2.topk(k, dim=1, largest=False)
-    dist = d2_k.sqrt()
-    if exponent:
-        dist = (dist.double() * 2.0**exponent).to(dist.dtype)
-    return dist, ind, None
 
 
 def _check_index_params(index_params: dict | None, index: str) -> dict:

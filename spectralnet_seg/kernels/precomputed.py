@@ -11,8 +11,9 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 
 from ._base import Kernel, KernelTags
+from ._checks import _check_fitted
+from ._graph_ops import _drop_diagonal
 from ._registry import register_kernel
-from .knn import _check_fitted, _drop_diagonal
 
 # Relative asymmetry (to the largest entry) tolerated before symmetrising with a warning.
 _SYMMETRY_RTOL = 1e-6

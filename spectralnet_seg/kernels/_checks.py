@@ -1,0 +1,61 @@
+"""Input and state checks the feature kernels share.
+
+Full-graph input as float32 without copying float32 memmaps, a minibatch as a finite
+floating torch tensor (and the dtype its distances are computed in), the "call ``graph``
+first" check of ``cross``, and enough points for the neighbours asked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+
+from ..neighbors import _as_2d
+
+
+def _as_float32(X, name: str = "X") -> np.ndarray:
+    """2-D float32 C-contiguous array; float32 memmaps pass through without a copy.
+
+    Finiteness is checked by [`knn_search`][spectralnet_seg.neighbors.knn_search] (in chunks).
+    """
+    X = _as_2d(X, name)
+    if X.dtype != np.float32 or not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    return X
+
+
+def _as_batch(X_batch, name: str = "X_batch"):
+    """Validate a minibatch as a 2-D, non-empty, finite floating torch tensor."""
+    import torch
+
+    if not isinstance(X_batch, torch.Tensor):
+        X_batch = torch.as_tensor(np.asarray(X_batch))
+    if X_batch.ndim != 2 or X_batch.shape[0] == 0 or X_batch.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D tensor of shape (batch_size, "
+                         f"n_features), got shape {tuple(X_batch.shape)}.")
+    if not torch.is_floating_point(X_batch):
+        X_batch = X_batch.float()
+    if not bool(torch.isfinite(X_batch).all()):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return X_batch
+
+
+def _compute_dtype(X_batch):
+    """Half precision is not accurate enough for distances: compute in float32 at least."""
+    import torch
+
+    return torch.float64 if X_batch.dtype == torch.float64 else torch.float32
+
+
+def _check_fitted(kernel, attribute: str) -> None:
+    """Kernels have no ``fit`` (sklearn's check_is_fitted needs one): ``graph`` fits them."""
+    if not hasattr(kernel, attribute):
+        raise NotFittedError(f"this {type(kernel).__name__} has no fitted points yet; call "
+                             "graph(X) before cross(Y).")
+
+
+def _check_neighbors_fit(k: int, n: int, what: str) -> None:
+    if k >= n:
+        raise ValueError(f"{what} needs {k} neighbours per point but there are only {n} points "
+                         f"({n - 1} neighbours each); lower n_neighbors / local_scale_neighbor "
+                         f"or use more points.")

@@ -1,0 +1,91 @@
+"""Building blocks of the neighbour graphs the feature kernels share.
+
+Exact k nearest neighbours inside a minibatch (torch), a CSR matrix from neighbour lists,
+sparse and dense symmetrisation, removal of self-loops, and the floor of local scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._numeric import power_of_two_exponent, unit_rows_torch
+
+# Floor of the local scale: duplicated points have a zero distance to their neighbours, and
+# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN.
+_TINY_SCALE = float(np.finfo(np.float32).tiny)
+
+
+def _symmetrize_sparse(W: sp.csr_matrix, mode: str) -> sp.csr_matrix:
+    if mode == "mean":
+        W = (W + W.T) * 0.5
+    elif mode == "max":
+        W = W.maximum(W.T)
+    else:  # "mutual": an edge survives only when both endpoints chose it
+        W = W.minimum(W.T)
+    W = sp.csr_matrix(W)
+    W.eliminate_zeros()
+    W.sort_indices()
+    return W
+
+
+def _symmetrize_dense(W, mode: str):
+    import torch
+
+    if mode == "mean":
+        return (W + W.T) * 0.5
+    if mode == "max":
+        return torch.maximum(W, W.T)
+    return torch.minimum(W, W.T)
+
+
+def _neighbor_csr(weights: np.ndarray, indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """CSR (n_rows, n_columns) with ``weights[i, j]`` at column ``indices[i, j]``, no zeros."""
+    n_rows, k = indices.shape
+    if indices.size and (indices.min() < 0 or indices.max() >= n_columns):
+        # scipy does not bounds-check CSR indices: a -1 would be written out of bounds.
+        raise ValueError(f"neighbour indices must lie in [0, {n_columns}), got "
+                         f"[{indices.min()}, {indices.max()}].")
+    indptr = np.arange(0, n_rows * k + 1, k, dtype=np.int64)
+    W = sp.csr_matrix((weights.astype(np.float64).ravel(), indices.ravel(), indptr),
+                      shape=(n_rows, n_columns))
+    W.sum_duplicates()
+    W.eliminate_zeros()
+    return W
+
+
+def _drop_diagonal(W: sp.spmatrix) -> sp.csr_matrix:
+    W = sp.coo_matrix(W)
+    keep = W.row != W.col
+    return sp.csr_matrix((W.data[keep], (W.row[keep], W.col[keep])), shape=W.shape)
+
+
+def _batch_topk(X, k: int, metric: str):
+    """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
+
+    ``cos`` is the (b, b) cosine-similarity matrix when it was needed anyway, else ``None``.
+    """
+    import torch
+
+    if metric == "cosine":
+        Xn, zero = unit_rows_torch(X)
+        if bool(zero.any()):
+            raise ValueError("X_batch has an all-zero row; the cosine metric is undefined for "
+                             "zero vectors (remove them or use metric='l2').")
+        cos = Xn @ Xn.T
+        scores = cos.clone()
+        scores.fill_diagonal_(-torch.inf)
+        sim, ind = scores.topk(k, dim=1)
+        return (1.0 - sim).clamp_min(0.0), ind, cos
+    # Squares of values beyond ~1e±19 leave float32's range: divide by an exact power of two.
+    exponent = power_of_two_exponent(float(X.abs().max()))
+    if exponent:
+        X = (X.double() * 2.0**-exponent).to(X.dtype)
+    sq = (X * X).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+    d2.fill_diagonal_(torch.inf)
+    d2_k, ind = d2.topk(k, dim=1, largest=False)
+    dist = d2_k.sqrt()
+    if exponent:
+        dist = (dist.double() * 2.0**exponent).to(dist.dtype)
+    return dist, ind, None
