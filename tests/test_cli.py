@@ -35,18 +35,18 @@ def mosaic_files(tmp_path_factory):
 def work_log(monkeypatch):
     """Records every feature extraction and fit, to check that errors come before work."""
     calls = []
-    extract, fit = PixelExtractor.extract, Segmenter.fit
+    extract, fit = PixelExtractor.extract, Segmenter._fit_extracted
 
     def logged_extract(self, images):
         calls.append("extract")
         return extract(self, images)
 
-    def logged_fit(self, images, y=None):
+    def logged_fit(self, extracted):  # fit and fit_predict both fit through this
         calls.append("fit")
-        return fit(self, images, y)
+        return fit(self, extracted)
 
     monkeypatch.setattr(PixelExtractor, "extract", logged_extract)
-    monkeypatch.setattr(Segmenter, "fit", logged_fit)
+    monkeypatch.setattr(Segmenter, "_fit_extracted", logged_fit)
     return calls
 
 
@@ -217,10 +217,10 @@ def test_segment_reports_user_errors_without_a_traceback(mosaic_files, tmp_path,
 
 def test_unexpected_failures_are_one_line_too_unless_debug(mosaic_files, tmp_path, capsys,
                                                            monkeypatch):
-    def broken_fit(self, images, y=None):
+    def broken_fit(self, extracted):
         raise RuntimeError("something deep\nbroke here")
 
-    monkeypatch.setattr(Segmenter, "fit", broken_fit)
+    monkeypatch.setattr(Segmenter, "_fit_extracted", broken_fit)
     argv = ["segment", *mosaic_files, "--estimator", "kmeans", "--out", str(tmp_path),
             "--quiet"]
     assert main(argv) == 2

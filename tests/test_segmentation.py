@@ -333,3 +333,35 @@ def test_segment_image_errors():
         segment_image(image, method="spectral")
     with pytest.raises(ValueError, match="'eigsh' .* no parameter.* max_iter"):
         segment_image(image, method="eigsh", max_iter=5)
+
+
+def test_eigsh_label_maps_of_the_fitted_photo_are_the_fits_own_labels():
+    # A photo at gallery size (400 pixel-extractor tokens). eigsh labels its tokens from
+    # their graph; re-predicting them by the Nyström extension merged regions (2 of 8 on
+    # this photo). segment_image and fit_predict must return the labels of the fit itself:
+    # checked against an estimator fitted here, independently, on the same tokens.
+    from skimage import data
+    from skimage.transform import resize
+
+    from spectralnet_seg.cluster import EigshSpectralClustering
+    from spectralnet_seg.features import make_extractor
+    from spectralnet_seg.segmentation import segment_image
+    from spectralnet_seg.segmentation.single_image import _image_kernel
+
+    image = (resize(data.astronaut(), (160, 160), anti_aliasing=True) * 255).astype(np.uint8)
+    extracted = make_extractor("pixel").extract([image])
+    X = extracted.flatten()
+    reference = EigshSpectralClustering(8, kernel=_image_kernel(len(X)), embedding_norm="auto",
+                                        random_state=0).fit(
+        X, context=TokenContext.from_features(extracted))
+    seg = Segmenter("pixel", EigshSpectralClustering(
+        8, kernel=_image_kernel(len(X)), embedding_norm="auto", random_state=0),
+        upsample="nearest")
+    for labels in (segment_image(image, 8, method="eigsh", random_state=0),
+                   seg.fit_predict([image])[0]):
+        assert labels.shape == (160, 160)
+        assert len(np.unique(labels)) == 8
+        h, w = extracted.grid_shape
+        centres = labels[(np.arange(h) * 160 // h + 160 // (2 * h))[:, None],
+                         (np.arange(w) * 160 // w + 160 // (2 * w))[None, :]]
+        np.testing.assert_array_equal(centres.ravel(), reference.labels_)

@@ -205,14 +205,31 @@ class Segmenter(BaseEstimator):
         X = extracted.flatten()
         if hasattr(self.estimator_, "predict_proba"):
             scores = np.asarray(self._call("predict_proba", X, extracted), dtype=np.float32)
-        else:
-            labels = np.asarray(self._call("predict", X, extracted)).astype(np.int64)
-            if labels.size and (labels.min() < 0 or labels.max() >= self.n_labels_):
-                raise ValueError(f"{type(self.estimator_).__name__} predicted labels outside "
-                                 f"[0, {self.n_labels_})")
-            scores = np.zeros((len(labels), self.n_labels_), dtype=np.float32)
-            scores[np.arange(len(labels)), labels] = 1.0
-        return extracted.unflatten(scores)
+            return extracted.unflatten(scores)
+        return extracted.unflatten(self._one_hot(self._call("predict", X, extracted)))
+
+    def _fitted_token_scores(self, extracted) -> np.ndarray:
+        """Per-token scores of the tokens the estimator was fitted on: the fit's own labels.
+
+        A transductive estimator (eigsh) labels its training points from their graph; its
+        ``predict`` on those same points goes through an out-of-sample (Nyström) extension,
+        which only approximates the graph of the fit (a per-image pixel kernel has no cross
+        affinity at all) and can merge regions. The training labels are the fit's answer.
+        Estimators with ``predict_proba`` keep their probabilities.
+        """
+        labels = getattr(self.estimator_, "labels_", None)
+        if hasattr(self.estimator_, "predict_proba") or labels is None:
+            return self._token_scores(extracted)
+        return extracted.unflatten(self._one_hot(labels))
+
+    def _one_hot(self, labels) -> np.ndarray:
+        labels = np.asarray(labels).astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.n_labels_):
+            raise ValueError(f"{type(self.estimator_).__name__} predicted labels outside "
+                             f"[0, {self.n_labels_})")
+        scores = np.zeros((len(labels), self.n_labels_), dtype=np.float32)
+        scores[np.arange(len(labels)), labels] = 1.0
+        return scores
 
     def _check_extracted(self, extracted) -> None:
         if extracted.n_features != self.n_features_in_:
@@ -223,23 +240,29 @@ class Segmenter(BaseEstimator):
         """Yield (label map, full-resolution scores or None) per image, batch by batch."""
         check_is_fitted(self, "estimator_")
         images = _as_image_list(images)
-        use_crf = self.crf is not None and self.crf is not False
-        crf_params = self.crf if isinstance(self.crf, dict) else {}
-        if use_crf:
+        if self.crf is not None and self.crf is not False:
             _import_densecrf()  # fail before any work when the extra is missing
         starts = range(0, len(images), self.batch_size)
         for s in progress(starts, verbose=self.verbose, desc="segmenting", total=len(starts)):
             chunk = images[s:s + self.batch_size]
             extracted = self.extractor_.extract(chunk)
             self._check_extracted(extracted)
-            scores = self._token_scores(extracted)
-            for i, size in enumerate(extracted.image_sizes):
-                need = want_scores or use_crf
-                out = upsample_scores(scores[i], size, mode=self.upsample, return_scores=need)
-                labels, full = out if need else (out, None)
-                if use_crf:
-                    labels = dense_crf(load_image(chunk[i]), full, **crf_params)
-                yield labels, full
+            yield from self._full_resolution(chunk, extracted, self._token_scores(extracted),
+                                             want_scores=want_scores)
+
+    def _full_resolution(self, images: list, extracted, scores: np.ndarray, *,
+                         want_scores: bool):
+        """Yield (label map, scores or None) of each image from its token scores
+        (upsampled to the image's size, then refined by the CRF when ``crf`` is set)."""
+        use_crf = self.crf is not None and self.crf is not False
+        crf_params = self.crf if isinstance(self.crf, dict) else {}
+        need = want_scores or use_crf
+        for i, size in enumerate(extracted.image_sizes):
+            out = upsample_scores(scores[i], size, mode=self.upsample, return_scores=need)
+            labels, full = out if need else (out, None)
+            if use_crf:
+                labels = dense_crf(load_image(images[i]), full, **crf_params)
+            yield labels, full
 
     def predict(self, images) -> list[np.ndarray]:
         """Label map of each image at its full resolution.
@@ -293,7 +316,11 @@ class Segmenter(BaseEstimator):
         return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
 
     def fit_predict(self, images, y=None) -> list[np.ndarray]:
-        """Fit on ``images`` and return their label maps ([`fit`][fit] then [`predict`][predict]).
+        """Fit on ``images`` and return their label maps: the fit's own labels of their
+        tokens, upsampled like [`predict`][predict]'s (the images are extracted once).
+
+        Unlike ``fit(images).predict(images)``, this does not re-predict the training tokens
+        (for eigsh that would go through the approximate Nyström extension).
 
         Parameters
         ----------
@@ -304,7 +331,21 @@ class Segmenter(BaseEstimator):
         -------
         list of ndarray of shape (H_i, W_i), int64
         """
-        return self.fit(images).predict(images)
+        self._validate_params()
+        if self.crf is not None and self.crf is not False:
+            _import_densecrf()  # fail before any work when the extra is missing
+        self.extractor_ = self._build_extractor()
+        images = _as_image_list(images)
+        extracted = self.extract(images)
+        self._fit_extracted(extracted)
+        return self._fitted_label_maps(images, extracted)
+
+    def _fitted_label_maps(self, images: list, extracted) -> list[np.ndarray]:
+        """Full-resolution label maps of the images the segmenter was just fitted on."""
+        scores = self._fitted_token_scores(extracted)
+        maps = self._full_resolution(images, extracted, scores, want_scores=False)
+        return [labels for labels, _ in progress(maps, verbose=self.verbose, desc="segmenting",
+                                                 total=len(images))]
 
     def _has_transform(self) -> bool:
         return hasattr(self.estimator, "transform")

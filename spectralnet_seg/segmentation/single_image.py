@@ -89,7 +89,7 @@ def segment_image(image, n_clusters: int = 8, *, method: str = "eigsh", extracto
     segmenter._validate_params()
     segmenter.extractor_ = feature_extractor
     segmenter._fit_extracted(extracted)
-    return segmenter.predict([image])[0]
+    return segmenter._fitted_label_maps([image], extracted)[0]
 
 
 def _image_kernel(n_tokens: int):
