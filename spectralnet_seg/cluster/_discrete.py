@@ -43,7 +43,7 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
     the training graph, a linear head turning the eigenfunctions into the logits of the best
     one is appended, and the whole network is fine-tuned with the discrete objective for
     ``fine_tune_iter`` steps on the graph itself. The fine-tuned assignment is kept only if
-    its normalised cut is not worse. ``init="random"`` trains the discrete objective from a
+    it empties none of the start's clusters and its normalised cut is not worse. ``init="random"`` trains the discrete objective from a
     random network, as in the paper.
 
     K = ``n_clusters`` may exceed the number of classes; clusters are then mapped to classes
