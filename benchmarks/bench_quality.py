@@ -251,7 +251,7 @@ def main(argv=None) -> dict:
     settings = ["| data set | kernel | neural settings |", "|---|---|---|"]
     for dataset in args.datasets:
         kernel, _, neural = kernel_and_neural(dataset, cfg)
-        settings.append(f"| {dataset} | `{kernel!r}` | "
+        settings.append(f"| {dataset} | `{' '.join(repr(kernel).split())}` | "
                         f"{', '.join(f'{k}={v}' for k, v in neural.items()) or 'defaults'} |")
     notes.append("\n".join(settings))
     out = common.output_dir(args, NAME)
