@@ -32,11 +32,9 @@ __all__ = ["GRAPH_COST_BUDGET", "InputStatistics", "default_batch_size",
 GRAPH_COST_BUDGET = 1e12
 #: Rows used to estimate the input statistics (a seeded subset of larger data sets).
 _STATISTICS_ROWS = 65536
-#: Float64 values per block read for the statistics (8 MiB): a block and its temporaries
-#: stay small whatever the feature width. Larger blocks (4096 rows of 1024 float64 are
-#: 32 MiB) go through glibc's heap above its dynamic mmap threshold, whose freed memory
-#: is not returned, so the process's peak memory then depends on allocation order.
-_CHUNK_VALUES = 2**20
+#: Float64 values per block read for the statistics: the byte budget of the inference
+#: chunks (``_neural_io.CHUNK_BYTES``, which says why it is small) whatever the width.
+_CHUNK_VALUES = io.CHUNK_BYTES // np.dtype(np.float64).itemsize
 #: Phase difference (radians) of the Fourier features across a typical graph edge.
 _PHASE_PER_EDGE = 0.5
 #: Default number of Fourier frequencies of the default MLP ("auto").

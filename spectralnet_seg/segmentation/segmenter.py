@@ -151,11 +151,21 @@ class Segmenter(BaseEstimator):
         -------
         self : Segmenter
         """
+        self._fit_images(images)
+        return self
+
+    def _fit_images(self, images):
+        """Validate, extract ``images`` and fit on their tokens; returns the extraction."""
         self._validate_params()
         self.extractor_ = self._build_extractor()
         extracted = self.extract(images)
         self._fit_extracted(extracted)
-        return self
+        return extracted
+
+    def _check_crf_available(self) -> None:
+        """Fail before any work when ``crf`` is set but the extra is missing."""
+        if self.crf is not None and self.crf is not False:
+            _import_densecrf()
 
     def _fit_extracted(self, extracted) -> None:
         estimator = clone(self.estimator)
@@ -240,8 +250,7 @@ class Segmenter(BaseEstimator):
         """Yield (label map, full-resolution scores or None) per image, batch by batch."""
         check_is_fitted(self, "estimator_")
         images = _as_image_list(images)
-        if self.crf is not None and self.crf is not False:
-            _import_densecrf()  # fail before any work when the extra is missing
+        self._check_crf_available()
         starts = range(0, len(images), self.batch_size)
         for s in progress(starts, verbose=self.verbose, desc="segmenting", total=len(starts)):
             chunk = images[s:s + self.batch_size]
@@ -331,14 +340,9 @@ class Segmenter(BaseEstimator):
         -------
         list of ndarray of shape (H_i, W_i), int64
         """
-        self._validate_params()
-        if self.crf is not None and self.crf is not False:
-            _import_densecrf()  # fail before any work when the extra is missing
-        self.extractor_ = self._build_extractor()
+        self._check_crf_available()
         images = _as_image_list(images)
-        extracted = self.extract(images)
-        self._fit_extracted(extracted)
-        return self._fitted_label_maps(images, extracted)
+        return self._fitted_label_maps(images, self._fit_images(images))
 
     def _fitted_label_maps(self, images: list, extracted) -> list[np.ndarray]:
         """Full-resolution label maps of the images the segmenter was just fitted on."""
