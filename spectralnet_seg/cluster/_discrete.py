@@ -114,16 +114,8 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
     checkpoint_every : int, default=100
         Steps between checkpoints.
     callback : callable, default=None
-        Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
-        (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
-        the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
-        had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
-        ``fit`` runs after training. It is computed on its first call only, so a callback
-        that does not need it costs nothing, and the callback can time it. Training waits
-        meanwhile and its result does not depend on the callback; the seconds spent in it
-        are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
-        of the checkpoint's identity; ``partial_fit`` does not call it. Under
-        ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
+        ``callback(snapshot, n_iter)`` at each convergence check of the first phase and
+        once when training ends; see [`NeuralEigenClustering`][NeuralEigenClustering].
         With ``init="spectral"`` the checks are those of the eigenfunction phase and
         ``snapshot()`` runs the k-means start and the discrete fine-tuning from there.
 
