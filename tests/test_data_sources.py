@@ -115,6 +115,16 @@ def test_iter_chunks_covers_rows_in_order(source_and_reference, chunk_size):
     np.testing.assert_array_equal(np.concatenate(chunks), ref)
 
 
+@pytest.mark.parametrize("n_features, rows_per_chunk", [(4, 8192), (1024, 2048), (3000, 699)])
+def test_default_chunks_hold_about_8_mib_whatever_the_width(n_features, rows_per_chunk):
+    # 8 MiB of float32 is 2**21 values: 2048 rows of 1024, floor(2**21 / 3000) = 699 rows
+    # of 3000; narrow rows stop at 8192.
+    ref = np.arange((rows_per_chunk + 5) * n_features, dtype=np.float32).reshape(-1, n_features)
+    chunks = list(ArraySource(ref).iter_chunks())
+    assert [len(c) for c in chunks] == [rows_per_chunk, 5]
+    np.testing.assert_array_equal(np.concatenate(chunks), ref)
+
+
 def test_results_are_copies_not_views(tmp_path, data):
     np.save(tmp_path / "x.npy", data)
     memmap = np.load(tmp_path / "x.npy", mmap_mode="r+")

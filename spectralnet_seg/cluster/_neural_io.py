@@ -17,6 +17,10 @@ import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
 from .._utils import check_finite_rows, check_numeric
+from ..data._feature_source import (  # noqa: F401 - one chunk size for every sequential pass
+    CHUNK_BYTES,
+    chunk_rows,
+)
 from ._checkpoints import (  # noqa: F401 - the estimators reach checkpoints through this module
     CheckpointError,
     CheckpointWarning,
@@ -27,25 +31,6 @@ from ._checkpoints import (  # noqa: F401 - the estimators reach checkpoints thr
     resume_from_checkpoint,
     save_checkpoint,
 )
-
-#: Most rows per chunk for finiteness checks and inference passes over lazy arrays.
-CHUNK_ROWS = 8192
-#: Bytes of float32 input per chunk. Chunks of wide features (8192 rows of 1024 float32
-#: are 32 MiB) and their temporaries would be allocated by glibc from its heap once its
-#: dynamic mmap threshold has grown, and that memory is not returned: peak memory would
-#: then grow with the chunk size and vary with allocation order.
-CHUNK_BYTES = 8 * 2**20
-
-
-def chunk_rows(n_features: int) -> int:
-    """Rows per chunk of ``n_features`` float32 columns: at most ``CHUNK_BYTES`` each.
-
-    Examples
-    --------
-    >>> chunk_rows(64), chunk_rows(1024), chunk_rows(10**7)
-    (8192, 2048, 1)
-    """
-    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, n_features))))
 
 
 def _lazy_view(X):

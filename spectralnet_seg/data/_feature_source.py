@@ -14,7 +14,24 @@ from collections.abc import Iterator
 
 import numpy as np
 
-DEFAULT_CHUNK_SIZE = 65536
+#: Most rows per chunk of a sequential pass (finiteness checks, inference).
+DEFAULT_CHUNK_SIZE = 8192
+#: Bytes of float32 rows per chunk. Chunks of wide features (8192 rows of 1024 float32 are
+#: 32 MiB) and their temporaries would be allocated by glibc from its heap once its dynamic
+#: mmap threshold has grown, and that memory is not returned: peak memory would then grow
+#: with the chunk size and vary with allocation order.
+CHUNK_BYTES = 8 * 2**20
+
+
+def chunk_rows(n_features: int) -> int:
+    """Rows per chunk of ``n_features`` float32 columns: at most ``CHUNK_BYTES`` each.
+
+    Examples
+    --------
+    >>> chunk_rows(64), chunk_rows(1024), chunk_rows(10**7)
+    (8192, 2048, 1)
+    """
+    return max(1, min(DEFAULT_CHUNK_SIZE, CHUNK_BYTES // (4 * max(1, n_features))))
 
 
 class FeatureSource(abc.ABC):
@@ -75,19 +92,21 @@ class FeatureSource(abc.ABC):
         """
         return self._take(self._normalize_indices(indices))
 
-    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[np.ndarray]:
+    def iter_chunks(self, chunk_size: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive blocks of at most ``chunk_size`` rows, in order.
 
         Parameters
         ----------
-        chunk_size : int, default=65536
-            Rows per block.
+        chunk_size : int, optional
+            Rows per block; default: at most 8192 rows and about 8 MiB of float32,
+            whatever the width.
 
         Yields
         ------
         ndarray of shape (<= chunk_size, n_features), float32
         """
-        chunk_size = _check_positive_int(chunk_size, "chunk_size")
+        chunk_size = (chunk_rows(self.n_features) if chunk_size is None
+                      else _check_positive_int(chunk_size, "chunk_size"))
         for start in range(0, len(self), chunk_size):
             yield self._slice(start, min(start + chunk_size, len(self)))
 

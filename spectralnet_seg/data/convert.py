@@ -17,7 +17,6 @@ import numpy as np
 from .._utils import check_finite_rows
 from . import _io
 from .sources import (
-    DEFAULT_CHUNK_SIZE,
     ArraySource,
     FeatureSource,
     NpyShardSource,
@@ -133,7 +132,7 @@ def as_feature_source(obj, **kwargs) -> FeatureSource:
     return ArraySource(array, **kwargs)
 
 
-def check_finite_chunked(source, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+def check_finite_chunked(source, chunk_size: int | None = None, *,
                          name: str = "X") -> FeatureSource:
     """Raise a ValueError naming the first row with NaN or infinity, reading in chunks.
 
@@ -141,8 +140,9 @@ def check_finite_chunked(source, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
     ----------
     source : FeatureSource or anything [`as_feature_source`][as_feature_source] accepts
         The features.
-    chunk_size : int, default=65536
-        Rows read at a time (memory is ``chunk_size * n_features * 4`` bytes).
+    chunk_size : int, optional
+        Rows read at a time (memory is ``chunk_size * n_features * 4`` bytes); default: at
+        most 8192 rows and about 8 MiB of float32, whatever the width.
     name : str, default="X"
         Name used in the message.
 
