@@ -56,19 +56,22 @@ class GraphPairSampler:
             raise ValueError("the affinity graph has no edges")
         self.n_nodes = W.shape[0]
         self.degree = np.asarray(W.sum(axis=1)).ravel()
-        indptr = torch.from_numpy(W.indptr.astype(np.int64))
-        self._neighbors = torch.from_numpy(W.indices.astype(np.int64))  # (nnz,)
-        self._cumulative = torch.cumsum(torch.from_numpy(W.data), dim=0)  # (nnz,)
+        # numpy, not torch: a walk step is a dozen operations on a few hundred walkers,
+        # where torch's per-operation dispatch cost more than the arithmetic (the samples
+        # are the same: the draws still come from the torch generator).
+        self._neighbors = W.indices.astype(np.int64)  # (nnz,)
+        self._cumulative = np.cumsum(W.data)  # (nnz,)
         self.volume = float(self._cumulative[-1])
-        self._source = torch.repeat_interleave(torch.arange(self.n_nodes), torch.diff(indptr))
-        start = torch.cat([torch.zeros(1, dtype=torch.float64), self._cumulative])
-        self._row_start = start[indptr[:-1]]  # (n,) cumulative weight before each row
-        self._row_weight = start[indptr[1:]] - self._row_start  # (n,) = degree
+        self._source = np.repeat(np.arange(self.n_nodes, dtype=np.int64), np.diff(W.indptr))
+        start = np.concatenate([np.zeros(1), self._cumulative])
+        self._row_start = start[W.indptr[:-1]]  # (n,) cumulative weight before each row
+        self._row_weight = start[W.indptr[1:]] - self._row_start  # (n,) = degree
         self._last = W.nnz - 1
 
-    def _edge_at(self, position: torch.Tensor) -> torch.Tensor:
+    def _edge_at(self, position: np.ndarray) -> np.ndarray:
         """Index of the edge whose cumulative-weight interval holds ``position``."""
-        return torch.searchsorted(self._cumulative, position, right=True).clamp_max_(self._last)
+        return np.minimum(np.searchsorted(self._cumulative, position, side="right"),
+                          self._last)
 
     def sample(self, n_pairs: int, *, steps: int = 1, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,18 +91,24 @@ class GraphPairSampler:
         a, b : torch.Tensor of shape (B,), int64
             Node indices.
         """
-        position = torch.rand(n_pairs, generator=generator, dtype=torch.float64) * self.volume
+        position = _uniform(n_pairs, generator, torch.float64) * self.volume
         edge = self._edge_at(position)
         a, b = self._source[edge], self._neighbors[edge]
         for _ in range(int(steps) - 1):
             # Every walker draws a neighbour; half of them (the lazy coin) keep their node.
-            u = torch.rand(n_pairs, generator=generator, dtype=torch.float64)
-            step_to = self._neighbors[self._edge_at(self._row_start[b] + u * self._row_weight[b])]
-            stay = torch.rand(n_pairs, generator=generator) < 0.5
-            b = torch.where(stay | (self._row_weight[b] <= 0), b, step_to)
-        return a, b
+            u = _uniform(n_pairs, generator, torch.float64)
+            weight = self._row_weight[b]
+            step_to = self._neighbors[self._edge_at(self._row_start[b] + u * weight)]
+            stay = _uniform(n_pairs, generator, torch.float32) < 0.5
+            b = np.where(stay | (weight <= 0), b, step_to)
+        return torch.from_numpy(a), torch.from_numpy(b)
 
     def sample_nodes(self, n_nodes: int, *, generator: torch.Generator) -> torch.Tensor:
         """Nodes drawn from the degree measure π (endpoints of weight-proportional edges)."""
-        position = torch.rand(n_nodes, generator=generator, dtype=torch.float64) * self.volume
-        return self._source[self._edge_at(position)]
+        position = _uniform(n_nodes, generator, torch.float64) * self.volume
+        return torch.from_numpy(self._source[self._edge_at(position)])
+
+
+def _uniform(n: int, generator: torch.Generator, dtype: torch.dtype) -> np.ndarray:
+    """``n`` draws of U[0, 1) from the torch generator (its stream, reproducible), as numpy."""
+    return torch.rand(n, generator=generator, dtype=dtype).numpy()
