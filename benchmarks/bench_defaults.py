@@ -18,8 +18,8 @@ spread; iris, wine and breast_cancer (standardised); ``manifold_clusters`` (N = 
 scaling benchmark's data); and the demo's texture mosaics as plain token features
 (:class:`~spectralnet_seg.features.PixelExtractor` tokens of 8 mosaics, each labelled by
 the texture at its centre). Every (data, method) runs with ``--seeds`` seeds; the table
-reports the mean NMI and ARI, the spread (max − min NMI) over seeds, the mean fit time, and
-the NMI as a ratio to eigsh's.
+reports the mean NMI and ARI, the spread (max − min NMI) over seeds, the mean and the slowest
+fit time, and the NMI as a ratio to eigsh's.
 
 Usage::
 
@@ -42,7 +42,7 @@ import bench_peers as peers  # noqa: E402
 
 NAME = "bench_defaults"
 COLUMNS = ["data", "n", "method", "seeds", "nmi", "nmi_min", "nmi_spread", "ari",
-           "nmi_vs_eigsh", "fit_s", "status"]
+           "nmi_vs_eigsh", "fit_s", "fit_s_max", "status"]
 FULL_DATA = ("digits", "moons", "circles", "blobs", "iris", "wine", "breast_cancer",
              "manifold", "mosaics")
 QUICK_DATA = ("moons", "iris")
@@ -147,7 +147,8 @@ def run(data: list[str], methods: list[str], seeds: list[int], *, quick: bool) -
                 aris.append(adjusted_rand_score(y, labels))
             row.update(nmi=float(np.mean(nmis)), nmi_min=float(np.min(nmis)),
                        nmi_spread=float(np.max(nmis) - np.min(nmis)),
-                       ari=float(np.mean(aris)), fit_s=float(np.mean(times)), status="ok")
+                       ari=float(np.mean(aris)), fit_s=float(np.mean(times)),
+                       fit_s_max=float(np.max(times)), status="ok")
             rows.append(row)
             print(f"  {name:<14s} {method:<12s} NMI {row['nmi']:.3f} (spread "
                   f"{row['nmi_spread']:.3f})  ARI {row['ari']:.3f}  {row['fit_s']:6.1f} s",
@@ -195,9 +196,10 @@ def verdict(rows: list[dict]) -> list[str]:
         if row and row["seeds"] >= 5:
             check(row["nmi_spread"] <= 0.02, f"digits: {method} NMI spread over "
                   f"{row['seeds']} seeds {row['nmi_spread']:.3f} (bar 0.02)")
-        if row:
-            check(row["fit_s"] <= 15.0, f"digits: {method} fit {row['fit_s']:.1f} s with "
-                  "defaults (bar 15 s on 2 cores)")
+        if row:  # every seed, not only their mean: a user runs one seed
+            check(row["fit_s_max"] <= 15.0, f"digits: {method} fit {row['fit_s']:.1f} s "
+                  f"(slowest of {row['seeds']} seeds {row['fit_s_max']:.1f} s) with defaults "
+                  "(bar 15 s on 2 cores, every seed)")
     return lines
 
 
@@ -247,7 +249,8 @@ def main(argv=None) -> dict:
     print("\n".join(checks))
     notes = [
         "Every estimator with `n_clusters` (the number of classes) and `random_state` only. "
-        "`nmi`, `ari`, `fit_s`: means over the seeds; `nmi_spread`: max − min NMI over them; "
+        "`nmi`, `ari`, `fit_s`: means over the seeds; `fit_s_max`: the slowest seed's fit; "
+        "`nmi_spread`: max − min NMI over them; "
         "`nmi_vs_eigsh`: mean NMI over eigsh's. `spectralnet`: SpectralNet 1.1.0 with "
         "`spectral_hiddens=[1024, 1024, 512, n_clusters]`, its defaults otherwise; one seed "
         f"on data of more than {SLOW_PEER_MAX_N} points (about 12 min per fit on 2 cores).",

@@ -362,6 +362,7 @@ def test_bench_defaults_quick(bench, tmp_path):
     assert by["moons", "eigsh"]["nmi"] == pytest.approx(reference)
     assert by["moons", "neural"]["nmi_vs_eigsh"] == pytest.approx(
         by["moons", "neural"]["nmi"] / by["moons", "eigsh"]["nmi"])
+    assert all(r["fit_s_max"] >= r["fit_s"] > 0 for r in result["rows"])
     assert "Issue 10's bars in this run" in md and "moons: neural ARI" in md
 
 
