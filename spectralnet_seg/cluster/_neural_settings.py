@@ -33,7 +33,8 @@ GRAPH_COST_BUDGET = 1e12
 #: Rows used to estimate the input statistics (a seeded subset of larger data sets).
 _STATISTICS_ROWS = 65536
 #: Float64 values per block read for the statistics: the byte budget of the inference
-#: chunks (``_neural_io.CHUNK_BYTES``, which says why it is small) whatever the width.
+#: chunks (``data._feature_source.CHUNK_BYTES``, which says why it is small) whatever the
+#: width.
 _CHUNK_VALUES = io.CHUNK_BYTES // np.dtype(np.float64).itemsize
 #: Phase difference (radians) of the Fourier features across a typical graph edge.
 _PHASE_PER_EDGE = 0.5

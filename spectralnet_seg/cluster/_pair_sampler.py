@@ -11,7 +11,8 @@ the Rayleigh quotients are estimated from pairs drawn from the global graph itse
   neighbour with probability W_bc / d_b), which draws the pair from the diffusion
   W ((I + P) / 2)^{t-1} instead (same eigenfunctions, wider eigenvalue gaps).
 
-Sampling is done with torch on the CPU (a private generator: reproducible, checkpointable).
+Every draw comes from a private torch CPU generator (reproducible, checkpointable); the walk's
+arithmetic runs in numpy, whose per-operation cost is lower on a few hundred walkers.
 The graph is O(nnz) memory: CSR indices and the cumulative edge weights.
 """
 
