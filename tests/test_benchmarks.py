@@ -176,18 +176,33 @@ def test_scaling_features_file_errors(bench, tmp_path):
 
 def test_bench_quality_quick(bench, tmp_path):
     quality = bench("bench_quality")
-    result = quality.main(["--quick", "--datasets", "moons", "mosaics", "--methods", "eigsh",
-                           "neural", "sklearn-spectral", "kmeans", "--n-points", "200",
-                           "--max-iter", "5", "--hidden", "16", "--mosaics", "2", "1", "64",
-                           "--out", str(tmp_path)])
+    result = quality.main(["--quick", "--datasets", "moons", "mosaics", "mosaics-other",
+                           "--methods", "eigsh", "neural", "sklearn-spectral", "kmeans",
+                           "--n-points", "200", "--max-iter", "5", "--hidden", "16",
+                           "--mosaics", "2", "1", "64", "--out", str(tmp_path)])
     _check_outputs(tmp_path, "bench_quality")
     columns, rows = _csv(tmp_path / "bench_quality.csv")
-    assert columns == quality.COLUMNS and len(rows) == 8
+    assert columns == quality.COLUMNS and len(rows) == 12
     by_key = {(r["dataset"], r["method"]): r for r in result["rows"]}
     assert by_key["moons", "eigsh"]["ari"] > 0.95  # spectral clustering solves moons
     assert by_key["moons", "kmeans"]["ari"] < 0.8  # k-means does not
     assert by_key["mosaics", "sklearn-spectral"]["status"].startswith("n/a")
     assert 0 <= by_key["mosaics", "eigsh"]["miou"] <= 1
+    # The other photographs are told apart by their colour statistics: far above chance.
+    assert by_key["mosaics-other", "eigsh"]["nmi"] > 0.5
+    assert "each estimator's default" in (tmp_path / "bench_quality.md").read_text()
+
+
+@pytest.mark.parametrize("discrete, kmeans, near, above", [
+    (0.80, 0.70, "met", "met"), (0.73, 0.70, "not met", "met"), (0.77, 0.78, "met", "not met")])
+def test_bench_quality_states_the_mosaic_check_from_its_rows(bench, discrete, kmeans, near,
+                                                             above):
+    quality = bench("bench_quality")
+    rows = [{"dataset": "mosaics-other", "method": m, "status": "ok", "miou": v}
+            for m, v in (("eigsh", 0.79), ("discrete", discrete), ("kmeans", kmeans))]
+    line = quality.mosaic_check(rows)
+    assert f"within 0.05: {near};" in line and line.endswith(f"above: {above}.")
+    assert quality.mosaic_check(rows[:2]) is None  # no k-means row, no verdict
 
 
 def test_bench_eigenfunctions_quick(bench, tmp_path):

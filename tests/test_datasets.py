@@ -9,6 +9,7 @@ from PIL import Image
 from spectralnet_seg.datasets import (
     ADE20K,
     IGNORE_INDEX,
+    TEXTURE_NAMES,
     Cityscapes27,
     CocoStuff27,
     PascalContext,
@@ -193,10 +194,31 @@ def test_mosaics_are_deterministic_with_exact_masks():
     assert blobs.max() < 9
 
 
+def test_mosaics_of_named_textures_fill_each_class_with_its_photograph():
+    data = TextureMosaics(3, image_size=48, n_regions=2, textures=("starfield", "moon"), seed=2)
+    assert data.class_names == ["starfield", "moon"] and data.n_classes == 2
+    for image, mask in data:
+        assert set(np.unique(mask)) == {0, 1}
+        # moon() is a grey photograph (R = G = B survives the brightness jitter), the
+        # Hubble deep field is not.
+        moon, stars = image[mask == 1].astype(int), image[mask == 0].astype(int)
+        assert (moon[:, 0] == moon[:, 1]).all() and (moon[:, 1] == moon[:, 2]).all()
+        assert (stars[:, 0] != stars[:, 2]).mean() > 0.5
+    # Naming the default classes is the default data set, pixel for pixel.
+    default = TextureMosaics(2, image_size=32, seed=7)
+    named = TextureMosaics(2, image_size=32, seed=7, textures=TEXTURE_NAMES[:6])
+    for (a, ma), (b, mb) in zip(default, named, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ma, mb)
+
+
 @pytest.mark.parametrize("params, match", [
     ({"n_images": 0}, "n_images"), ({"image_size": 8}, "image_size"),
     ({"n_regions": (3, 2)}, "n_regions"), ({"n_textures": 10}, "n_textures"),
     ({"region_shape": "squares"}, "region_shape"), ({"seed": -1}, "seed"),
+    ({"textures": ("moon", "lava")}, "lava"), ({"textures": ()}, "textures"),
+    ({"textures": "moon"}, "string"), ({"textures": ("moon", "moon")}, "distinct"),
+    ({"textures": ("moon", "brick"), "n_textures": 3}, "contradicts"),
 ])
 def test_mosaics_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):

@@ -31,6 +31,7 @@ from image to image. Everything is a deterministic function of ``(seed, index)``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from numbers import Integral
 
@@ -134,6 +135,26 @@ def _texture_patch(rng: np.random.Generator, texture: np.ndarray, size: int) -> 
     return patch
 
 
+def _texture_names(textures: Sequence[str] | None, n_textures: int | None) -> tuple[str, ...]:
+    """The class names of a mosaic set from its ``textures`` / ``n_textures`` arguments."""
+    if textures is None:
+        return TEXTURE_NAMES[: 6 if n_textures is None else int(n_textures)]
+    if isinstance(textures, str):
+        raise ValueError(f"textures must be a sequence of texture names, got the string "
+                         f"{textures!r}; write ({textures!r},) for one texture")
+    names = tuple(textures)
+    unknown = [name for name in names if name not in _TEXTURES]
+    if not names or unknown:
+        raise ValueError(f"textures must name one or more of {', '.join(TEXTURE_NAMES)}; "
+                         f"got {list(names)!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"textures must be distinct, got {list(names)!r}")
+    if n_textures is not None and n_textures != len(names):
+        raise ValueError(f"n_textures={n_textures} contradicts the {len(names)} textures "
+                         f"{list(names)!r}; give one of the two")
+    return names
+
+
 @register_dataset("mosaics")
 class TextureMosaics(SegmentationDataset):
     """Deterministic texture-mosaic images with exact ground-truth masks.
@@ -146,10 +167,15 @@ class TextureMosaics(SegmentationDataset):
         Side of the square images, in pixels (at least 16).
     n_regions : int or (int, int), default=(3, 5)
         Regions per image: a fixed number, or an inclusive range sampled per image.
-    n_textures : int, default=6
+    n_textures : int, optional
         Number of texture classes used, the first ``n_textures`` of
-        [`TEXTURE_NAMES`][TEXTURE_NAMES] (at most 9). Regions of one image get distinct textures
-        whenever ``n_regions <= n_textures``.
+        [`TEXTURE_NAMES`][TEXTURE_NAMES] (at most 9); 6 when ``textures`` is not given.
+        Regions of one image get distinct textures whenever ``n_regions <= n_textures``.
+    textures : sequence of str, optional
+        The texture classes by name, in class-id order (distinct names of
+        [`TEXTURE_NAMES`][TEXTURE_NAMES]), instead of the first ``n_textures``: e.g.
+        ``("retina", "starfield", "moon")`` for mosaics that share no photograph with the
+        demo's.
     region_shape : {"voronoi", "blobs", "mixed"}, default="voronoi"
         Voronoi cells (convex, straight borders), blobs (argmax of smooth random fields:
         curved borders, possibly several pieces per class) or a random choice per image.
@@ -173,8 +199,8 @@ class TextureMosaics(SegmentationDataset):
     """
 
     def __init__(self, n_images: int = 20, *, image_size: int = 128, n_regions=(3, 5),
-                 n_textures: int = 6, region_shape: str = "voronoi", seed: int = 0,
-                 transform=None):
+                 n_textures: int | None = None, textures: Sequence[str] | None = None,
+                 region_shape: str = "voronoi", seed: int = 0, transform=None):
         if not isinstance(n_images, Integral) or n_images < 1:
             raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
         if not isinstance(image_size, Integral) or image_size < 16:
@@ -187,9 +213,11 @@ class TextureMosaics(SegmentationDataset):
             raise ValueError(
                 f"n_regions must be a positive int or a range (low, high) with "
                 f"1 <= low <= high, got {n_regions!r}")
-        if not isinstance(n_textures, Integral) or not 1 <= n_textures <= len(TEXTURE_NAMES):
+        if n_textures is not None and (not isinstance(n_textures, Integral)
+                                       or not 1 <= n_textures <= len(TEXTURE_NAMES)):
             raise ValueError(
                 f"n_textures must be an integer in [1, {len(TEXTURE_NAMES)}], got {n_textures!r}")
+        names = _texture_names(textures, n_textures)
         if region_shape not in ("voronoi", "blobs", "mixed"):
             raise ValueError(
                 f"region_shape must be 'voronoi', 'blobs' or 'mixed', got {region_shape!r}")
@@ -198,7 +226,8 @@ class TextureMosaics(SegmentationDataset):
         self.n_images = int(n_images)
         self.image_size = int(image_size)
         self.n_regions = n_regions
-        self.n_textures = int(n_textures)
+        self.textures = names
+        self.n_textures = len(names)
         self.region_shape = region_shape
         self.seed = int(seed)
         self.transform = transform
@@ -208,7 +237,7 @@ class TextureMosaics(SegmentationDataset):
 
     @property
     def class_names(self) -> list[str]:
-        return list(TEXTURE_NAMES[: self.n_textures])
+        return list(self.textures)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, index])
@@ -223,7 +252,7 @@ class TextureMosaics(SegmentationDataset):
         image = np.zeros((size, size, 3), dtype=np.float32)
         for region, cls in enumerate(classes):
             inside = regions == region
-            patch = _texture_patch(rng, load_texture(TEXTURE_NAMES[cls]), size)
+            patch = _texture_patch(rng, load_texture(self.textures[cls]), size)
             image[inside] = patch[inside]
         mask = classes[regions].astype(np.int64)
         return np.clip(image, 0, 255).round().astype(np.uint8), mask
