@@ -182,7 +182,7 @@ def test_bench_quality_quick(bench, tmp_path):
                            "--mosaics", "2", "1", "64", "--out", str(tmp_path)])
     _check_outputs(tmp_path, "bench_quality")
     columns, rows = _csv(tmp_path / "bench_quality.csv")
-    assert columns == quality.COLUMNS and len(rows) == 12
+    assert columns == quality.COLUMNS and len(rows) == 13  # 12 + mosaics-other's true labels
     by_key = {(r["dataset"], r["method"]): r for r in result["rows"]}
     assert by_key["moons", "eigsh"]["ari"] > 0.95  # spectral clustering solves moons
     assert by_key["moons", "kmeans"]["ari"] < 0.8  # k-means does not
@@ -190,7 +190,30 @@ def test_bench_quality_quick(bench, tmp_path):
     assert 0 <= by_key["mosaics", "eigsh"]["miou"] <= 1
     # The other photographs are told apart by their colour statistics: far above chance.
     assert by_key["mosaics-other", "eigsh"]["nmi"] > 0.5
+    assert by_key["mosaics-other", quality.TRUTH]["train_ncut"] > 0
     assert "each estimator's default" in (tmp_path / "bench_quality.md").read_text()
+
+
+def test_bench_quality_cuts_the_graph_eigsh_cuts(bench):
+    # train_ncut recomputes the default graph of the training tokens: it must be the graph
+    # eigsh fitted on, token for token, and the classes those under the tokens' centres.
+    from spectralnet_seg import EigshSpectralClustering
+    from spectralnet_seg.features import make_extractor
+    from spectralnet_seg.metrics import normalized_cut
+    from spectralnet_seg.segmentation import Segmenter
+
+    quality = bench("bench_quality")
+    train, _ = quality.mosaic_splits("mosaics-other", {"n_train_images": 2, "n_test_images": 1,
+                                                       "image_size": 48})
+    segmenter = Segmenter(make_extractor("pixel"),
+                          EigshSpectralClustering(3, random_state=0)).fit(train.images())
+    graph, classes = quality.default_graph_and_token_classes(segmenter.extractor_, train)
+    fitted = segmenter.estimator_
+    assert abs(graph - fitted.affinity_matrix_).max() < 1e-12
+    assert normalized_cut(graph, fitted.labels_) == pytest.approx(fitted.normalized_cut_)
+    grid = segmenter.grid_shape_[0]
+    assert classes.shape == (2 * grid * grid,)
+    assert classes[grid + 1] == train.masks()[0][8 + 4, 8 + 4]  # token (1, 1): stride 8
 
 
 @pytest.mark.parametrize("discrete, kmeans, near, above", [
