@@ -13,7 +13,10 @@ Data sets:
   ``SpectralClustering`` has no ``predict`` and is left out there;
 * ``mosaics-other`` — mosaics of the three photographs the demo does not use (retina,
   starfield, moon), the same sizes and protocol, but everything with its defaults:
-  ``make_extractor("pixel")`` and each estimator's own kernel (issue 11's check).
+  ``make_extractor("pixel")`` and each estimator's own kernel (issue 11's check). Also the
+  normalised cut of each method's training-token labels on that kernel's graph
+  (``train_ncut``) and, in a ``true labels`` row, that of the classes: whether a method that
+  cuts the graph better also finds the classes.
 
 Methods: ``eigsh`` (:class:`EigshSpectralClustering`), ``neural``
 (:class:`NeuralEigenClustering`), ``discrete`` (:class:`DiscreteNeuralEigenClustering`) — all
