@@ -59,6 +59,25 @@ def build_estimator(method: str, n_clusters: int, **params):
 
 
 # ----------------------------------------------------------------------------- machine
+def token_classes(masks: Sequence[np.ndarray], grid_shape: tuple[int, int]) -> np.ndarray:
+    """The class under the centre of each token's cell, tokens in ``flatten()`` order.
+
+    Parameters
+    ----------
+    masks : sequence of ndarray of shape (H, W)
+        One class mask per image, all of one size.
+    grid_shape : (int, int)
+        Token grid of the extraction (``ExtractedFeatures.grid_shape``).
+
+    Returns
+    -------
+    ndarray of shape (n_images * grid_shape[0] * grid_shape[1],)
+    """
+    stride = np.asarray(masks[0]).shape[0] // grid_shape[0]
+    return np.concatenate([np.asarray(mask)[stride // 2::stride, stride // 2::stride].ravel()
+                           for mask in masks])
+
+
 def cpu_model() -> str:
     """CPU model name (``/proc/cpuinfo`` on Linux, :mod:`platform` elsewhere)."""
     try:

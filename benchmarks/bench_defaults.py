@@ -58,11 +58,7 @@ def _mosaic_tokens(seed: int):
 
     mosaics = TextureMosaics(8, image_size=96, seed=seed)
     extracted = PixelExtractor().extract(mosaics.images())
-    X = extracted.flatten()
-    stride = 96 // extracted.grid_shape[0]
-    labels = [np.asarray(mask)[stride // 2::stride, stride // 2::stride].ravel()
-              for mask in mosaics.masks()]
-    return X, np.concatenate(labels)
+    return extracted.flatten(), common.token_classes(mosaics.masks(), extracted.grid_shape)
 
 
 def load(name: str, *, quick: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -173,10 +173,7 @@ def default_graph_and_token_classes(extractor, train) -> tuple:
 
     extracted = extractor.extract(train.images())
     graph = make_kernel("knn").graph(extracted.flatten())
-    stride = train.image_size // extracted.grid_shape[0]
-    classes = np.concatenate([mask[stride // 2::stride, stride // 2::stride].ravel()
-                              for mask in train.masks()])
-    return graph, classes
+    return graph, common.token_classes(train.masks(), extracted.grid_shape)
 
 
 def run_mosaics(dataset: str, method: str, cfg: dict) -> dict:
