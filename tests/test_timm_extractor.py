@@ -151,6 +151,22 @@ def test_offline_hub_download_fails_clearly(monkeypatch):
         ex.extract(_images(1))
 
 
+def test_local_checkpoint_needs_no_download(tmp_path, monkeypatch):
+    """``checkpoint_path`` with the default ``pretrained=True`` loads the file offline."""
+    import huggingface_hub.constants
+
+    images = _images(1)
+    reference = _vit()
+    expected = reference.extract(images).features  # builds the model
+    path = tmp_path / "tiny_vit.pth"
+    torch.save(reference.model_.state_dict(), path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    local = TimmExtractor("vit_tiny_patch16_224", checkpoint_path=path, device="cpu",
+                          model_kwargs=TINY_VIT)
+    assert local.pretrained  # the default, which the local file overrides
+    np.testing.assert_allclose(local.extract(images).features, expected, atol=1e-5)
+
+
 def test_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown timm model 'not_a_model'"):
         TimmExtractor("not_a_model", pretrained=False).extract(_images(1))

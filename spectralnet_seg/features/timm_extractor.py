@@ -61,8 +61,10 @@ class TimmExtractor(FeatureExtractor):
     pretrained : bool, default=True
         Load the model's pretrained weights (hub download on first use, or the local file
         given in ``pretrained_cfg_overlay``). ``False`` keeps a random initialisation.
+        Ignored when ``checkpoint_path`` is given.
     checkpoint_path : str or os.PathLike, optional
-        Local timm-format state dict, loaded strictly after the model is built.
+        Local timm-format state dict, loaded strictly after the model is built. It replaces
+        the hub weights, so nothing is downloaded whatever ``pretrained`` says.
     pretrained_cfg_overlay : dict, optional
         Overrides of the pretrained config, e.g. ``dict(file="dino_deitsmall8_pretrain.pth")``
         to load an original checkpoint through timm's filter (needs ``pretrained=True``).
@@ -168,7 +170,10 @@ class TimmExtractor(FeatureExtractor):
         _check_file(self.checkpoint_path, "checkpoint_path")
         overlay = dict(self.pretrained_cfg_overlay or {})
         _check_file(overlay.get("file"), "pretrained_cfg_overlay['file']")
-        common = dict(pretrained=self.pretrained, pretrained_cfg_overlay=overlay or None,
+        # timm would fetch the hub weights first and then overwrite them with the local
+        # file: a local file means no download (and no failure offline).
+        from_hub = self.pretrained and self.checkpoint_path is None
+        common = dict(pretrained=from_hub, pretrained_cfg_overlay=overlay or None,
                       checkpoint_path=(None if self.checkpoint_path is None
                                        else os.fspath(self.checkpoint_path)),
                       **(self.model_kwargs or {}))
@@ -183,7 +188,7 @@ class TimmExtractor(FeatureExtractor):
             if kind == "cnn":
                 model = timm.create_model(self.model_name, features_only=True, **common)
         except OSError as err:  # hub download failed: offline, or not in the local cache
-            if not self.pretrained or "file" in overlay:
+            if not from_hub or "file" in overlay:
                 raise
             raise OSError(
                 f"could not get the pretrained weights of {self.model_name!r} ({err}). Without "
