@@ -171,6 +171,10 @@ def _pil_to_rgb(img, *, background) -> np.ndarray:
         # 16-bit greyscale: Pillow's convert("RGB") clips instead of rescaling.
         return _array_to_rgb(np.asarray(img).astype(np.uint16), background=background,
                              name="image")
+    if mode in ("I", "F"):
+        # 32-bit integer / float greyscale (e.g. TIFF): convert("RGB") clips them to 0/255
+        # and turns NaN into 0; the array rules scale [0, 1] floats and refuse the rest.
+        return _array_to_rgb(np.asarray(img), background=background, name="image")
     return np.asarray(img.convert("RGB"))
 
 

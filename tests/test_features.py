@@ -87,6 +87,9 @@ def test_pixel_verbose_shows_progress(capsys):
     ({"sigma_min": 4.0, "sigma_max": 2.0}, "sigma_max"),
     ({"image_size": (16, 2)}, "image_size"),
     ({"image_size": "big"}, "image_size"),
+    ({"image_size": (16,)}, "image_size"),  # one side: was an IndexError in common_size
+    ({"image_size": [16, 16, 3]}, "image_size"),
+    ({"image_size": (True, 16)}, "image_size"),
 ])
 def test_pixel_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):

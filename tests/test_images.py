@@ -63,6 +63,24 @@ def test_dtypes_are_converted():
     np.testing.assert_array_equal(load_image(sixteen)[0, 0], (255, 255, 255))
 
 
+def test_32_bit_tiff_files_are_scaled_or_refused(tmp_path):
+    """Modes F and I (float / int32 TIFFs) follow the array rules instead of being clipped."""
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "float.tif")  # mode F
+    loaded = load_image(tmp_path / "float.tif")
+    np.testing.assert_array_equal(loaded[..., 0], load_image(ramp)[..., 0])
+    assert np.unique(loaded).size == 256  # Pillow's convert("RGB") kept only 0 and 1
+    small = np.arange(256, dtype=np.int32).reshape(16, 16)
+    Image.fromarray(small).save(tmp_path / "int.tif")  # mode I, values 0..255
+    np.testing.assert_array_equal(load_image(tmp_path / "int.tif")[..., 1], small)
+    for name, array, match in [("nan.tif", np.full((4, 4), np.nan, np.float32), "NaN"),
+                               ("big.tif", np.full((4, 4), 70000, np.int32), "0..255"),
+                               ("over.tif", np.full((4, 4), 2.0, np.float32), r"\[0, 1\]")]:
+        Image.fromarray(array).save(tmp_path / name)
+        with pytest.raises(ValueError, match=match):
+            load_image(tmp_path / name)
+
+
 def test_missing_corrupt_and_directory_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_image(tmp_path / "missing.png")

@@ -297,6 +297,34 @@ def test_segment_image_finds_the_regions_of_one_photo_at_full_resolution(method)
     assert adjusted_rand_score(truth.ravel(), labels.ravel()) > 0.85
 
 
+@pytest.mark.filterwarnings("ignore:DiscreteNeuralEigenClustering stopped at max_iter")
+def test_segment_image_with_a_pure_black_band():
+    """Flat black cells have all-zero pixel features; the paper kernel's cosine needs a
+    direction (it used to refuse them as zero rows): they get that of a flat dark grey."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from spectralnet_seg.features import PixelExtractor
+    from spectralnet_seg.segmentation import segment_image
+
+    image = np.zeros((64, 160, 3), np.uint8)  # a letterbox band left of a red area
+    image[:, 96:] = (200, 30, 30)
+    truth = np.zeros(image.shape[:2], int)
+    truth[:, 96:] = 1
+    features = PixelExtractor().extract(image).features.reshape(-1, 15)
+    black = ~features[:, 1:].any(axis=1)  # everything but the lightness is 0
+    assert black.sum() > 0 and np.all(features[black, 0] == 1e-6)
+    grey = PixelExtractor().extract(np.full((32, 32, 3), 60, np.uint8)).features.reshape(-1, 15)
+    cosine = features[black] @ grey.T / np.outer(np.linalg.norm(features[black], axis=1),
+                                                 np.linalg.norm(grey, axis=1))
+    np.testing.assert_allclose(cosine, 1.0, rtol=1e-6)  # the direction of any flat grey
+    for method in ("eigsh", "discrete"):  # the cosine paper kernel: ran into the zero rows
+        labels = segment_image(image, n_clusters=2, method=method, random_state=0,
+                               **({"max_iter": 5} if method == "discrete" else {}))
+        assert labels.shape == image.shape[:2] and set(np.unique(labels)) <= {0, 1}
+    labels = segment_image(image, n_clusters=2, method="kmeans", random_state=0)
+    assert adjusted_rand_score(truth.ravel(), labels.ravel()) == 1.0
+
+
 def test_segment_image_neural_on_fewer_tokens_than_the_paper_k():
     from spectralnet_seg.segmentation import segment_image
 

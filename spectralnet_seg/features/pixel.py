@@ -35,6 +35,10 @@ __all__ = ["ImageMemoryError", "PixelExtractor", "common_size", "estimate_pixel_
 
 # Lab channels span about [0, 100] (L) and [-110, 110] (a, b); this brings them to ~[-1, 1].
 _LAB_SCALE = np.array([1 / 100, 1 / 110, 1 / 110], dtype=np.float32)
+# Lightness given to cells whose features are all exactly zero (flat pure black): the limit
+# of a flat dark grey, whose direction (lightness only) it takes, so that the cosine metric
+# of the paper's kernel is defined there. Far below the lightness of 8-bit grey 1 (~0.003).
+_BLACK_LIGHTNESS = 1e-6
 # Peak bytes per pixel of one image's features (tracemalloc, 500-1000 px images): float64
 # texture responses of skimage and their float32 moments grow with the number of scales.
 _BYTES_PER_PIXEL = 40
@@ -94,8 +98,9 @@ def _check_image_size(image_size, minimum: int) -> None:
         return
     sides = ([image_size] if isinstance(image_size, Integral)
              else list(image_size) if isinstance(image_size, (tuple, list)) else None)
-    if (sides is None or len(sides) not in (1, 2)
-            or not all(isinstance(s, Integral) and s >= minimum for s in sides)):
+    if (sides is None or (len(sides) != 2 and not isinstance(image_size, Integral))
+            or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= minimum
+                       for s in sides)):
         raise ValueError(
             f"image_size must be None, an int or a pair (H, W) of ints >= {minimum} (one "
             f"grid cell), got {image_size!r}")
@@ -120,7 +125,9 @@ class PixelExtractor(FeatureExtractor):
         Number of scales between them (log-spaced); default ``log2(sigma_max / sigma_min)
         + 1``.
     color_weight : float, default=1.0
-        Factor on the 3 Lab channels (scaled to about ``[-1, 1]``).
+        Factor on the 3 Lab channels (scaled to about ``[-1, 1]``). A flat, pure black cell,
+        whose features would all be 0, gets a lightness of 1e-6 instead: the limit of a flat
+        dark grey, so that cosine similarities (``kernel="paper"``) are defined for it.
     position_weight : float, default=0.0
         Factor on the 2 normalised cell coordinates ``(y, x)`` in ``[0, 1]``; with 0 they
         are left out of the features.
@@ -276,5 +283,6 @@ shape (n_images, H, W, 3)
             blocks.append(self.position_weight * token_positions(*grid))
         blocks.append(self.texture_weight * spread)
         feats = np.concatenate(blocks, axis=-1)
+        feats[~feats.any(axis=-1), 0] = _BLACK_LIGHTNESS  # black: no direction otherwise
         rgb_mean = colour[..., :3]
         return feats.astype(np.float32), np.clip(rgb_mean, 0.0, 1.0)
