@@ -72,7 +72,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kernel", choices=KERNELS, default="paper",
                        help="affinity of the spectral methods: 'paper' = cosine kNN graph of "
                             "the features + pixel graph of each image on colour and position "
-                            "(Deng & Luo), 'knn' = the feature graph alone (default: paper)")
+                            "(Deng & Luo), 'knn' = a kNN graph of the features alone, the "
+                            "estimators' default KNNKernel (Euclidean, binary weights; no "
+                            "pixel graph) (default: paper)")
     group.add_argument("--n-neighbors", type=_positive_int, default=None,
                        help="neighbours of the feature kNN graph, capped to the tokens "
                             f"available [paper {paper['n_neighbors'].default}, knn "
@@ -126,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "regions) and writes, per image, NAME_labels.png (cluster ids, 8/16-bit "
                     "grey), NAME_labels_color.png (the same ids as a palette picture) and "
                     "NAME_overlay.png. Inputs sharing a file name get NAME-2, NAME-3, ...")
-    seg.add_argument("images", nargs="+", help="image files (all are used to fit)")
+    seg.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
+                     help="image files and/or folders of images (all are used to fit)")
     seg.add_argument("--out", required=True, help="output folder")
     seg.add_argument("--overwrite", action="store_true",
                      help="replace output files of an earlier run (refused otherwise)")

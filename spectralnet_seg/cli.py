@@ -73,7 +73,7 @@ def _make_kernel(args):
     return make_kernel(args.kernel, **params)
 
 
-def _make_estimator(args):
+def _make_estimator(args, *, single_image: bool = False):
     """The estimator from the registry; options left out keep its own defaults."""
     from .cluster import estimator_defaults, make_estimator
 
@@ -95,10 +95,13 @@ def _make_estimator(args):
                          f"{args.estimator}, which uses no kernel")
     if "verbose" in defaults and args.estimator != "kmeans":  # KMeans prints per iteration
         params["verbose"] = not args.quiet
+    if "embedding_norm" in defaults and single_image:
+        # One photo: the same choice as segment_image (the row scaling with the lower cut).
+        params["embedding_norm"] = "auto"
     return make_estimator(args.estimator, args.n_clusters, **params)
 
 
-def _make_segmenter(args):
+def _make_segmenter(args, *, single_image: bool = False):
     """Extractor, estimator and Segmenter, each validated before any image is read."""
     from ._cli_checks import check_device
     from .segmentation import Segmenter
@@ -106,7 +109,7 @@ def _make_segmenter(args):
     if args.n_neighbors is None:  # the default k is documented as capped to the tokens
         warnings.filterwarnings("ignore", message=".*exceed n_samples - 1", category=UserWarning)
     check_device(args.device)
-    estimator = _make_estimator(args)
+    estimator = _make_estimator(args, single_image=single_image)
     return Segmenter(_make_extractor(args), estimator, upsample=args.upsample,
                      crf=True if args.crf else None, verbose=not args.quiet)
 
@@ -138,24 +141,27 @@ def _say(args, message: str) -> None:
 def _cmd_segment(args) -> int:
     from ._cli_checks import check_image_files, check_output_folder, output_names
     from ._cli_checks import refuse_existing as refuse
+    from .data import list_image_files
     from .images import load_image
     from .plotting import save_label_map, save_overlay
 
-    check_image_files(args.images)
-    names = output_names(args.images)
+    # Folders are expanded as `extract` does; files are checked before any work.
+    images = [str(path) for path in list_image_files(args.images)]
+    check_image_files(images)
+    names = output_names(images)
     out = check_output_folder(args.out)
     suffixes = ("_labels.png", "_labels_color.png", "_overlay.png")
     if not args.overwrite:
         refuse([out / f"{name}{suffix}" for name in names for suffix in suffixes])
-    segmenter = _make_segmenter(args)
-    for path, name in zip(args.images, names, strict=True):
+    segmenter = _make_segmenter(args, single_image=len(images) == 1)
+    for path, name in zip(images, names, strict=True):
         if name != Path(path).stem:
             _say(args, f"note: {path} shares its file name with an earlier input; its "
                        f"results are named {name}_*.png")
-    _say(args, f"fitting {args.estimator} (K = {args.n_clusters}) on {len(args.images)} "
+    _say(args, f"fitting {args.estimator} (K = {args.n_clusters}) on {len(images)} "
                f"image(s)")
-    label_maps = segmenter.fit_predict(args.images)
-    for path, name, labels in zip(args.images, names, label_maps, strict=True):
+    label_maps = segmenter.fit_predict(images)
+    for path, name, labels in zip(images, names, label_maps, strict=True):
         save_label_map(out / f"{name}_labels.png", labels)
         save_label_map(out / f"{name}_labels_color.png", labels, palette=True)
         save_overlay(out / f"{name}_overlay.png", load_image(path), labels)
@@ -164,12 +170,15 @@ def _cmd_segment(args) -> int:
     return 0
 
 
+# The bundled benchmark has no folder: its splits are different generator seeds.
+_MOSAIC_SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
 def _dataset(name: str, root, split: str):
     from .datasets import make_dataset
 
     if name == "mosaics":
-        # The bundled benchmark has no folder: splits are different generator seeds.
-        return make_dataset("mosaics", seed={"train": 0, "val": 1, "test": 2}.get(split, 0))
+        return make_dataset("mosaics", seed=_MOSAIC_SPLIT_SEEDS[split])
     return make_dataset(name, root, split=split)
 
 
@@ -192,6 +201,15 @@ def _cmd_evaluate(args) -> int:
 
     if args.dataset != "mosaics" and args.root is None:
         raise ValueError(f"--root is required for dataset {args.dataset!r}")
+    if args.dataset == "mosaics":
+        # A typo must not silently score the training split (seed 0).
+        for flag, split in (("--fit-split", args.fit_split), ("--eval-split", args.eval_split)):
+            if split not in _MOSAIC_SPLIT_SEEDS:
+                raise ValueError(f"{flag} {split!r}: the mosaics have the splits "
+                                 f"{', '.join(_MOSAIC_SPLIT_SEEDS)}")
+        if args.root is not None:
+            raise ValueError("--root does not apply to the bundled mosaics (they are "
+                             "generated); leave it out")
     out = None
     if args.out is not None:
         out = check_output_folder(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,34 @@ def test_segment_writes_full_resolution_label_maps_and_overlays(mosaic_files, tm
             np.testing.assert_array_equal(np.asarray(color), labels)
         assert read_png(out / f"{stem}_overlay.png").shape == (48, 48, 3)
     assert "3 images into 4 clusters" in capsys.readouterr().out
+
+
+def test_segment_one_photo_matches_segment_image(mosaic_files, tmp_path):
+    """The shell's one-photo segmentation is the Python one (`segment_image`), label for
+    label: same kernel, same embedding scaling (`embedding_norm="auto"` for one photo)."""
+    from spectralnet_seg.images import load_image
+    from spectralnet_seg.segmentation import segment_image
+
+    assert main(["segment", mosaic_files[0], "--seed", "0", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    expected = segment_image(load_image(mosaic_files[0]), 8, random_state=0)
+    labels = read_png(tmp_path / f"{Path(mosaic_files[0]).stem}_labels.png")
+    # (on this mosaic the estimator default, embedding_norm="degree", differs from "auto")
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_segment_takes_a_folder_of_images(mosaic_files, tmp_path, capsys):
+    folder = tmp_path / "photos"  # the three mosaics, and a file that is not an image
+    folder.mkdir()
+    for path in mosaic_files:
+        shutil.copy(path, folder)
+    (folder / "notes.txt").write_text("skipped: not an image suffix")
+    out = tmp_path / "segs"
+    assert main(["segment", str(folder), "--estimator", "kmeans", "--n-clusters", "3",
+                 "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*_labels.png")) == [
+        f"{Path(p).stem}_labels.png" for p in sorted(mosaic_files)]
+    assert "3 images into 3 clusters" in capsys.readouterr().out
 
 
 def test_segment_one_photo_with_defaults_shows_progress_unless_quiet(mosaic_files, tmp_path,
@@ -193,7 +222,7 @@ def test_timm_weights_without_network_are_a_one_line_error(mosaic_files, tmp_pat
 def test_segment_reports_user_errors_without_a_traceback(mosaic_files, tmp_path, capsys):
     status = main(["segment", str(tmp_path / "nope.png"), "--out", str(tmp_path)])
     assert status == 2
-    assert "image file not found" in one_line_error(capsys)
+    assert "no image file or folder" in one_line_error(capsys)
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
     assert main(["segment", str(not_an_image), "--out", str(tmp_path)]) == 2
@@ -298,6 +327,17 @@ def test_evaluate_on_the_bundled_mosaics_writes_scores(tmp_path, capsys):
     assert main(argv) == 2  # a second run would overwrite the scores
     assert "--overwrite" in one_line_error(capsys, "evaluate")
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_evaluate_mosaics_refuses_unknown_splits_and_a_root(tmp_path, capsys, work_log):
+    base = ["evaluate", "--dataset", "mosaics", "--estimator", "kmeans"]
+    assert main([*base, "--eval-split", "vall"]) == 2  # was: silently the training split
+    assert "--eval-split 'vall'" in one_line_error(capsys, "evaluate")
+    assert main([*base, "--fit-split", "training"]) == 2
+    assert "train, val, test" in one_line_error(capsys, "evaluate")
+    assert main([*base, "--root", str(tmp_path)]) == 2
+    assert "--root does not apply" in one_line_error(capsys, "evaluate")
+    assert work_log == []
 
 
 def test_evaluate_needs_a_root_for_folder_datasets(tmp_path, capsys):
