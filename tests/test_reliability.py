@@ -63,6 +63,23 @@ def test_huge_values_give_the_unscaled_clustering_not_a_native_crash(blobs):
     assert "divide X by a constant" in out["error"]
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("cls", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
+def test_neural_refuses_float64_values_beyond_float32(blobs, cls):
+    """The network computes in float32: 1e39 became inf, then NaN outputs in transform and
+    label 0 for every row in predict, without an error."""
+    X = blobs[0].astype(np.float64)
+    huge = np.full((2, X.shape[1]), 1e39)
+    match = "after conversion to float32"
+    with pytest.raises(ValueError, match=match):
+        cls(3, sampler="minibatch", max_iter=2, random_state=0).fit(X * 1e39)
+    est = cls(3, max_iter=30, random_state=0).fit(X)
+    for method in ("transform", "predict"):
+        with pytest.raises(ValueError, match=f"{match}.*: first at row 0, column 0"):
+            getattr(est, method)(huge)
+    assert np.isfinite(est.transform(X * 1e-3)).all()  # small float64 values stay accepted
+
+
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 @pytest.mark.parametrize("scale", [1e-40, 1e-30, 1e19, 1e30])
 def test_knn_search_is_scale_invariant(blobs, metric, scale):

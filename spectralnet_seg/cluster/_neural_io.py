@@ -116,9 +116,29 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     """
     lazy = _lazy_view(X)
     if lazy is not None:
-        return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    return validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
-                         reset=reset, ensure_min_samples=min_samples)
+        X = _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
+    else:
+        X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
+                          reset=reset, ensure_min_samples=min_samples)
+    _check_float32_range(X)
+    return X
+
+
+def _check_float32_range(X) -> None:
+    """Refuse finite values that become infinite in float32 (the network's precision).
+
+    Without this, values beyond ~3.4e38 turn into inf in the minibatches and into NaN
+    outputs (or labels of NaN scores) in ``transform`` / ``predict``.
+    """
+    if getattr(X, "dtype", np.dtype(np.float32)).itemsize <= 4 or X.dtype.kind != "f":
+        return
+    step = chunk_rows(X.shape[1])
+    for start in range(0, X.shape[0], step):
+        with np.errstate(over="ignore"):  # overflow is what is being looked for
+            rows = np.asarray(X[start:start + step], dtype=np.float32)
+        check_finite_rows(rows, offset=start,
+                          note=" after conversion to float32, the precision the network "
+                               "computes in (rescale the data)")
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:
