@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import sys
@@ -402,7 +403,8 @@ def write_results(out: Path, name: str, *, info: dict[str, str], mode: str, argv
         Files written.
     """
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join([f"python benchmarks/{name}.py", *argv])
+    # shlex.join quotes arguments with spaces (bench_peers' "sklearn amg"): pasteable as is.
+    command = shlex.join(["python", f"benchmarks/{name}.py", *argv])
     parts = [machine_header(info, title=title or name, mode=mode, command=command)]
     written = []
     for suffix, rows, columns, *heading in tables:

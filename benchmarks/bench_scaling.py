@@ -5,13 +5,13 @@ fixed random two-layer tanh map into d = 384 dimensions (the ViT-S feature size)
 little isotropic noise — clusters on a curved low-dimensional manifold, with known labels.
 ``--features X.npy [--labels y.npy]`` uses real features instead (rows sampled per N).
 
-Methods, all on the same cosine kNN kernel (k = 10):
+Methods, all but ``sklearn`` on the same cosine kNN kernel (k = 10):
 
 * ``eigsh-flat`` — :class:`~spectralnet_seg.cluster.EigshSpectralClustering` on the exact
   faiss kNN graph; out-of-sample by the Nyström extension;
 * ``eigsh-hnsw`` — the same with the approximate HNSW kNN graph (the default reference);
-* ``sklearn`` — scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")`` (no
-  out-of-sample predict);
+* ``sklearn`` — scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")`` on its
+  own Euclidean binary 10-NN graph (no out-of-sample predict);
 * ``neural`` / ``discrete`` — :class:`NeuralEigenClustering` /
   :class:`DiscreteNeuralEigenClustering`, trained on the reference's global graph until their
   label-free plateau.

@@ -47,10 +47,10 @@ METHODS = ("eigsh", "neural", "discrete", "kmeans")
 # Regions per image: about the number of things a viewer would name in it.
 IMAGES = {"coffee": 6, "astronaut": 8, "chelsea": 5, "rocket": 6, "coins": 12}
 FULL_SIZE, QUICK_SIZE = 160, 48
-# Training steps of the neural estimators (and fine-tuning steps of the discrete one). Their
-# default, 5000, took 11 minutes for one 200-pixel photo on 2 busy cores; the gallery caps
-# them so that it builds in minutes (``--max-iter 5000`` restores the defaults).
-QUICK_MAX_ITER = 20  # --quick: a smoke test
+# Training steps of the neural estimators (and fine-tuning steps of the discrete one): the
+# full gallery keeps their defaults (label-free stopping); --quick caps them for a smoke
+# test, and --max-iter N caps them in either mode.
+QUICK_MAX_ITER = 20
 BETA, EPS = 10.0, 1e-6
 
 
