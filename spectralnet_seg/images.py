@@ -78,6 +78,7 @@ def load_image(image, *, min_size: int = 1, background=(255, 255, 255),
     """
     from PIL import Image
 
+    _check_background(background)
     if isinstance(image, (str, os.PathLike)):
         array = _read_file(Path(image), background=background)
         name = f"{name} ({os.fspath(image)})"
@@ -223,6 +224,16 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
             )
         return (array * 255.0).round().astype(np.uint8)
     raise TypeError(f"{name} has unsupported dtype {array.dtype}; use uint8 or float in [0, 1].")
+
+
+def _check_background(background) -> None:
+    """Three values in 0..255 (out-of-range colours would wrap around in uint8)."""
+    values = np.asarray(background, dtype=object).ravel()
+    if (np.ndim(background) != 1 or values.size != 3
+            or not all(isinstance(v, (int, float, np.integer, np.floating))
+                       and not isinstance(v, bool) and 0 <= v <= 255 for v in values)):
+        raise ValueError(f"background must be an RGB colour of 3 values in 0..255, got "
+                         f"{background!r}")
 
 
 def _composite(rgba: np.ndarray, background) -> np.ndarray:

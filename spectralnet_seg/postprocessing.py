@@ -72,10 +72,13 @@ def upsample_scores(scores: np.ndarray, size: tuple[int, int], *, mode: str = "b
         Only when ``return_scores=True``.
     """
     scores = np.asarray(scores, dtype=np.float32)
-    if scores.ndim != 3:
-        raise ValueError(f"scores must have shape (h, w, K), got {scores.shape}")
+    if scores.ndim != 3 or 0 in scores.shape:
+        raise ValueError(f"scores must have shape (h, w, K) with no empty axis, got "
+                         f"{scores.shape}")
     h, w, K = scores.shape
-    H, W = int(size[0]), int(size[1])
+    from .features._base import check_image_size
+
+    H, W = check_image_size(size)
     if mode == "nearest":
         rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(int), h - 1)
         cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(int), w - 1)

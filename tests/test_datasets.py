@@ -219,6 +219,9 @@ def test_mosaics_of_named_textures_fill_each_class_with_its_photograph():
     ({"textures": ("moon", "lava")}, "lava"), ({"textures": ()}, "textures"),
     ({"textures": "moon"}, "string"), ({"textures": ("moon", "moon")}, "distinct"),
     ({"textures": ("moon", "brick"), "n_textures": 3}, "contradicts"),
+    # Were a TypeError from tuple(2.5), and booleans silently taken as 1.
+    ({"n_regions": 2.5}, r"n_regions .* got 2\.5"), ({"n_regions": (2, True)}, "n_regions"),
+    ({"seed": True}, "seed"), ({"n_images": True}, "n_images"),
 ])
 def test_mosaics_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):

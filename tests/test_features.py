@@ -14,6 +14,7 @@ from spectralnet_seg.features import (
     list_extractors,
     make_extractor,
     register_extractor,
+    token_positions,
 )
 
 
@@ -142,6 +143,16 @@ def test_precomputed_defaults_for_a_list_of_grids():
     ({"features": np.ones((2, 2, 2, 3)), "colors": np.ones((1, 2, 2, 3))}, "entries"),
     ({"features": np.ones((2, 2, 2, 3)), "positions": np.ones((2, 3, 2, 2))}, "grid"),
     ({"features": np.ones((2, 2, 2, 3)), "image_sizes": [(4, 4)]}, "image_sizes"),
+    # Sizes the label maps are upsampled to: were numpy's "negative dimensions",
+    # ZeroDivisionError, "not enough values to unpack" and "invalid literal for int()".
+    ({"features": np.ones((2, 2, 2, 3)), "image_sizes": [(-3, 5), (4, 4)]},
+     r"image_sizes\[0\] must be a pair \(height, width\) of positive integers"),
+    ({"features": np.ones((2, 2, 2, 3)), "image_sizes": [(4, 4), (0, 0)]}, r"image_sizes\[1\]"),
+    ({"features": np.ones((2, 2, 2, 3)), "image_sizes": [(3,), (4, 5)]}, r"image_sizes\[0\]"),
+    ({"features": np.ones((2, 2, 2, 3)), "image_sizes": ["ab", "cd"]}, r"image_sizes\[0\]"),
+    ({"features": np.ones((2, 2, 2, 0))}, "is empty"),  # was "cannot reshape array of size 0"
+    ({"features": np.ones((2, 0, 2, 3))}, "is empty"),
+    ({"features": np.array([[[["a"]]]])}, "not numbers"),
 ])
 def test_precomputed_bad_arrays(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -181,3 +192,15 @@ def test_registry_errors():
         register_extractor("pixel")(PixelExtractor)
     with pytest.raises(ValueError, match="':'"):
         register_extractor("a:b")
+
+
+def test_extracted_features_check_sizes_and_grids():
+    positions = np.broadcast_to(token_positions(3, 4), (2, 3, 4, 2))
+    features, colors = np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 3))
+    out = ExtractedFeatures(features, colors, positions, [(30, 40), (31.0, 41)])
+    assert out.image_sizes == [(30, 40), (31, 41)]
+    with pytest.raises(ValueError, match=r"image_sizes\[1\] must be a pair"):
+        ExtractedFeatures(features, colors, positions, [(30, 40), (0, 41)])
+    with pytest.raises(ValueError, match="empty token grid"):
+        ExtractedFeatures(np.zeros((2, 3, 0, 5)), np.zeros((2, 3, 0, 3)),
+                          np.zeros((2, 3, 0, 2)))

@@ -134,3 +134,12 @@ def test_load_images_collections(tmp_path):
     with pytest.raises(TypeError, match="list of paths"):
         load_images(42)
     assert is_image_like(tmp_path / "x.png") and not is_image_like([1])
+
+
+@pytest.mark.parametrize("background", [(1, 2), (300, 300, 300), (-1, 0, 0), "white",
+                                        (True, 0, 0)])
+def test_bad_background_colours_are_refused(background):
+    """Were numpy's "cannot reshape", or colours wrapped around in uint8 (300 -> 44)."""
+    rgba = np.zeros((2, 2, 4), np.uint8)  # fully transparent: every pixel is background
+    with pytest.raises(ValueError, match="background must be an RGB colour"):
+        load_image(rgba, background=background)

@@ -131,6 +131,16 @@ def test_nearest_upsampling_copies_token_labels_into_blocks():
     assert (blocks == blocks[:, :1, :, :1]).all()
 
 
+def test_upsample_scores_refuses_bad_sizes_and_empty_grids():
+    scores = np.ones((2, 2, 3))
+    for size in [(0, 4), (3,), (-1, 5), (2.5, 4)]:  # (0, 4) was a ZeroDivisionError
+        with pytest.raises(ValueError, match="size must be a pair"):
+            upsample_scores(scores, size)
+    with pytest.raises(ValueError, match="no empty axis"):
+        upsample_scores(np.ones((0, 2, 3)), (4, 4))
+    assert upsample_scores(scores, (4.0, 5)).shape == (4, 5)  # integral floats are fine
+
+
 def test_upsample_scores_matches_torch_bilinear_interpolation():
     import torch
 

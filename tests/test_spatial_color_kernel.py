@@ -121,6 +121,13 @@ def test_missing_or_mismatched_context_gives_clear_errors():
         TokenContext(np.zeros((3, 3)), np.zeros((2, 2)), np.zeros(3, int))
     with pytest.raises(ValueError, match="integer"):
         TokenContext(np.zeros((3, 3)), np.zeros((3, 2)), np.zeros(3))
+    # Scales the λ weights do not assume: 8-bit colours, pixel coordinates.
+    with pytest.raises(ValueError, match=r"colors must lie in \[0, 1\].*\[0, 255\].*255"):
+        TokenContext(np.array([[0, 0, 0], [255, 128, 0.0]]), np.zeros((2, 2)), np.zeros(2, int))
+    with pytest.raises(ValueError, match="positions must lie in .*height and width"):
+        TokenContext(np.zeros((2, 3)), np.array([[0.5, 0.5], [12.0, 3.0]]), np.zeros(2, int))
+    with pytest.raises(ValueError, match="positions must lie in"):
+        TokenContext(np.zeros((2, 3)), np.array([[0.5, -0.2], [0.1, 0.3]]), np.zeros(2, int))
 
 
 def test_context_from_extracted_features_follows_row_major_token_order():

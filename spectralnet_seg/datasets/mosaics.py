@@ -93,6 +93,11 @@ def load_texture(name: str) -> np.ndarray:
     return image
 
 
+def _is_int(value) -> bool:
+    """An integer, not a bool (``True`` would silently count as 1)."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def _region_map(rng: np.random.Generator, size: int, n_regions: int, shape: str) -> np.ndarray:
     """Partition a ``size x size`` canvas into ``n_regions`` labelled regions."""
     if shape == "voronoi":
@@ -201,19 +206,20 @@ class TextureMosaics(SegmentationDataset):
     def __init__(self, n_images: int = 20, *, image_size: int = 128, n_regions=(3, 5),
                  n_textures: int | None = None, textures: Sequence[str] | None = None,
                  region_shape: str = "voronoi", seed: int = 0, transform=None):
-        if not isinstance(n_images, Integral) or n_images < 1:
+        if not _is_int(n_images) or n_images < 1:
             raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-        if not isinstance(image_size, Integral) or image_size < 16:
+        if not _is_int(image_size) or image_size < 16:
             raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}")
-        if isinstance(n_regions, Integral):
+        given_regions = n_regions
+        if _is_int(n_regions):
             n_regions = (int(n_regions), int(n_regions))
-        n_regions = tuple(n_regions)
-        if (len(n_regions) != 2 or not all(isinstance(v, Integral) for v in n_regions)
+        n_regions = tuple(n_regions) if isinstance(n_regions, (tuple, list)) else (n_regions,)
+        if (len(n_regions) != 2 or not all(_is_int(v) for v in n_regions)
                 or not 1 <= n_regions[0] <= n_regions[1]):
             raise ValueError(
                 f"n_regions must be a positive int or a range (low, high) with "
-                f"1 <= low <= high, got {n_regions!r}")
-        if n_textures is not None and (not isinstance(n_textures, Integral)
+                f"1 <= low <= high, got {given_regions!r}")
+        if n_textures is not None and (not _is_int(n_textures)
                                        or not 1 <= n_textures <= len(TEXTURE_NAMES)):
             raise ValueError(
                 f"n_textures must be an integer in [1, {len(TEXTURE_NAMES)}], got {n_textures!r}")
@@ -221,7 +227,7 @@ class TextureMosaics(SegmentationDataset):
         if region_shape not in ("voronoi", "blobs", "mixed"):
             raise ValueError(
                 f"region_shape must be 'voronoi', 'blobs' or 'mixed', got {region_shape!r}")
-        if not isinstance(seed, Integral) or seed < 0:
+        if not _is_int(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.n_images = int(n_images)
         self.image_size = int(image_size)

@@ -64,12 +64,13 @@ class ExtractedFeatures:
         if self.positions.shape != (n, h, w, 2):
             raise ValueError(
                 f"positions must have shape {(n, h, w, 2)}; got {self.positions.shape}")
+        if 0 in (h, w, self.features.shape[-1]):
+            raise ValueError(f"features has an empty token grid or no feature dimension: "
+                             f"shape {self.features.shape} (n_images, h, w, d)")
         if not self.image_sizes:
             self.image_sizes = [(h, w)] * n
-        self.image_sizes = [(int(a), int(b)) for a, b in self.image_sizes]
-        if len(self.image_sizes) != n:
-            raise ValueError(
-                f"image_sizes has {len(self.image_sizes)} entries for {n} images")
+        self.image_sizes = check_image_sizes(self.image_sizes, n)
+
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -119,6 +120,38 @@ class ExtractedFeatures:
                    np.concatenate([p.colors for p in parts]),
                    np.concatenate([p.positions for p in parts]),
                    [s for p in parts for s in p.image_sizes])
+
+
+def check_image_sizes(sizes, n_images: int) -> list[tuple[int, int]]:
+    """``sizes`` as a list of ``n_images`` pairs ``(height, width)`` of positive ints.
+
+    Label maps are upsampled to these sizes, so a wrong one would fail deep inside the
+    resampling (negative dimensions, division by zero) or give maps of the wrong size.
+
+    Examples
+    --------
+    >>> check_image_sizes([(48, 64.0)], 1)
+    [(48, 64)]
+    >>> check_image_sizes([(48, 0)], 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: image_sizes[0] must be a pair (height, width) of positive integers; got (48, 0)
+    """
+    sizes = list(sizes)
+    if len(sizes) != n_images:
+        raise ValueError(f"image_sizes has {len(sizes)} entries for {n_images} images")
+    return [check_image_size(size, name=f"image_sizes[{i}]") for i, size in enumerate(sizes)]
+
+
+def check_image_size(size, *, name: str = "size") -> tuple[int, int]:
+    """One ``(height, width)`` of positive integers (integral floats are accepted)."""
+    pair = tuple(size) if isinstance(size, (tuple, list, np.ndarray)) else ()
+    if (len(pair) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating))
+                                  and not isinstance(v, bool) and float(v).is_integer()
+                                  and v >= 1 for v in pair)):
+        raise ValueError(f"{name} must be a pair (height, width) of positive integers; "
+                         f"got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 class FeatureExtractor(BaseEstimator, ABC):

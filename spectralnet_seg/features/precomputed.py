@@ -12,8 +12,9 @@ from numbers import Integral
 
 import numpy as np
 
+from .._utils import check_numeric
 from ..images import is_image_like
-from ._base import ExtractedFeatures, FeatureExtractor, token_positions
+from ._base import ExtractedFeatures, FeatureExtractor, check_image_sizes, token_positions
 from ._registry import register_extractor
 
 __all__ = ["PrecomputedFeatures"]
@@ -29,10 +30,12 @@ def _as_grids(value, name: str, n_channels: int | None, n_images: int | None) ->
         value = list(value)
     grids = []
     for i, grid in enumerate(value):
-        grid = np.asarray(grid, dtype=np.float32)
+        grid = np.asarray(check_numeric(grid, name=f"{name}[{i}]"), dtype=np.float32)
         if grid.ndim != 3 or (n_channels is not None and grid.shape[-1] != n_channels):
             want = f"(h, w, {n_channels})" if n_channels else "(h, w, d)"
             raise ValueError(f"{name}[{i}] must have shape {want}; got {grid.shape}")
+        if 0 in grid.shape:
+            raise ValueError(f"{name}[{i}] is empty: shape {grid.shape} (h, w, c)")
         if not np.all(np.isfinite(grid)):
             raise ValueError(f"{name}[{i}] contains NaN or infinite values")
         grids.append(grid)
@@ -107,9 +110,7 @@ class PrecomputedFeatures(FeatureExtractor):
         sizes = self.image_sizes
         if sizes is None:
             sizes = [f.shape[:2] for f in feats]
-        elif len(sizes) != n:
-            raise ValueError(f"image_sizes has {len(sizes)} entries for {n} images")
-        return feats, colors, positions, [tuple(int(v) for v in s) for s in sizes]
+        return feats, colors, positions, check_image_sizes(sizes, n)
 
     def extract(self, images) -> ExtractedFeatures:
         """The stored features of the images numbered ``images``.

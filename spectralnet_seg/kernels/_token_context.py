@@ -18,6 +18,10 @@ import numpy as np
 __all__ = ["TokenContext", "as_token_context"]
 
 
+# Rounding allowance on the [0, 1] range of colours and positions (float32 resampling).
+_RANGE_SLACK = 1e-4
+
+
 @dataclass(frozen=True)
 class TokenContext:
     """Per-token side information: colour, position and the image each token comes from.
@@ -66,6 +70,14 @@ class TokenContext:
             )
         if not (np.isfinite(colors).all() and np.isfinite(positions).all()):
             raise ValueError("TokenContext.colors and positions must be finite (no NaN/inf)")
+        # The λ weights of the pixel graph assume these scales: 0..255 colours or pixel
+        # coordinates would silently make colour or position dominate every affinity.
+        for name, values, fix in (("colors", colors, "divide 8-bit colours by 255"),
+                                  ("positions", positions, "divide (y, x) by the image's "
+                                   "height and width")):
+            if values.size and (values.min() < -_RANGE_SLACK or values.max() > 1 + _RANGE_SLACK):
+                raise ValueError(f"TokenContext.{name} must lie in [0, 1], got values in "
+                                 f"[{values.min():.4g}, {values.max():.4g}]; {fix}.")
         # frozen dataclass: write the converted arrays through object.__setattr__
         object.__setattr__(self, "colors", colors)
         object.__setattr__(self, "positions", positions)
