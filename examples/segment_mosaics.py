@@ -1,6 +1,6 @@
 """Segment the bundled texture mosaics with neural eigenfunctions, offline, in seconds.
 
-A :class:`~spectralnet_seg.segmentation.Segmenter` pairs a feature extractor with a
+A ``spectralnet_seg.segmentation.Segmenter`` pairs a feature extractor with a
 clustering estimator. It is fitted on a set of training mosaics (one clustering shared by
 all images), then segments held-out mosaics out of sample, at full resolution. The kernel
 is the paper's feature + pixel graph; the Segmenter hands the tokens' colours and

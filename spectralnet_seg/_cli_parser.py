@@ -96,8 +96,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="random-walk steps t of the diffusion the neural estimators "
                             f"train on [{_defaults_text('diffusion_steps')}]")
     group.add_argument("--orthogonality-weight", type=_positive_float, default=None,
-                       help="beta of the neural estimators' loss "
-                            f"[{_defaults_text('orthogonality_weight')}]")
+                       help="beta of the neural estimators' loss [neural 1.0, discrete "
+                            "min(20 / K, 0.1)]")
     group.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
                        help="token scores to full resolution (default: bilinear)")
     group.add_argument("--crf", action="store_true",

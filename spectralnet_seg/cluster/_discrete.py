@@ -123,6 +123,9 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
     ----------
     network_ : torch.nn.Module
         The trained logit network (on the CPU).
+    normalizer_ : ColumnNormalization
+        Per-output scaling to unit second moment, with its running estimate from training
+        (applied after ``network_`` at inference).
     kernel_ : Kernel or None
         The kernel that built the training graph.
     labels_ : ndarray of shape (n_samples,)
@@ -136,7 +139,8 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
         Normalised cut of ``labels_`` on the training graph (NaN with the minibatch
         sampler).
     fine_tuned_ : bool
-        Whether the fine-tuned assignment was kept (``init="spectral"``).
+        Whether the fine-tuned assignment was kept (set by ``fit`` with
+        ``init="spectral"`` only).
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Training points per cluster.
     n_active_clusters_ : int

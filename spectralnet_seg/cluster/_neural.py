@@ -86,7 +86,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     tol : float, default=1e-2
         Training stops (after a short learning-rate anneal) when the mean eigenvalue
         estimate has not risen by more than ``tol × (1 − best)`` for ``n_iter_no_change``
-        checks of 100 steps.
+        checks, which come every ``min(100, max_iter // 10)`` steps.
     n_iter_no_change : int, default=5
         Checks without improvement that stop training.
     learning_rate : float, default=1e-3
@@ -119,7 +119,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         Steps between checkpoints.
     callback : callable, default=None
         Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
-        (every 100 steps until the plateau) and once when training ends, ``n_iter`` being
+        (every ``min(100, max_iter // 10)`` steps until the plateau) and once when training ends, ``n_iter`` being
         the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
         had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
         ``fit`` runs after training. It is computed on its first call only, so a callback
@@ -133,6 +133,9 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     ----------
     network_ : torch.nn.Module
         The trained ψ network (on the CPU; inference copies it to ``device``).
+    normalizer_ : ColumnNormalization
+        Per-output scaling to unit second moment, with its running estimate from training
+        (applied after ``network_`` at inference).
     kernel_ : Kernel or None
         The kernel that built the training graph (None with ``fit(X, graph=W)``).
     eigenvalues_ : ndarray of shape (K,)
@@ -155,14 +158,16 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     n_iter_ : int
         Optimisation steps done.
     converged_ : bool
-        Whether the eigenvalue estimates reached a plateau before ``max_iter``.
+        Whether the eigenvalue estimates reached a plateau before ``max_iter`` (set by
+        ``fit``; ``partial_fit`` has no stopping rule and leaves it unset).
     convergence_history_ : list of dict
-        One entry per check: ``step``, ``mean_eigenvalue``, ``diffusion_steps``.
+        One entry per check: ``step``, ``mean_eigenvalue``, ``diffusion_steps`` (``fit``
+        only).
     loss_curve_ : list of float
         Loss at every step.
     callback_time_ : float
         Seconds ``fit`` spent in ``callback``, the snapshots it finished included (0.0
-        without one): subtract it from a timed fit.
+        without one): subtract it from a timed fit (``fit`` only).
     n_train_samples_ : int
         Training rows (all rows seen, for ``partial_fit``).
     n_features_in_ : int

@@ -83,7 +83,7 @@ class KNNKernel(Kernel):
     n_neighbors : int, default=10
         Neighbours per point (the paper uses 256 for minibatches of patch tokens).
     metric : {"l2", "cosine"}, default="l2"
-        Distance used to find neighbours: ``1 - cos`` or Euclidean.
+        Distance used to find neighbours: Euclidean (``"l2"``) or ``1 - cos`` (``"cosine"``).
     weighting : {"binary", "cosine", "gaussian"}, default="binary"
         Edge weight: 1, ``max(cos(x_i, x_j), 0)`` (the paper: negatives clamped to 0), or the
         self-tuning Gaussian ``exp(-d_ij^2 / (sigma_i sigma_j))`` of the metric's distance,

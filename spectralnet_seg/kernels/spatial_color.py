@@ -4,7 +4,7 @@ Tokens of a feature grid carry more than their feature vector: the colour of the
 region they cover and their position in the image. [`TokenContext`][TokenContext] holds that side
 information; [`SpatialColorKernel`][SpatialColorKernel] turns it into the paper's *pixel graph* Ã —
 per
-image, binary k-nearest-neighbour graphs on ``[r, g, b, λx, λy]`` (``k = 10, λ = 2.0``: local,
+image, binary k-nearest-neighbour graphs on ``[r, g, b, λy, λx]`` (``k = 10, λ = 2.0``: local,
 spatially coherent neighbours; ``k = 5, λ = 0.1``: same-colour neighbours anywhere in the
 image), OR-combined, symmetric, without self-edges and block-diagonal across images, the
 KNN-matting affinity used by Deep Spectral Methods (Melas-Kyriazi et al., CVPR 2022).
@@ -44,7 +44,7 @@ _LAMBDA_PARAM = [Interval(Real, 0, None, closed="left")]
 
 @register_kernel("spatial_color")
 class SpatialColorKernel(Kernel):
-    """The paper's per-image pixel graph on ``[r, g, b, λx, λy]`` (binary, OR-combined).
+    """The paper's per-image pixel graph on ``[r, g, b, λy, λx]`` (binary, OR-combined).
 
     For every image and every pair ``(k, λ)`` of ``n_neighbors`` and ``spatial_weights``,
     each token is linked to its ``k`` nearest other tokens of the same image in the space
