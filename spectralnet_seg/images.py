@@ -28,7 +28,7 @@ pixel order of their images, and rotating one without the other would misalign t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,10 @@ def load_images(images, *, min_size: int = 1, background=(255, 255, 255)) -> lis
                 f"an array of images must have shape (n_images, H, W, C); got {images.shape}."
             )
         images = list(images)
+    elif isinstance(images, (Mapping, set, frozenset)):  # keys / no order: not a batch
+        raise TypeError(
+            "images must be a list of paths / PIL images / arrays or an array of shape "
+            f"(n_images, H, W, 3); got a {type(images).__name__} (pass list(d.values())?).")
     elif not isinstance(images, Sequence):
         try:
             images = list(images)

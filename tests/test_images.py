@@ -143,3 +143,12 @@ def test_bad_background_colours_are_refused(background):
     rgba = np.zeros((2, 2, 4), np.uint8)  # fully transparent: every pixel is background
     with pytest.raises(ValueError, match="background must be an RGB colour"):
         load_image(rgba, background=background)
+
+
+@pytest.mark.parametrize("images", [{"a": np.zeros((4, 4, 3), np.uint8)},
+                                    {"a.png", "b.png"}])
+def test_mappings_and_sets_of_images_are_refused(images):
+    """A dict was read as its keys (file names: "image file not found: a"); a set has no
+    order for the label maps to follow."""
+    with pytest.raises(TypeError, match="images must be a list"):
+        load_images(images)

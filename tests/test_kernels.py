@@ -23,6 +23,7 @@ from spectralnet_seg.kernels import (
     SpatialColorKernel,
     SumKernel,
     degree_normalize,
+    degree_normalize_dense,
     kernel_tags,
     list_kernels,
     make_kernel,
@@ -389,3 +390,18 @@ def test_parameters_are_validated_once_per_fit_not_every_training_step(monkeypat
     assert len(calls) == 1  # resolve_kernel, at the start of fit
     with pytest.raises(ValueError, match="'n_neighbors' parameter"):
         NeuralEigenClustering(2, kernel=KNNKernel(0), sampler="minibatch").fit(X)
+
+
+def test_degree_normalize_checks_its_inputs():
+    W = sp.csr_matrix(np.array([[0.0, 4.0], [4.0, 0.0]]))
+    for bad in (np.array([[0.0, -1.0], [-1.0, 0.0]]), np.array([[0.0, np.nan], [np.nan, 0.0]])):
+        with pytest.raises(ValueError, match="finite, non-negative"):  # were silent 0 / NaN
+            degree_normalize(sp.csr_matrix(bad))
+    with pytest.raises(ValueError, match=r"degree must have shape \(2,\)"):  # was IndexError
+        degree_normalize(W, np.ones(3))
+    with pytest.raises(ValueError, match=r"column_degree must have shape \(2,\)"):
+        degree_normalize(W, column_degree=np.ones(1))
+    dense = degree_normalize_dense(W.toarray())  # an array is converted (was a TypeError)
+    np.testing.assert_allclose(dense.numpy(), degree_normalize(W).toarray())
+    with pytest.raises(ValueError, match="square"):
+        degree_normalize_dense(np.ones(3))

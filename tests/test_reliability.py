@@ -63,6 +63,27 @@ def test_huge_values_give_the_unscaled_clustering_not_a_native_crash(blobs):
     assert "divide X by a constant" in out["error"]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_precomputed_affinities_at_extreme_scales_cluster_as_unscaled():
+    """x 1e-310 (subnormal) fell under the degree floor and put every point in cluster 0;
+    x 1e308 overflowed in W + W^T. The power-of-two rescaling is exact, so the embedding is
+    the unscaled one up to the rounding of W * scale itself (subnormals keep ~40 bits), and
+    predict rescales the cross-affinities the same way."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 20)
+    W = (truth[:, None] == truth[None, :]) * rng.uniform(0.5, 1.0, (40, 40))
+    W = (W + W.T) / 2
+    W[0, 39] = W[39, 0] = 0.01  # one weak link: a connected graph
+    reference = EigshSpectralClustering(2, kernel="precomputed", random_state=0).fit(W)
+    assert reference.kernel_.scale_exponent_ == 0
+    for scale in (1e-310, 1e-200, 1e308):
+        est = EigshSpectralClustering(2, kernel="precomputed", random_state=0).fit(W * scale)
+        assert est.kernel_.scale_exponent_ != 0
+        assert adjusted_rand_score(truth, est.labels_) == 1.0
+        np.testing.assert_allclose(est.embedding_, reference.embedding_, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(est.predict(W[::7] * scale), reference.predict(W[::7]))
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("cls", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
 def test_neural_refuses_float64_values_beyond_float32(blobs, cls):

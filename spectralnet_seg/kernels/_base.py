@@ -239,8 +239,16 @@ def degree_normalize(W: sp.spmatrix, degree=None, *, column_degree=None) -> sp.c
            [1., 0.]])
     """
     W = sp.csr_matrix(W, dtype=np.float64, copy=True)
+    if W.nnz and not (np.isfinite(W.data).all() and W.data.min() >= 0):
+        raise ValueError("W must be a finite, non-negative affinity (it has NaN, infinite or "
+                         "negative entries).")
     if degree is None:
         degree = np.asarray(W.sum(axis=1)).ravel()
+    for name, values, size in (("degree", degree, W.shape[0]),
+                               ("column_degree", column_degree, W.shape[1])):
+        if values is not None and np.shape(values) != (size,):
+            raise ValueError(f"{name} must have shape ({size},) for W of shape {W.shape}, got "
+                             f"{np.shape(values)}.")
     row_scale = inverse_sqrt_degree(degree)
     column_scale = row_scale if column_degree is None else inverse_sqrt_degree(column_degree)
     rows = np.repeat(np.arange(W.shape[0]), np.diff(W.indptr))
@@ -253,8 +261,8 @@ def degree_normalize_dense(W):
 
     Parameters
     ----------
-    W : torch.Tensor of shape (b, b)
-        Non-negative affinity.
+    W : torch.Tensor or ndarray of shape (b, b)
+        Non-negative affinity (an array is converted to a tensor).
 
     Returns
     -------
@@ -262,6 +270,10 @@ def degree_normalize_dense(W):
     """
     import torch
 
+    if not isinstance(W, torch.Tensor):
+        W = torch.as_tensor(np.asarray(W))
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (b, b) affinity, got shape {tuple(W.shape)}.")
     degree = W.sum(dim=1)
     inv_sqrt = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
     return inv_sqrt[:, None] * W * inv_sqrt[None, :]

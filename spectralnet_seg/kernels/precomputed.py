@@ -17,6 +17,8 @@ from ._registry import register_kernel
 
 # Relative asymmetry (to the largest entry) tolerated before symmetrising with a warning.
 _SYMMETRY_RTOL = 1e-6
+# Affinities peaking beyond 2**±500 are rescaled by a power of two (see _scale_exponent).
+_EXTREME_EXPONENT = 500
 
 
 def _as_affinity(W, name: str, *, square: bool) -> sp.csr_matrix:
@@ -36,6 +38,18 @@ def _as_affinity(W, name: str, *, square: bool) -> sp.csr_matrix:
     return W
 
 
+def _scale_exponent(peak: float) -> int:
+    """``e`` such that dividing by ``2**e`` brings an affinity peaking at ``peak`` near 1,
+    or 0 for ordinary magnitudes (which are left bit for bit as they are).
+
+    Spectral clustering does not depend on a global scale of the affinity, but float64 does:
+    entries near 1e308 overflow in the degrees and in ``W + W^T``, subnormal ones (1e-310)
+    fall under the degree floor. Powers of two rescale exactly.
+    """
+    exponent = int(np.frexp(peak)[1]) if peak > 0 else 0
+    return exponent if abs(exponent) > _EXTREME_EXPONENT else 0
+
+
 def _is_asymmetric(diff_max: float, scale: float) -> bool:
     return diff_max > _SYMMETRY_RTOL * max(scale, np.finfo(np.float64).tiny)
 
@@ -48,7 +62,18 @@ class PrecomputedKernel(Kernel):
     ``(n_queries, n)`` affinities of new points to the fitted ones and ``batch(W_b)`` the dense
     ``(b, b)`` block of the affinity for a minibatch. Inputs must be finite and non-negative;
     a non-symmetric square input is replaced by ``(W + W^T) / 2`` with a warning, and the
-    diagonal is dropped (no self-loops, as for every kernel).
+    diagonal is dropped (no self-loops, as for every kernel). An affinity whose largest
+    entry is beyond ``2**±500`` (e.g. 1e308, where degrees overflow, or subnormal values)
+    is divided by a power of two that brings it near 1, and so are the cross-affinities:
+    the clustering does not depend on a global scale, and ordinary magnitudes are left
+    exactly as they are.
+
+    Attributes
+    ----------
+    n_samples_fit_ : int
+        Points of the fitted affinity.
+    scale_exponent_ : int
+        ``e`` of the ``2**e`` the affinities are divided by (0 for ordinary magnitudes).
 
     Notes
     -----
@@ -93,6 +118,9 @@ class PrecomputedKernel(Kernel):
             Symmetric, non-negative, zero diagonal.
         """
         W = _as_affinity(X, "the precomputed affinity", square=True)
+        self.scale_exponent_ = _scale_exponent(W.data.max() if W.nnz else 0.0)
+        if self.scale_exponent_:
+            W.data = np.ldexp(W.data, -self.scale_exponent_)
         diff = abs(W - W.T)
         if diff.nnz and _is_asymmetric(diff.max(), W.data.max()):
             warnings.warn(f"the precomputed affinity is not symmetric (max |W - W^T| = "
@@ -125,6 +153,9 @@ class PrecomputedKernel(Kernel):
             raise ValueError(f"the cross-affinity has {C.shape[1]} columns but the kernel was "
                              f"fitted on {self.n_samples_fit_} points; pass shape "
                              f"(n_queries, {self.n_samples_fit_}).")
+        exponent = getattr(self, "scale_exponent_", 0)  # the graph's own rescaling
+        if exponent:
+            C.data = np.ldexp(C.data, -exponent)
         return C
 
     def batch(self, X_batch, context: Any = None):
