@@ -413,3 +413,72 @@ def test_streaming_a_memmap_larger_than_the_budget_keeps_rss_bounded(tmp_path):
     assert growth < 0.2 * file_mb
     # The measurement is sensitive: the same epoch through the mapping shows up in RSS.
     assert control_growth > 0.5 * file_mb
+
+
+def test_loader_batch_sampler_masks_and_floats_follow_the_source_rules():
+    """np.asarray(indices, int64) read a boolean mask as rows 0/1 and 0.5 as row 0."""
+    X = np.arange(10, dtype=np.float32).reshape(5, 2)
+    mask = np.array([0, 0, 1, 1, 1], bool)
+    (rows,) = list(make_loader(X, 2, batch_sampler=[mask]))
+    np.testing.assert_array_equal(rows.numpy(), X[2:])
+    with pytest.raises(IndexError, match="integers or booleans"):
+        list(make_loader(X, 2, batch_sampler=[np.array([0.5])]))
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, rows, dedupe=False):
+        self.rows, self.dedupe = rows, dedupe
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def __getitems__(self, indices):
+        unique = list(dict.fromkeys(indices)) if self.dedupe else indices
+        return [self.rows[i] for i in unique]
+
+
+def test_torch_dataset_sources_check_items_and_kind():
+    rows = [np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([5.0, 6.0])]
+    with pytest.raises(ValueError, match="returned 2 items for 3 indices"):  # was np.empty
+        as_feature_source(_Rows(rows, dedupe=True)).take([1, 1, 2])
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(rows)
+
+        def __len__(self):
+            return 3
+
+    with pytest.raises(TypeError, match="iterable datasets cannot be indexed"):
+        as_feature_source(Stream())  # was torch's NotImplementedError at the first read
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_neural_fit_checks_every_row_of_lazy_inputs(tmp_path):
+    from spectralnet_seg.cluster import NeuralEigenClustering
+
+    rng = np.random.default_rng(0)
+    rows = [np.array([1, 2, 3])] + [rng.normal(size=3) for _ in range(40)]
+    rows[7] = np.array([0.0, np.nan, 1.0])  # item 0 holds integers: its dtype is int64
+    with pytest.raises(ValueError, match="row 7, column 1"):
+        NeuralEigenClustering(2, max_iter=2, random_state=0).fit(_Rows(rows))
+    big = rng.normal(size=(40, 3))
+    big[3, 1] = 1e39  # finite in float64, inf in float32
+    np.save(tmp_path / "big.npy", big)
+    with pytest.raises(ValueError, match="after conversion to float32.*row 3, column 1"):
+        NeuralEigenClustering(2, max_iter=2, random_state=0).fit(tmp_path / "big.npy")
+
+
+def test_shard_directory_without_manifest_reads_feature_files_in_natural_order(tmp_path):
+    """The side files were read as feature rows, and part_10 came before part_2."""
+    blocks = [np.full((2, 3), i, np.float32) for i in range(11)]
+    for i, block in enumerate(blocks):
+        np.save(tmp_path / f"part_{i}.npy", block)
+        np.save(tmp_path / f"part_{i}_colors.npy", np.full((2, 3), -1.0, np.float32))
+        np.save(tmp_path / f"part_{i}_positions.npy", np.full((2, 2), -1.0, np.float32))
+    source = as_feature_source(tmp_path)
+    assert source.shape == (22, 3)
+    np.testing.assert_array_equal(source.take(np.arange(22)), np.concatenate(blocks))

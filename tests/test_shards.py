@@ -154,6 +154,20 @@ def test_damaged_finished_shard_is_detected_and_redone(images, reference, tmp_pa
     _assert_same_output(tmp_path, reference)
 
 
+def test_extractors_holding_arrays_that_differ_only_inside_are_told_apart(tmp_path):
+    """repr() elides the middle of a large array, so PrecomputedFeatures of two arrays that
+    differed only there looked like one extractor and a resume mixed their features."""
+    from spectralnet_seg.features import PrecomputedFeatures
+
+    first = np.zeros((4, 20, 20, 4), np.float32)
+    second = first.copy()
+    second[:, 5:15, 5:15] = 7.0  # repr(second) == repr(first)
+    assert repr(first) == repr(second)
+    extract_to_shards(PrecomputedFeatures(first), list(range(4)), tmp_path, shard_size=2)
+    with pytest.raises(ValueError, match="extractor changed"):
+        extract_to_shards(PrecomputedFeatures(second), list(range(4)), tmp_path, shard_size=2)
+
+
 def test_changed_extraction_is_refused_unless_overwrite(images, reference, tmp_path):
     extract_to_shards(FakeExtractor(), images, tmp_path, shard_size=SHARD_SIZE)
     other_images = images.copy()
@@ -317,3 +331,28 @@ def test_cli_extract_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+class _Returns(BaseEstimator):
+    """An extractor returning fixed arrays whatever the images (for bad outputs)."""
+
+    def __init__(self, features=None, colors=None, positions=None):
+        self.features, self.colors, self.positions = features, colors, positions
+
+    def extract(self, images):
+        n = len(images)
+        return _Result(self.features[:n], None if self.colors is None else self.colors[:n],
+                       None if self.positions is None else self.positions[:n], [(8, 8)] * n)
+
+
+def test_extractor_outputs_that_cannot_be_stored_are_refused(tmp_path):
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    big = np.full((2, 2, 2, 3), 1e5, np.float32)  # float16 tops out at 65504
+    with pytest.raises(ValueError, match="do not fit float16 storage.*dtype='float32'"):
+        extract_to_shards(_Returns(big), images, tmp_path / "a", dtype="float16")  # was inf
+    features = np.ones((2, 2, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"colors of shape \(2, 3, 2, 2\)"):  # channels first
+        extract_to_shards(_Returns(features, colors=np.ones((2, 3, 2, 2))), images,
+                          tmp_path / "b")
+    with pytest.raises(ValueError, match="empty token grid"):  # was a manifest refused later
+        extract_to_shards(_Returns(np.ones((2, 0, 2, 3))), images, tmp_path / "c")

@@ -83,10 +83,17 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
         raise ValueError(
             f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
         )
-    if X.dtype.kind == "f":
+    from ..data import FeatureSource
+
+    # A source's rows come as float32 whatever it reports as dtype (a torch Dataset reports
+    # its first item's, which may be an integer row followed by rows holding NaN).
+    if X.dtype.kind == "f" or isinstance(X, FeatureSource):
         step = chunk_rows(n_features)
+        note = ("" if X.dtype.kind != "f" or X.dtype.itemsize <= 4 else _FLOAT32_NOTE)
         for start in range(0, n_samples, step):
-            check_finite_rows(np.asarray(X[start:start + step]), offset=start)
+            with np.errstate(over="ignore"):  # float64 beyond float32: reported as inf
+                rows = np.asarray(X[start:start + step], dtype=np.float32)
+            check_finite_rows(rows, offset=start, note=note)
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X
@@ -115,13 +122,17 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
         a time) and converts anything else to float32.
     """
     lazy = _lazy_view(X)
-    if lazy is not None:
-        X = _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    else:
-        X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
-                          reset=reset, ensure_min_samples=min_samples)
+    if lazy is not None:  # checked chunk by chunk in float32, the range included
+        return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
+    X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
+                      reset=reset, ensure_min_samples=min_samples)
     _check_float32_range(X)
     return X
+
+
+# What a value that overflowed float32 is reported with.
+_FLOAT32_NOTE = (" after conversion to float32, the precision the network computes in "
+                 "(rescale the data)")
 
 
 def _check_float32_range(X) -> None:
@@ -136,9 +147,7 @@ def _check_float32_range(X) -> None:
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # overflow is what is being looked for
             rows = np.asarray(X[start:start + step], dtype=np.float32)
-        check_finite_rows(rows, offset=start,
-                          note=" after conversion to float32, the precision the network "
-                               "computes in (rescale the data)")
+        check_finite_rows(rows, offset=start, note=_FLOAT32_NOTE)
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:

@@ -39,7 +39,12 @@ class TorchDatasetSource(FeatureSource):
     """
 
     def __init__(self, dataset):
-        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        import torch.utils.data
+
+        # torch's Dataset defines __getitem__ (raising NotImplementedError), so an
+        # IterableDataset with __len__ would pass a hasattr test.
+        if (isinstance(dataset, torch.utils.data.IterableDataset)
+                or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__")):
             raise TypeError("TorchDatasetSource needs a map-style Dataset with __len__ and "
                             "__getitem__; iterable datasets cannot be indexed.")
         self.dataset = dataset
@@ -78,6 +83,10 @@ class TorchDatasetSource(FeatureSource):
         getitems = getattr(self.dataset, "__getitems__", None)
         items = getitems(index_list) if getitems is not None else \
             [self.dataset[i] for i in index_list]
+        if len(items) != len(index_list):  # rows left unwritten would be np.empty garbage
+            raise ValueError(f"the dataset's __getitems__ returned {len(items)} items for "
+                             f"{len(index_list)} indices; it must return one per index, in "
+                             "order (duplicates included).")
         for k, item in enumerate(items):
             row = self._row(item)
             if row.shape[0] != self.n_features:

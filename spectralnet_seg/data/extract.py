@@ -124,6 +124,14 @@ def _jsonable(value):
         return value
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
+        # repr() elides the middle of large arrays ("..."): two arrays that differ there
+        # would look like the same extractor and a resume would mix their features.
+        array = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach")
+                                     else value)
+        digest = hashlib.sha256(array.view(np.uint8).reshape(-1) if array.dtype != object
+                                else repr(array.tolist()).encode()).hexdigest()
+        return {"array": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
     if hasattr(value, "get_params"):
         return {"class": type(value).__qualname__,
                 "params": _jsonable(value.get_params(deep=False))}
@@ -155,17 +163,30 @@ def _write_shard(directory: Path, index: int, start: int, stop: int, result,
         raise ValueError(f"extractor.extract returned features of shape {features.shape} for "
                          f"{stop - start} images; expected (n_images, h, w, d).")
     n_img, h, w, d = features.shape
+    if 0 in (h, w, d):  # a manifest with an empty grid is refused when read back
+        raise ValueError(f"extractor.extract returned features of shape {features.shape}: an "
+                         "empty token grid or no feature dimension.")
     if manifest.n_features is None:
         manifest.n_features = int(d)
     elif d != manifest.n_features:
         raise ValueError(f"shard {index} has {d} features, earlier shards have "
                          f"{manifest.n_features}; the extractor must keep its output size.")
-    arrays = {"features": features.reshape(-1, d).astype(manifest.dtype, copy=False)}
-    for kind in ("colors", "positions"):
+    with np.errstate(over="ignore"):  # overflow is reported below, with the fix
+        stored = features.reshape(-1, d).astype(manifest.dtype, copy=False)
+    if stored.dtype != features.dtype and not np.isfinite(stored).all():
+        peak = float(np.nanmax(np.abs(features)))
+        raise ValueError(f"shard {index}: features up to {peak:.3g} in magnitude do not fit "
+                         f"{manifest.dtype} storage (largest {np.finfo(stored.dtype).max:.3g}) "
+                         "or hold NaN/inf; extract with dtype='float32'.")
+    arrays = {"features": stored}
+    for kind, width in (("colors", 3), ("positions", 2)):
         side = getattr(result, kind, None)
         if side is not None:
             side = _to_numpy(side)
-            arrays[kind] = np.asarray(side.reshape(n_img * h * w, -1), dtype=np.float32)
+            if side.shape != (n_img, h, w, width):  # e.g. channels-first, or no channel axis
+                raise ValueError(f"extractor.extract returned {kind} of shape {side.shape}; "
+                                 f"expected {(n_img, h, w, width)} like its features.")
+            arrays[kind] = np.asarray(side.reshape(n_img * h * w, width), dtype=np.float32)
     files, nbytes, sha = {}, {}, {}
     for kind, array in arrays.items():
         name = f"shard_{index:05d}{KINDS[kind]}.npy"

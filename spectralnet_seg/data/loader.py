@@ -116,7 +116,9 @@ class _BatchDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, indices):
-        indices = np.asarray(indices, dtype=np.int64)
+        # The source's own rules: a boolean mask selects its True rows, floats are refused
+        # (a cast to int64 read a mask as rows 0/1 and 0.5 as row 0).
+        indices = self.source._normalize_indices(indices)
         rows = torch.from_numpy(self.source.take(indices))
         return (torch.from_numpy(indices), rows) if self.return_indices else rows
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -287,13 +288,25 @@ def _shard_is_intact(directory: Path, info: ShardInfo, verify: str) -> bool:
     return True
 
 
+# Side files an extraction writes next to each feature shard.
+_SIDE_SUFFIXES = tuple(suffix for suffix in KINDS.values() if suffix)
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key reading digit runs as numbers: ``part_2`` before ``part_10``."""
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r"(\d+)", path.name)]
+
+
 def resolve_shard_files(files) -> list[Path]:
     """The ``.npy`` files of a shard directory (its manifest's when it has one), or ``files``.
 
     Parameters
     ----------
     files : path or sequence of paths
-        A directory (with or without ``manifest.json``), one ``.npy`` file, or several.
+        A directory (with or without ``manifest.json``; without one, its ``.npy`` files
+        but the ``*_colors`` / ``*_positions`` side files, in natural name order), one
+        ``.npy`` file, or several.
 
     Returns
     -------
@@ -311,9 +324,12 @@ def resolve_shard_files(files) -> list[Path]:
                 found = manifest.files("features")
                 _check_shard_shapes(manifest, "features", found)
                 return found
-            found = sorted(p for p in path.glob("*.npy") if p.is_file())
+            # Without a manifest: the feature files only (extraction writes colours and
+            # positions beside them), in natural order (part_2 before part_10).
+            found = sorted((p for p in path.glob("*.npy") if p.is_file()
+                            and not p.stem.endswith(_SIDE_SUFFIXES)), key=_natural_key)
             if not found:
-                raise FileNotFoundError(f"{path} contains no .npy files.")
+                raise FileNotFoundError(f"{path} contains no .npy files (of features).")
             return found
         files = [path]
     paths = [Path(f) for f in files]
