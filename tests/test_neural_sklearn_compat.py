@@ -73,6 +73,18 @@ def test_pipeline(make, blobs):
     assert_array_equal(pipe.predict(X), labels)
     assert adjusted_rand_score(y, labels) >= 0.9
     assert pipe.transform(X[:4]).shape == (4, 3)
+    name = type(pipe.named_steps["sc"]).__name__.lower()  # as scikit-learn's own clusterers
+    assert_array_equal(pipe.get_feature_names_out(), [f"{name}{i}" for i in range(3)])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_after_fit_updates_what_describes_the_model(blobs):
+    X, _ = blobs
+    est = _neural(max_iter=20).fit(X)
+    assert est.sampler_ == "graph" and hasattr(est, "converged_")
+    est.partial_fit(X[:60])  # in-batch graphs, no stopping rule
+    assert est.sampler_ == "minibatch"
+    assert not hasattr(est, "converged_") and not hasattr(est, "convergence_history_")
 
 
 def test_grid_search_with_label_scorer(blobs):

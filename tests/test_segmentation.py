@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
+from sklearn.utils._param_validation import InvalidParameterError
 
 from spectralnet_seg.features import ExtractedFeatures, FeatureExtractor, cell_means
 from spectralnet_seg.features import token_positions as grid_positions
@@ -203,6 +204,13 @@ def test_crf_without_pydensecrf_names_the_extra(monkeypatch):
     seg.fit([two_colour_image()])
     with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):
         seg.predict([two_colour_image()])
+    with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):
+        seg.fit_predict([two_colour_image()])
+    # A crf value that is no parameter at all is that error first, as in fit (was ImportError).
+    bad = Segmenter(MeanColorExtractor(), GaussianMixture(2, random_state=0), crf="yes")
+    for method in (bad.fit, bad.fit_predict):
+        with pytest.raises(InvalidParameterError, match="crf"):
+            method([two_colour_image()])
 
 
 def test_dense_crf_rejects_unknown_parameters():

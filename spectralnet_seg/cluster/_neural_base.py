@@ -29,7 +29,7 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -56,7 +56,8 @@ from ._spectral_embedding import rayleigh_ritz
 from ._training_run import _Snapshot, _TrainingRun
 
 
-class BaseNeuralEigenClustering(TrainingGraphMixin, NetworkSetupMixin, TrainingLoopMixin,
+class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMixin,
+                                NetworkSetupMixin, TrainingLoopMixin,
                                 DistributedTrainingMixin, BaseSpectralClustering):
     """Base of [`NeuralEigenClustering`][NeuralEigenClustering] and
     [`DiscreteNeuralEigenClustering`][DiscreteNeuralEigenClustering].
@@ -196,11 +197,21 @@ class BaseNeuralEigenClustering(TrainingGraphMixin, NetworkSetupMixin, TrainingL
         else:
             run = self._resume_run(X)
             run.context = self._check_context(context, X.shape[0])
+            # After a fit, the stream trains on in-batch graphs and has no stopping rule:
+            # the fit's sampler and convergence record no longer describe the model.
+            self.sampler_ = "minibatch"
+            for name in ("converged_", "convergence_history_", "callback_time_"):
+                self.__dict__.pop(name, None)
         n_steps = max(1, math.ceil(X.shape[0] / run.batch_size))
         self._train(run, X, n_steps=n_steps)
         self.n_train_samples_ += X.shape[0]
         self._finish(X, run, None)
         return self
+
+    @property
+    def _n_features_out(self) -> int:
+        # Output names of get_feature_names_out: one per column of transform.
+        return self.embedding_.shape[1]
 
     # ------------------------------------------------------------------ setup
     def _seeds(self) -> tuple[int, int, int]:

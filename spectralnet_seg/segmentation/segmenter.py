@@ -340,6 +340,7 @@ class Segmenter(BaseEstimator):
         -------
         list of ndarray of shape (H_i, W_i), int64
         """
+        self._validate_params()  # before the crf check, as in fit: a bad crf is a bad parameter
         self._check_crf_available()
         images = _as_image_list(images)
         return self._fitted_label_maps(images, self._fit_images(images))
