@@ -346,3 +346,22 @@ def test_verbose_prints_stages(capsys):
     EigshSpectralClustering(3, kernel=_l2_knn(5), verbose=True, random_state=0).fit(X)
     out = capsys.readouterr().out
     assert "affinity graph: 40 nodes" in out and "labels by 'kmeans'" in out
+
+
+@pytest.mark.filterwarnings("ignore::spectralnet_seg.cluster.DisconnectedGraphWarning")
+def test_int_random_state_seeds_an_unseeded_ivf_index():
+    """The IVF index trains on a random subsample; its seed came from numpy's global
+    generator, so an int random_state did not make fit deterministic."""
+    X, _ = make_blobs(400, centers=3, n_features=5, random_state=0)
+    kernel = KNNKernel(10, index="ivf", index_params={"n_probe": 1})
+    graphs = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)
+        est = EigshSpectralClustering(3, kernel=kernel, random_state=0).fit(X)
+        graphs.append(est.affinity_matrix_)
+        assert est.kernel_.index_params == {"n_probe": 1, "random_state": 0}
+    assert (graphs[0] != graphs[1]).nnz == 0
+    assert kernel.index_params == {"n_probe": 1}  # the user's kernel is left as it was
+    seeded = KNNKernel(10, index="ivf", index_params={"n_probe": 1, "random_state": 5})
+    est = EigshSpectralClustering(3, kernel=seeded, random_state=0).fit(X)
+    assert est.kernel_.index_params["random_state"] == 5  # the kernel's own seed wins

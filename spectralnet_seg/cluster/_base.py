@@ -6,6 +6,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -65,10 +66,32 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         return validate_data(self, check_numeric(X), dtype=np.float32, order="C", reset=False)
 
     def _resolve_kernel(self) -> Kernel:
-        """A fresh copy of ``self.kernel`` (built from its name when it is a string)."""
-        return resolve_kernel(self.kernel)
+        """A fresh copy of ``self.kernel`` (built from its name when it is a string).
+
+        An IVF kNN index trains on a random subsample: where the kernel does not fix its
+        seed, it gets one from the estimator's ``random_state`` (else it would come from
+        numpy's global generator and an int ``random_state`` would not make ``fit``
+        deterministic).
+        """
+        kernel = resolve_kernel(self.kernel)
+        unseeded = [k for k in _member_kernels(kernel) if getattr(k, "index", None) == "ivf"
+                    and "random_state" not in (k.index_params or {})]
+        if unseeded and self.random_state is not None:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+                       if not isinstance(self.random_state, Integral) else self.random_state)
+            for member in unseeded:
+                member.index_params = {**(member.index_params or {}), "random_state": seed}
+        return kernel
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _member_kernels(kernel) -> list:
+    """``kernel`` and, for a combined kernel, its members (recursively)."""
+    members = getattr(kernel, "kernels", None)
+    if not isinstance(members, (list, tuple)):
+        return [kernel]
+    return [kernel] + [k for member in members for k in _member_kernels(member)]

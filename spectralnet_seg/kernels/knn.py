@@ -101,7 +101,8 @@ class KNNKernel(Kernel):
     index_params : dict, optional
         More [`knn_search`][spectralnet_seg.neighbors.knn_search] options: ``batch_size``,
         ``max_memory_bytes`` and ``n_threads`` for every index, ``hnsw_m`` and ``ef_search``
-        for ``"hnsw"``, ``n_lists``, ``n_probe`` and ``random_state`` for ``"ivf"``. An
+        for ``"hnsw"``, ``n_lists``, ``n_probe`` and ``random_state`` for ``"ivf"`` (left
+        out, an estimator fitting with this kernel passes its own ``random_state``). An
         option the chosen index does not use is an error, not silently ignored.
     device : str, default="auto"
         Device of the faiss search (GPU index when faiss has GPU support). [`batch`][batch] runs
