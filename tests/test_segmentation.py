@@ -11,6 +11,7 @@ from PIL import Image
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -46,6 +47,33 @@ def two_colour_image(height=32, width=32, left=RED, right=BLUE, split=0.5):
 
 def kmeans(k=2):
     return KMeans(k, n_init=3, random_state=0)
+
+
+def test_meta_estimators_as_the_clusterer():
+    """A Pipeline or a search has no n_clusters of its own (was a TypeError); a clusterer
+    that declares nothing is counted from its predictions."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    images = [two_colour_image(), two_colour_image(left=BLUE, right=RED, split=0.25)]
+    plain = Segmenter(MeanColorExtractor(), kmeans()).fit(images)
+    piped = Segmenter(MeanColorExtractor(), make_pipeline(StandardScaler(), kmeans()))
+    piped.fit(images)
+    assert piped.n_labels_ == 2
+    for a, b in zip(plain.predict(images), piped.predict(images), strict=True):
+        assert adjusted_rand_score(a.ravel(), b.ravel()) == 1.0
+
+    class Undeclared(BaseEstimator, ClusterMixin):  # labels 0..1 from predict only
+        def fit(self, X, y=None):
+            return self
+
+        def predict(self, X):
+            return (X[:, 0] > X[:, 0].mean()).astype(int)
+
+    assert Segmenter(MeanColorExtractor(), Undeclared()).fit(images).n_labels_ == 2
+    search = GridSearchCV(kmeans(), {"n_clusters": [2]}, cv=2, scoring=lambda e, X: 0.0)
+    assert Segmenter(MeanColorExtractor(), search).fit(images).n_labels_ == 2
 
 
 def test_fit_shares_clusters_across_images_and_predicts_at_full_resolution():

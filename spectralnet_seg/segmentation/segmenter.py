@@ -188,19 +188,29 @@ class Segmenter(BaseEstimator):
         self.estimator_ = estimator
         self.grid_shape_ = extracted.grid_shape
         self.n_features_in_ = extracted.n_features
-        self.n_labels_ = self._count_labels(estimator)
+        self.n_labels_ = self._count_labels(estimator, X, extracted)
 
-    @staticmethod
-    def _count_labels(estimator) -> int:
-        for attr in ("n_clusters", "n_components"):
-            value = getattr(estimator, attr, None)
-            if isinstance(value, Integral):
-                return int(value)
-        labels = getattr(estimator, "labels_", None)
-        if labels is not None:
-            return int(np.max(labels)) + 1
-        raise TypeError(f"cannot tell how many clusters {type(estimator).__name__} makes: it "
-                        "has no integer n_clusters / n_components and no labels_")
+    def _count_labels(self, estimator, X, extracted) -> int:
+        """Number of labels the fitted ``estimator`` makes (the width of the scores)."""
+        # A Pipeline's last step, a search's best estimator: their clusterer says.
+        inner = getattr(estimator, "_final_estimator", None) or getattr(
+            estimator, "best_estimator_", None)
+        for candidate in (estimator, inner):
+            for attr in ("n_clusters", "n_components"):
+                value = getattr(candidate, attr, None)
+                if isinstance(value, Integral) and not isinstance(value, bool):
+                    return int(value)
+            labels = getattr(candidate, "labels_", None)
+            if labels is not None:
+                return int(np.max(labels)) + 1
+        if hasattr(estimator, "predict_proba"):
+            return int(np.shape(self._call("predict_proba", X, extracted))[1])
+        labels = np.asarray(self._call("predict", X, extracted))
+        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise TypeError(f"cannot tell how many clusters {type(estimator).__name__} makes: "
+                            "it has no integer n_clusters / n_components, no labels_, and its "
+                            "predictions are not non-negative integer labels")
+        return int(labels.max()) + 1
 
     # ------------------------------------------------------------------ inference
     def _call(self, method: str, X, extracted):
