@@ -482,3 +482,22 @@ def test_shard_directory_without_manifest_reads_feature_files_in_natural_order(t
     source = as_feature_source(tmp_path)
     assert source.shape == (22, 3)
     np.testing.assert_array_equal(source.take(np.arange(22)), np.concatenate(blocks))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tensors_fit_as_their_float32_values(dtype):
+    """Half tensors are read a minibatch at a time (no whole float32 copy); the fit is the
+    one of the same values in float32."""
+    from sklearn.datasets import make_blobs
+
+    from spectralnet_seg.cluster import NeuralEigenClustering
+
+    X, _ = make_blobs(300, centers=3, n_features=8, random_state=0)
+    half = torch.tensor(X, dtype=dtype)
+    a = NeuralEigenClustering(3, max_iter=50, random_state=0).fit(half)
+    b = NeuralEigenClustering(3, max_iter=50, random_state=0).fit(half.float())
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.predict(half[:20]), b.predict(half[:20].float()))
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        NeuralEigenClustering(3, max_iter=5).fit(half.reshape(3, 100, 8))

@@ -55,8 +55,13 @@ def _lazy_view(X):
         X = X.detach()
         if X.device.type != "cpu":
             X = X.cpu()
+        if X.dtype in (torch.bfloat16, torch.float16) and X.ndim == 2:
+            # Half precision is converted a minibatch at a time (a float32 copy of the
+            # whole tensor would double its memory); numpy has no bfloat16, the source
+            # keeps such a tensor as is.
+            return as_feature_source(X)
         if X.dtype in (torch.bfloat16, torch.float16):
-            X = X.float()  # numpy has no bfloat16; one host copy is unavoidable here
+            X = X.float()  # not 2-D: refused below with scikit-learn's shape message
         return X.numpy()
     return None
 
