@@ -123,6 +123,20 @@ def test_malformed_manifest_json_names_the_file(out):
         load_shards(out)
 
 
+def test_overwrite_replaces_an_invalid_manifest_and_its_shards(out):
+    """The message says to rerun with overwrite=True, which used to fail on the same
+    manifest. Now it removes the files extract_to_shards names itself, and nothing else."""
+    reference = load_shards(out)[:]
+    (out / MANIFEST_NAME).write_text('{"format_version": 1, "shards": [')
+    (out / "notes.txt").write_text("mine")
+    (out / "shard_00009.npy").write_bytes(b"stale")  # an old shard of the same naming
+    with pytest.raises(ValueError, match="not a valid manifest"):
+        extract_to_shards(_CellMeans(), IMAGES, out, shard_size=2)
+    extract_to_shards(_CellMeans(), IMAGES, out, shard_size=2, overwrite=True)
+    np.testing.assert_array_equal(load_shards(out)[:], reference)
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "shard_00009.npy").exists()
+
+
 def test_truncated_npy_names_the_file(out, tmp_path):
     shard = out / "shard_00000.npy"
     shard.write_bytes(shard.read_bytes()[:-10])

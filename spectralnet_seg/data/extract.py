@@ -25,6 +25,7 @@ from .._utils import progress
 from .shards import (
     KINDS,
     MANIFEST_NAME,
+    InvalidManifestError,
     ShardInfo,
     ShardManifest,
     _atomic_write,
@@ -207,6 +208,17 @@ def _remove_outputs(manifest: ShardManifest) -> None:
     (manifest.directory / MANIFEST_NAME).unlink(missing_ok=True)
 
 
+# The names extract_to_shards writes: what an overwrite may delete without a manifest.
+_OWN_FILE = re.compile(r"shard_\d{5}(?:_colors|_positions)?\.npy")
+
+
+def _remove_own_outputs(directory: Path) -> None:
+    for path in directory.iterdir():
+        if _OWN_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink()
+    (directory / MANIFEST_NAME).unlink(missing_ok=True)
+
+
 @validate_params(
     {
         "extractor": [HasMethods(["extract"])],
@@ -285,8 +297,13 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
 
     manifest = None
     if (directory / MANIFEST_NAME).exists():
-        manifest = ShardManifest.load(directory)
-        if overwrite:
+        try:
+            manifest = ShardManifest.load(directory)
+        except InvalidManifestError:
+            if not overwrite:
+                raise
+            _remove_own_outputs(directory)  # the manifest cannot say which files are its own
+        if overwrite and manifest is not None:
             _remove_outputs(manifest)
             manifest = None
     if manifest is not None:

@@ -140,10 +140,12 @@ class ShardManifest:
         try:
             data = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a valid manifest (malformed JSON: {exc}); delete "
-                             "the directory's outputs and extract again.") from None
+            raise InvalidManifestError(f"{path} is not a valid manifest (malformed JSON: "
+                                       f"{exc}); delete the directory's outputs and extract "
+                                       "again.") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a valid manifest (a JSON object is expected).")
+            raise InvalidManifestError(f"{path} is not a valid manifest (a JSON object is "
+                                       "expected).")
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} has format_version {data.get('format_version')}, this "
                              f"version of spectralnet_seg reads {FORMAT_VERSION}.")
@@ -151,7 +153,7 @@ class ShardManifest:
             data["shards"] = [ShardInfo(**s) for s in data["shards"]]
             manifest = cls(directory=directory, **data)
         except (KeyError, TypeError) as exc:  # missing, unknown or mistyped fields
-            raise ValueError(f"{path} is not a valid manifest ({exc}).") from None
+            raise InvalidManifestError(f"{path} is not a valid manifest ({exc}).") from None
         check_manifest(manifest, path)
         return manifest
 
@@ -164,6 +166,11 @@ class ShardManifest:
 # ---------------------------------------------------------------------- validation
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class InvalidManifestError(ValueError):
+    """A manifest that is malformed or inconsistent (not an unsafe one: file names that
+    lead outside the directory stay a plain ValueError, refused even with overwrite)."""
 
 
 def _check_file_name(name, manifest_path: Path) -> None:
@@ -193,8 +200,9 @@ def check_manifest(manifest: ShardManifest, path: Path) -> None:
         Naming ``path`` and the first inconsistency.
     """
     def fail(problem: str):
-        raise ValueError(f"{path} is not a valid manifest: {problem}. Rerun extract_to_shards "
-                         "with overwrite=True (or delete the directory's outputs).")
+        raise InvalidManifestError(f"{path} is not a valid manifest: {problem}. Rerun "
+                                   "extract_to_shards with overwrite=True (or delete the "
+                                   "directory's outputs).")
 
     if not (_is_int(manifest.n_images) and manifest.n_images >= 1
             and _is_int(manifest.shard_size) and manifest.shard_size >= 1):
