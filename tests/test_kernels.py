@@ -405,3 +405,30 @@ def test_degree_normalize_checks_its_inputs():
     np.testing.assert_allclose(dense.numpy(), degree_normalize(W).toarray())
     with pytest.raises(ValueError, match="square"):
         degree_normalize_dense(np.ones(3))
+
+
+def test_sum_kernel_members_are_reachable_as_nested_parameters():
+    """kernel__kernels__0__n_neighbors was an AttributeError ('list' has no set_params), so a
+    grid search could not tune the paper kernel's feature graph."""
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score, make_scorer
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from spectralnet_seg.cluster import EigshSpectralClustering
+
+    kernel = SumKernel([KNNKernel(5), RBFKernel()], weights=[1.0, 0.1])
+    est = EigshSpectralClustering(3, kernel=kernel, random_state=0)
+    params = est.get_params(deep=True)
+    assert params["kernel__kernels__0__n_neighbors"] == 5
+    assert params["kernel__kernels__1__gamma"] is None
+    est.set_params(kernel__kernels__0__n_neighbors=8, kernel__weights=[1.0, 0.2])
+    assert kernel.kernels[0].n_neighbors == 8 and kernel.weights == [1.0, 0.2]
+    assert clone(est).kernel.kernels[0] is not kernel.kernels[0]  # clone stays independent
+    X, y = make_blobs(150, centers=3, random_state=0)
+    search = GridSearchCV(est, {"kernel__kernels__0__n_neighbors": [1, 10]}, cv=KFold(2),
+                          scoring=make_scorer(adjusted_rand_score)).fit(X, y)
+    assert search.best_params_ == {"kernel__kernels__0__n_neighbors": 10}
+    with pytest.raises(ValueError, match="SumKernel has 2 members"):
+        kernel.set_params(kernels__5__n_neighbors=3)
+    with pytest.raises(ValueError, match="has no parameters to set"):
+        SumKernel(["knn", RBFKernel()]).set_params(kernels__0__n_neighbors=3)

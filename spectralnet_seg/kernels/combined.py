@@ -65,6 +65,43 @@ class SumKernel(Kernel):
         self.kernels = kernels
         self.weights = weights
 
+    def get_params(self, deep: bool = True) -> dict:
+        """Parameters; with ``deep``, each member's as ``kernels__<i>__<name>`` too.
+
+        As scikit-learn's composites do for their named members, so that
+        ``set_params(kernel__kernels__0__n_neighbors=...)`` and grid searches reach the
+        members (e.g. the feature graph of [`paper_kernel`][paper_kernel]).
+        """
+        params = super().get_params(deep=False)
+        if deep:
+            for i, member in enumerate(self.kernels):
+                if hasattr(member, "get_params"):  # a registered name has no parameters
+                    params[f"kernels__{i}"] = member
+                    params.update({f"kernels__{i}__{key}": value
+                                   for key, value in member.get_params(deep=True).items()})
+        return params
+
+    def set_params(self, **params) -> SumKernel:
+        """Set parameters, members' included as ``kernels__<i>__<name>=value``."""
+        members: dict[int, dict] = {}
+        for key in [k for k in params if k.startswith("kernels__")]:
+            index, _, name = key[len("kernels__"):].partition("__")
+            if not index.isdigit() or not name:
+                raise ValueError(f"Invalid parameter {key!r} for SumKernel: use "
+                                 "kernels__<index>__<parameter>.")
+            members.setdefault(int(index), {})[name] = params.pop(key)
+        super().set_params(**params)  # a new member list first, then its members' settings
+        for index, member_params in members.items():
+            if index >= len(self.kernels):
+                raise ValueError(f"Invalid parameter kernels__{index}__...: SumKernel has "
+                                 f"{len(self.kernels)} members.")
+            member = self.kernels[index]
+            if not hasattr(member, "set_params"):
+                raise ValueError(f"kernels__{index} is the name {member!r}, which has no "
+                                 "parameters to set; give a Kernel object instead.")
+            member.set_params(**member_params)
+        return self
+
     def _validate_params(self) -> None:
         """sklearn's constraints, then the members (each validated) and the weights."""
         super()._validate_params()
