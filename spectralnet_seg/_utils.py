@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -202,3 +203,24 @@ def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False)
                     input_name=name,
                     ensure_all_finite=True)
     return X
+
+
+def _library_folders() -> tuple[str, ...]:
+    import sklearn
+
+    return (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+            os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep)
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` that makes a warning point at the first caller outside this package
+    and scikit-learn (whose ``fit`` and parameter-validation wrappers sit in between).
+
+    Called as ``warnings.warn(message, Category, stacklevel=user_stacklevel())``: a fixed
+    level is right for one call path only, and pointed into scikit-learn's wrappers.
+    """
+    folders = _library_folders()
+    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError, UndefinedMetricWarning
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils import progress
+from ._utils import progress, user_stacklevel
 from .datasets.transforms import reco_protocol, resize_short_side
 from .metrics import _match, confusion_matrix, scores_with_mapping
 
@@ -215,7 +215,7 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
             f"every ground-truth pixel of the {n_items} evaluated masks is ignore_index="
             f"{ignore_index}: there is nothing to score, pixel_accuracy and mean_iou are NaN. "
             "Check the masks' class ids and the dataset's ignore_index.",
-            UndefinedMetricWarning, stacklevel=3)  # past validate_params's wrapper
+            UndefinedMetricWarning, stacklevel=user_stacklevel())
     with warnings.catch_warnings():  # warned above, with the evaluation's context
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         scores = scores_from_confusion(confusion, matching)

@@ -270,3 +270,19 @@ def test_pixel_memory_estimate_bounds_the_measured_peak(num_sigma):
         tracemalloc.stop()
     estimate = estimate_pixel_memory(192, 256, extractor.n_scales)
     assert peak <= estimate <= 1.5 * peak
+
+
+def test_warnings_point_at_the_callers_line():
+    """Fixed stacklevels pointed into scikit-learn's fit and validation wrappers
+    (sklearn/base.py, sklearn/utils/_param_validation.py) for every estimator warning."""
+    X, _ = make_blobs(30, centers=2, random_state=0)
+    far = np.vstack([X, X + 100])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EigshSpectralClustering(2, kernel=KNNKernel(40), random_state=0).fit(X)  # k capped
+        NeuralEigenClustering(2, max_iter=5, random_state=0).fit(X)  # max_iter first
+        DiscreteNeuralEigenClustering(2, max_iter=5, fine_tune_iter=2, random_state=0).fit(X)
+        EigshSpectralClustering(2, kernel=KNNKernel(3), random_state=0).fit(far)  # components
+    kinds = {w.category.__name__ for w in caught}
+    assert {"UserWarning", "ConvergenceWarning", "DisconnectedGraphWarning"} <= kinds
+    assert {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._utils import available_cores
+from .._utils import available_cores, user_stacklevel
 
 __all__ = [
     "CheckpointError",
@@ -149,7 +149,7 @@ def checkpoints_wanted(checkpoint_dir, random_state) -> bool:
             f"checkpoint_dir={os.fspath(checkpoint_dir)!r} is ignored: checkpoints need an "
             f"integer random_state (got {random_state!r}), otherwise a later fit could not be "
             "told apart from this run and would return its model without training.",
-            CheckpointWarning, stacklevel=5)  # the user's fit call
+            CheckpointWarning, stacklevel=user_stacklevel())
         return False
     directory = Path(checkpoint_dir)
     if directory.exists() and not directory.is_dir():
@@ -292,7 +292,7 @@ def resume_from_checkpoint(run) -> bool:
             continue
         if problems:
             warnings.warn(f"{problems[0]} Resumed from the previous checkpoint {candidate} "
-                          f"(step {run.step}) instead.", CheckpointWarning, stacklevel=4)
+                          f"(step {run.step}) instead.", CheckpointWarning, stacklevel=user_stacklevel())
         return True
     raise CheckpointError(" ".join(problems) + " Delete the file(s) to train this run from "
                           "the start, or use another checkpoint_dir.")

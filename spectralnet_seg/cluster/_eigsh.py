@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
-from .._utils import check_numeric
+from .._utils import check_numeric, user_stacklevel
 from ..kernels import kernel_tags
 from ..metrics import normalized_cut
 from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
@@ -234,7 +234,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         if too_big:
             warnings.warn(
                 f"{type(kernel).__name__} parameters {too_big} exceed n_samples - 1 = "
-                f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning, stacklevel=3)
+                f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning, stacklevel=user_stacklevel())
 
     def _embed_new(self, X, context=None) -> tuple[np.ndarray, np.ndarray]:
         """Nyström eigenvectors of new points, and their degrees to the fitted points."""

@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import distributed as dist_utils
-from .._utils import resolve_device
+from .._utils import resolve_device, user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from . import _neural_io as io
 from ._base import BaseSpectralClustering, check_n_clusters
@@ -326,7 +326,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                 warnings.warn(
                     f"{type(self).__name__} stopped at max_iter={self.max_iter} before its "
                     f"eigenvalue estimates reached a plateau (tol={self.tol}); raise max_iter "
-                    "or tol.", ConvergenceWarning, stacklevel=4)
+                    "or tol.", ConvergenceWarning, stacklevel=user_stacklevel())
 
     def _eigenfunction_map(self, raw: np.ndarray, W: sp.csr_matrix | None, run: _TrainingRun
                            ) -> tuple[np.ndarray, np.ndarray]:

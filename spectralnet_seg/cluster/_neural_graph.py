@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.exceptions import ConvergenceWarning
 
+from .._utils import user_stacklevel
 from ..kernels import as_token_context, kernel_tags
 from . import _neural_io as io
 from . import _neural_settings as settings
@@ -78,7 +79,7 @@ class TrainingGraphMixin:
         lowered = self.kernel_.cap_neighbors(max(int(limit), 1))
         if lowered:
             warnings.warn(f"{type(self.kernel_).__name__} parameters {lowered} exceed {what} "
-                          f"= {limit}; using {limit} instead.", UserWarning, stacklevel=4)
+                          f"= {limit}; using {limit} instead.", UserWarning, stacklevel=user_stacklevel())
 
     def _check_graph(self, W: sp.csr_matrix) -> None:
         """Clear errors and warnings for graphs the method cannot learn from."""
@@ -93,7 +94,7 @@ class TrainingGraphMixin:
             warnings.warn(
                 f"{isolated} of {W.shape[0]} points have no edge in the affinity graph; the "
                 "objective says nothing about them and their labels come from the network "
-                "alone.", DisconnectedGraphWarning, stacklevel=4)
+                "alone.", DisconnectedGraphWarning, stacklevel=user_stacklevel())
         n_components, _ = connected_components(W, directed=False)
         n_components -= isolated
         if n_components > self._n_outputs():
@@ -103,4 +104,4 @@ class TrainingGraphMixin:
                 "of eigenvalue 1, so the top eigenfunctions are not unique and the fit cannot "
                 "converge to a well-defined answer. Increase the kernel's n_neighbors (or "
                 "bandwidth) to connect the graph, or ask for more clusters.",
-                ConvergenceWarning, stacklevel=4)
+                ConvergenceWarning, stacklevel=user_stacklevel())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
-from .._utils import progress
+from .._utils import progress, user_stacklevel
 from .shards import (
     KINDS,
     MANIFEST_NAME,
@@ -320,7 +320,7 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
         if len(intact) != len(manifest.shards):
             redo = sorted({s.index for s in manifest.shards} - {s.index for s in intact})
             warnings.warn(f"shards {redo} in {directory} are missing or damaged and will be "
-                          "extracted again.", RuntimeWarning, stacklevel=2)
+                          "extracted again.", RuntimeWarning, stacklevel=user_stacklevel())
             manifest.shards = intact
     else:
         manifest = ShardManifest(directory=directory, **identity)

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
 
+from .._utils import user_stacklevel
 from ._base import Kernel, KernelTags
 from ._checks import _check_fitted
 from ._graph_ops import _drop_diagonal
@@ -124,7 +125,7 @@ class PrecomputedKernel(Kernel):
         diff = abs(W - W.T)
         if diff.nnz and _is_asymmetric(diff.max(), W.data.max()):
             warnings.warn(f"the precomputed affinity is not symmetric (max |W - W^T| = "
-                          f"{diff.max():.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=2)
+                          f"{diff.max():.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=user_stacklevel())
         W = (W + W.T) * 0.5  # also removes rounding-level asymmetry
         W = _drop_diagonal(W)
         W.eliminate_zeros()
@@ -190,7 +191,7 @@ class PrecomputedKernel(Kernel):
             diff = float((W - W.T).abs().max())
             if _is_asymmetric(diff, float(W.max())):
                 warnings.warn(f"the precomputed batch affinity is not symmetric (max |W - W^T| = "
-                              f"{diff:.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=2)
+                              f"{diff:.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=user_stacklevel())
             W = (W + W.T) * 0.5
             W.fill_diagonal_(0.0)
         return W

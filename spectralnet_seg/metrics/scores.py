@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
+from .._utils import user_stacklevel
 from .confusion import _flatten_pair, confusion_matrix
 from .matching import _match
 
@@ -21,7 +22,7 @@ def _warn_nothing_to_score(n_pixels: int) -> None:
     if n_pixels == 0:
         warnings.warn("no ground-truth pixel to score (every pixel is ignore_index, or the "
                       "input is empty): pixel accuracy and IoU are NaN.",
-                      UndefinedMetricWarning, stacklevel=3)
+                      UndefinedMetricWarning, stacklevel=user_stacklevel())
 
 
 def _scores_from_class_confusion(class_conf: np.ndarray, gt_total: np.ndarray

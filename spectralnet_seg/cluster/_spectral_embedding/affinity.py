@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from ..._utils import user_stacklevel
 from ...kernels import degree_normalize
 
 __all__ = ["DisconnectedGraphWarning", "check_affinity", "normalized_affinity"]
@@ -93,7 +94,7 @@ def _n_components_and_warn(W: sp.csr_matrix) -> int:
             f"the affinity graph has {n_comp} connected components; the leading "
             "eigenvectors will mostly separate the components. Increase the kernel's "
             "n_neighbors (or bandwidth) to connect the graph.",
-            DisconnectedGraphWarning, stacklevel=3)
+            DisconnectedGraphWarning, stacklevel=user_stacklevel())
     return n_comp
 
 
