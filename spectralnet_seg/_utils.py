@@ -224,3 +224,10 @@ def user_stacklevel() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def is_integer(value) -> bool:
+    """An integer (Python or numpy), not a bool: ``True`` would silently count as 1."""
+    from numbers import Integral
+
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import is_integer
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 # Arrays of ExtractedFeatures written per shard, and the suffix of their files.
@@ -164,10 +166,6 @@ class ShardManifest:
 
 
 # ---------------------------------------------------------------------- validation
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class InvalidManifestError(ValueError):
     """A manifest that is malformed or inconsistent (not an unsafe one: file names that
     lead outside the directory stay a plain ValueError, refused even with overwrite)."""
@@ -204,11 +202,11 @@ def check_manifest(manifest: ShardManifest, path: Path) -> None:
                                    "extract_to_shards with overwrite=True (or delete the "
                                    "directory's outputs).")
 
-    if not (_is_int(manifest.n_images) and manifest.n_images >= 1
-            and _is_int(manifest.shard_size) and manifest.shard_size >= 1):
+    if not (is_integer(manifest.n_images) and manifest.n_images >= 1
+            and is_integer(manifest.shard_size) and manifest.shard_size >= 1):
         fail(f"n_images={manifest.n_images!r} and shard_size={manifest.shard_size!r} must be "
              "positive integers")
-    if manifest.n_features is not None and not (_is_int(manifest.n_features)
+    if manifest.n_features is not None and not (is_integer(manifest.n_features)
                                                 and manifest.n_features >= 1):
         fail(f"n_features={manifest.n_features!r} must be a positive integer")
     indices = [info.index for info in manifest.shards]
@@ -223,7 +221,7 @@ def check_manifest(manifest: ShardManifest, path: Path) -> None:
                  f"and optional {sorted(set(KINDS) - {'features'})}")
         for name in info.files.values():
             _check_file_name(name, path)
-        if not _is_int(info.index) or not 0 <= info.index < manifest.n_shards:
+        if not is_integer(info.index) or not 0 <= info.index < manifest.n_shards:
             fail(f"shard index {info.index!r} is outside [0, {manifest.n_shards})")
         start = info.index * manifest.shard_size
         stop = min(start + manifest.shard_size, manifest.n_images)
@@ -231,7 +229,7 @@ def check_manifest(manifest: ShardManifest, path: Path) -> None:
             fail(f"shard {info.index} covers images [{info.image_start}, {info.image_stop}), "
                  f"shard_size={manifest.shard_size} puts it at [{start}, {stop})")
         grid = info.grid
-        if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g) and g >= 1
+        if not (isinstance(grid, list) and len(grid) == 2 and all(is_integer(g) and g >= 1
                                                                    for g in grid)):
             fail(f"shard {info.index} has grid {grid!r}; expected [h, w]")
         if info.n_rows != (stop - start) * grid[0] * grid[1]:

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from numbers import Integral
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from .._utils import is_integer
 from ._base import SegmentationDataset, register_dataset
 
 __all__ = ["TextureMosaics", "TEXTURE_NAMES", "load_texture"]
@@ -91,11 +91,6 @@ def load_texture(name: str) -> np.ndarray:
     image = np.ascontiguousarray(image)
     image.setflags(write=False)
     return image
-
-
-def _is_int(value) -> bool:
-    """An integer, not a bool (``True`` would silently count as 1)."""
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _region_map(rng: np.random.Generator, size: int, n_regions: int, shape: str) -> np.ndarray:
@@ -206,20 +201,20 @@ class TextureMosaics(SegmentationDataset):
     def __init__(self, n_images: int = 20, *, image_size: int = 128, n_regions=(3, 5),
                  n_textures: int | None = None, textures: Sequence[str] | None = None,
                  region_shape: str = "voronoi", seed: int = 0, transform=None):
-        if not _is_int(n_images) or n_images < 1:
+        if not is_integer(n_images) or n_images < 1:
             raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-        if not _is_int(image_size) or image_size < 16:
+        if not is_integer(image_size) or image_size < 16:
             raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}")
         given_regions = n_regions
-        if _is_int(n_regions):
+        if is_integer(n_regions):
             n_regions = (int(n_regions), int(n_regions))
         n_regions = tuple(n_regions) if isinstance(n_regions, (tuple, list)) else (n_regions,)
-        if (len(n_regions) != 2 or not all(_is_int(v) for v in n_regions)
+        if (len(n_regions) != 2 or not all(is_integer(v) for v in n_regions)
                 or not 1 <= n_regions[0] <= n_regions[1]):
             raise ValueError(
                 f"n_regions must be a positive int or a range (low, high) with "
                 f"1 <= low <= high, got {given_regions!r}")
-        if n_textures is not None and (not _is_int(n_textures)
+        if n_textures is not None and (not is_integer(n_textures)
                                        or not 1 <= n_textures <= len(TEXTURE_NAMES)):
             raise ValueError(
                 f"n_textures must be an integer in [1, {len(TEXTURE_NAMES)}], got {n_textures!r}")
@@ -227,7 +222,7 @@ class TextureMosaics(SegmentationDataset):
         if region_shape not in ("voronoi", "blobs", "mixed"):
             raise ValueError(
                 f"region_shape must be 'voronoi', 'blobs' or 'mixed', got {region_shape!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_integer(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.n_images = int(n_images)
         self.image_size = int(image_size)

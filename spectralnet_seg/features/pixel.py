@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.utils._param_validation import Interval
 
-from .._utils import progress
+from .._utils import is_integer, progress
 from ..images import load_images
 from ..neighbors import available_memory_bytes
 from ._base import ExtractedFeatures, FeatureExtractor, cell_means, resize_image, token_positions
@@ -99,8 +99,7 @@ def _check_image_size(image_size, minimum: int) -> None:
     sides = ([image_size] if isinstance(image_size, Integral)
              else list(image_size) if isinstance(image_size, (tuple, list)) else None)
     if (sides is None or (len(sides) != 2 and not isinstance(image_size, Integral))
-            or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= minimum
-                       for s in sides)):
+            or not all(is_integer(s) and s >= minimum for s in sides)):
         raise ValueError(
             f"image_size must be None, an int or a pair (H, W) of ints >= {minimum} (one "
             f"grid cell), got {image_size!r}")
