@@ -100,7 +100,10 @@ def test_manifest_path_traversal_through_the_cli(tmp_path, capsys):
     (lambda d: d["shards"].pop(1), r"marked complete but lists shards \[0, 2\] of 3"),
     (lambda d: d["shards"][0].update(grid=[2]), "has grid"),
     (lambda d: d["shards"][0].pop("files"), "not a valid manifest"),
-], ids=["n_rows", "row_range", "missing_shard", "grid", "no_files"])
+    # A hand-edited checksum table: was KeyError('colors') on resume and verify.
+    (lambda d: d["shards"][0]["sha256"].pop("colors"), "sha256 .*one entry per file"),
+    (lambda d: d["shards"][1].update(nbytes=None), "nbytes None"),
+], ids=["n_rows", "row_range", "missing_shard", "grid", "no_files", "sha256", "nbytes"])
 def test_inconsistent_manifests_are_refused(out, edit, message):
     _edit_manifest(out, edit)
     with pytest.raises(ValueError, match=message):

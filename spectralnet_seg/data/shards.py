@@ -221,6 +221,11 @@ def check_manifest(manifest: ShardManifest, path: Path) -> None:
                  f"and optional {sorted(set(KINDS) - {'features'})}")
         for name in info.files.values():
             _check_file_name(name, path)
+        for field in ("nbytes", "sha256"):  # resume and verify look them up per file
+            entries = getattr(info, field)
+            if not isinstance(entries, dict) or set(entries) != set(info.files):
+                fail(f"shard {info.index} has {field} {entries!r}; expected one entry per file "
+                     f"{sorted(info.files)}")
         if not is_integer(info.index) or not 0 <= info.index < manifest.n_shards:
             fail(f"shard index {info.index!r} is outside [0, {manifest.n_shards})")
         start = info.index * manifest.shard_size
