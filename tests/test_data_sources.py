@@ -501,3 +501,9 @@ def test_half_precision_tensors_fit_as_their_float32_values(dtype):
     np.testing.assert_array_equal(a.predict(half[:20]), b.predict(half[:20].float()))
     with pytest.raises(ValueError, match="Expected 2D array"):
         NeuralEigenClustering(3, max_iter=5).fit(half.reshape(3, 100, 8))
+
+
+def test_loader_distributed_without_a_process_group_is_refused():
+    """Was silently unsplit: every rank would have read every row."""
+    with pytest.raises(ValueError, match="needs an initialised torch.distributed"):
+        make_loader(np.zeros((10, 2), np.float32), 2, distributed=True)

@@ -206,6 +206,11 @@ def make_loader(source, batch_size: int, *, shuffle: bool = True, drop_last: boo
     if batch_sampler is None:
         if distributed is None:
             distributed = dist_utils.is_distributed()
+        elif distributed and not dist_utils.is_distributed():
+            # Silently unsplit, every rank would read every row.
+            raise ValueError("distributed=True needs an initialised torch.distributed process "
+                             "group (torch.distributed.init_process_group, e.g. under "
+                             "torchrun); leave it None to split only when there is one.")
         rank, world = (dist_utils.get_rank(), dist_utils.get_world_size()) if distributed \
             else (0, 1)
         batch_sampler = RowBatchSampler(len(source), batch_size, shuffle=shuffle,
