@@ -187,9 +187,12 @@ def _write_scores(out: Path, scores: dict, dataset: str) -> None:
 
     summary = {k: scores[k] for k in ("pixel_accuracy", "mean_iou", "matching", "protocol",
                                       "n_images", "n_clusters", "class_names")}
+    # Strict JSON has no NaN: an undefined score (nothing scored) is null, as per class.
+    for key in ("pixel_accuracy", "mean_iou"):
+        summary[key] = None if summary[key] != summary[key] else float(summary[key])
     summary["per_class_iou"] = [None if v != v else float(v) for v in scores["per_class_iou"]]
     summary["mapping"] = scores["mapping"].tolist()
-    (out / "scores.json").write_text(json.dumps(summary, indent=2))
+    (out / "scores.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     plot_per_class_iou(scores["per_class_iou"], scores["class_names"],
                        title=f"{dataset}: mIoU {100 * scores['mean_iou']:.1f}"
                        ).savefig(out / "per_class_iou.png", dpi=90)

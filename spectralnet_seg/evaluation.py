@@ -84,6 +84,9 @@ def sliding_window_scores(segmenter, image: np.ndarray, *, window: int,
     ndarray of shape (H, W, n_labels)
         Mean score of each label over the windows covering each pixel.
     """
+    if stride > window:
+        raise ValueError(f"stride={stride} is larger than window={window}: pixels between "
+                         "windows would get no score.")
     H, W = image.shape[:2]
     wh, ww = min(window, H), min(window, W)
     boxes = [(top, left) for top in _window_starts(H, wh, stride)
@@ -143,7 +146,8 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     crop_size : int, default=320
         Side of the protocol's crop / window.
     stride : int, optional
-        Window step of ``"sliding"``; ``crop_size // 2`` by default.
+        Window step of ``"sliding"`` (at most ``crop_size``, so that windows cover every
+        pixel); ``crop_size // 2`` by default.
     fit : bool, default=False
         Fit the segmenter on the (transformed) evaluation images first (transductive use);
         by default it must already be fitted, e.g. on a training split.
@@ -182,6 +186,10 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
         raise ValueError("the dataset is empty; nothing to evaluate.")
     n_items = min(n_items, max_images) if max_images is not None else n_items
     stride = stride if stride is not None else max(1, crop_size // 2)
+    if protocol == "sliding" and stride > crop_size:
+        # Pixels between windows would get no score (0 / 0) and the argmax label 0.
+        raise ValueError(f"stride={stride} is larger than crop_size={crop_size}: the sliding "
+                         "windows would leave pixels uncovered; use stride <= crop_size.")
 
     def prepare(index: int):
         return _prepare_item(dataset, index, protocol, crop_size)

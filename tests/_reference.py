@@ -15,7 +15,8 @@ from sklearn.metrics import confusion_matrix
 def hungarian_scores(masks, predictions, n_classes: int, ignore_index: int = 255) -> dict:
     """Pixel accuracy and mIoU after the one-to-one matching that maximises matched pixels.
 
-    Classes absent from both the truth and the matched prediction are left out of the mean.
+    Only classes that occur in the truth are matched; classes absent from both the truth and
+    the matched prediction are left out of the mean.
     """
     y_true = np.concatenate([np.asarray(m).ravel() for m in masks])
     y_pred = np.concatenate([np.asarray(p).ravel() for p in predictions])
@@ -25,9 +26,10 @@ def hungarian_scores(masks, predictions, n_classes: int, ignore_index: int = 255
     # rows: classes, columns: clusters (padded to a square matrix for the assignment)
     size = max(n_classes, n_clusters)
     counts = confusion_matrix(y_true, y_pred, labels=np.arange(size))[:n_classes]
-    classes, clusters = linear_sum_assignment(counts, maximize=True)
+    present = np.flatnonzero(counts.sum(axis=1))  # a class without pixels takes no cluster
+    rows, clusters = linear_sum_assignment(counts[present], maximize=True)
     mapped = np.full(size, -1)
-    mapped[clusters] = classes
+    mapped[clusters] = present[rows]
     y_mapped = mapped[y_pred]
     iou = []
     for c in range(n_classes):

@@ -370,3 +370,14 @@ def test_output_names_doctest():
 
     result = doctest.testmod(_cli_checks)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_scores_json_is_strict_json_when_nothing_was_scored(tmp_path):
+    """NaN scores (every pixel ignored) were written as the non-JSON token NaN."""
+    scores = {"pixel_accuracy": float("nan"), "mean_iou": float("nan"), "matching": "majority",
+              "protocol": None, "n_images": 1, "n_clusters": 2, "class_names": ["a", "b"],
+              "per_class_iou": np.array([np.nan, np.nan]), "mapping": np.array([0, 1])}
+    cli._write_scores(tmp_path, scores, "custom")
+    written = json.loads((tmp_path / "scores.json").read_text(),
+                         parse_constant=lambda token: pytest.fail(f"non-JSON {token}"))
+    assert written["mean_iou"] is None and written["per_class_iou"] == [None, None]

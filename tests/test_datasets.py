@@ -123,6 +123,21 @@ def test_ade20k_mapping_and_mismatched_sizes(tmp_path):
         data[2]
 
 
+def test_label_values_beyond_the_format_are_refused(tmp_path):
+    """They became 255 (ignored) without a word: a 16-bit mask lost 47 of 48 pixels."""
+    base = tmp_path / "ADEChallengeData2016"
+    _write(base / "images" / "validation" / "ADE_val_00000000.jpg", _image(0))
+    mask = base / "annotations" / "validation" / "ADE_val_00000000.png"
+    mask.parent.mkdir(parents=True)
+    Image.fromarray(np.resize(np.array([300, 151, 1], np.uint16), (H, W))).save(mask)  # I;16
+    data = make_dataset("ade20k", root=tmp_path)
+    with pytest.raises(ValueError, match=r"holds values \[151, 300\] beyond ADE20K's label "
+                                         r"ids 0..150 \(and 255\)"):
+        data[0]
+    _write(mask, _labels([0, 1, 150, 255]))  # the format's own values, 255 included
+    np.testing.assert_array_equal(data[0][1], _labels([255, 0, 149, 255]))
+
+
 # ---------------------------------------------------------------------------- COCO-Stuff
 def _coco_tree(root, ids=("000000000139", "000000000285")):
     for i, name in enumerate(ids):

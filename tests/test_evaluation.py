@@ -134,6 +134,11 @@ def test_sliding_window_scores_average_overlapping_windows():
     assert scores.shape == (20, 30, 4)
     np.testing.assert_allclose(scores.sum(axis=2), 1.0)
     np.testing.assert_array_equal(scores.argmax(axis=2), seg._classes(image))
+    # Windows 12 apart leave gaps: their pixels scored 0 / 0 and took label 0, silently.
+    with pytest.raises(ValueError, match="stride=13 is larger than window=12"):
+        sliding_window_scores(seg, image, window=12, stride=13)
+    with pytest.raises(ValueError, match="stride=20 is larger than crop_size=16"):
+        evaluate(seg, ColourDataset(n_images=1), protocol="sliding", crop_size=16, stride=20)
 
 
 def test_fit_true_fits_on_the_evaluation_images_and_limits_apply():

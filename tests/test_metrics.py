@@ -163,8 +163,11 @@ def test_identity_and_given_mapping():
     assert s["mean_iou"] == pytest.approx(mean_iou(y_true, y_pred, n_classes=3))
     s = segmentation_scores(y_true, y_pred, n_classes=3, matching=np.array([0, 2, 1]))
     assert s["pixel_accuracy"] == pytest.approx(0.5)  # mapped: [0, 2, 1, 2]
-    with pytest.raises(ValueError, match="matching array must have shape"):
+    with pytest.raises(ValueError, match=r"matching array .* got shape \(2,\)"):
         segmentation_scores(y_true, y_pred, n_classes=3, matching=np.array([0, 1]))
+    for bad in ([0.9, 1.9, -1], [0, 1, -5], [0, 1, 3]):  # truncated / "unmatched" / too big
+        with pytest.raises(ValueError, match=r"integer class ids \(or -1\) in \[-1, 3\)"):
+            segmentation_scores(y_true, y_pred, n_classes=3, matching=np.array(bad))
     with pytest.raises(ValueError, match="matching must be one of"):
         segmentation_scores(y_true, y_pred, n_classes=3, matching="greedy")
 
@@ -240,3 +243,33 @@ def test_docstring_examples_run():
     results = [doctest.testmod(importlib.import_module(info.name))
                for info in pkgutil.iter_modules(metrics.__path__, f"{metrics.__name__}.")]
     assert sum(r.attempted for r in results) > 0 and sum(r.failed for r in results) == 0
+
+
+def test_hungarian_ignores_classes_that_do_not_occur():
+    """A class without pixels took a cluster at zero gain, chosen by the order of the cluster
+    ids: renaming the clusters changed the mIoU (0.606 against 0.909 here)."""
+    from spectralnet_seg.evaluation import scores_from_confusion
+    from spectralnet_seg.metrics import hungarian_match
+
+    confusion = np.array([[10, 0, 1, 0], [0, 10, 1, 0], [0, 0, 0, 0]])  # class 2 absent
+    scores = [scores_from_confusion(confusion[:, order], "hungarian")["mean_iou"]
+              for order in ([0, 1, 2, 3], [0, 1, 3, 2], [2, 3, 1, 0])]
+    # Independent value: classes 0 and 1 matched to their clusters, 1 pixel each left over.
+    np.testing.assert_allclose(scores, 10 / 11)
+    assert list(hungarian_match(confusion)) == [0, 1, -1, -1]
+
+
+def test_matching_inputs_are_checked():
+    from spectralnet_seg.metrics import apply_mapping, hungarian_match, majority_match
+
+    with pytest.raises(ValueError, match=r"integer cluster ids in \[0, 3\)"):
+        apply_mapping([-2], [1, 0, -1])  # was mapping[-2], silently
+    with pytest.raises(ValueError, match="integer cluster ids"):
+        apply_mapping([3], [1, 0, -1])
+    with pytest.raises(ValueError, match="integer cluster ids"):
+        apply_mapping([0.5], [1, 0, -1])
+    for match in (hungarian_match, majority_match):
+        with pytest.raises(ValueError, match="2-D .* non-negative counts"):
+            match(np.ones(3))  # were IndexError / AxisError
+        with pytest.raises(ValueError, match="non-negative counts"):
+            match(np.array([[1, -1], [0, 2]]))

@@ -164,6 +164,10 @@ class FolderDataset(SegmentationDataset):
         ``(image, mask) -> (image, mask)`` applied on access.
     """
 
+    # Largest stored label value of the annotation format (255 aside): larger values are
+    # refused, not silently ignored. Subclasses set their own.
+    _max_raw_id = 254
+
     def __init__(self, image_files, mask_files, class_names, lookup, *, transform=None):
         if len(image_files) != len(mask_files):
             raise ValueError(f"{len(image_files)} images but {len(mask_files)} masks")
@@ -186,6 +190,15 @@ class FolderDataset(SegmentationDataset):
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask {self.mask_files[index]} is {mask.shape[0]}x{mask.shape[1]} "
                              f"but its image is {image.shape[0]}x{image.shape[1]}")
+        bad = ((mask > self._max_raw_id) & (mask != IGNORE_INDEX)) | (mask < 0)
+        if bad.any():  # remap_labels would turn them into "ignore" without a word
+            values = np.unique(mask[bad])
+            raise ValueError(
+                f"label file {self.mask_files[index]} holds values {values[:8].tolist()}"
+                f"{' ...' if values.size > 8 else ''} beyond {type(self).__name__}'s label ids "
+                f"0..{self._max_raw_id} (and {IGNORE_INDEX}); are these the annotations this "
+                "reader expects (e.g. not the full 459-class Pascal Context or 16-bit ADE20K "
+                "masks)?")
         return image, remap_labels(mask, self.lookup)
 
     def __repr__(self) -> str:
@@ -240,6 +253,8 @@ class PascalContext(FolderDataset):
     transform : callable, optional
     """
 
+    _max_raw_id = 59  # 0 background, 1..59 classes
+
     def __init__(self, root=None, split: str = "val", *, n_classes: int = 59, transform=None):
         if n_classes not in (59, 60):
             raise ValueError(f"n_classes must be 59 or 60, got {n_classes!r}")
@@ -275,6 +290,8 @@ class Cityscapes27(FolderDataset):
     transform : callable, optional
     """
 
+    _max_raw_id = 33  # labelIds 0..33
+
     def __init__(self, root=None, split: str = "val", *, transform=None):
         base = _find_root(root, [""], "leftImg8bit", "Cityscapes27")
         split = _check_split(split)
@@ -303,6 +320,8 @@ class ADE20K(FolderDataset):
     transform : callable, optional
     """
 
+    _max_raw_id = 150  # 0 other, 1..150 classes
+
     def __init__(self, root=None, split: str = "val", *, transform=None):
         base = _find_root(root, ["ADEChallengeData2016", ""], "annotations", "ADE20K")
         folder = {"train": "training", "val": "validation"}[_check_split(split)]
@@ -330,6 +349,8 @@ class CocoStuff27(FolderDataset):
         the split folder.
     transform : callable, optional
     """
+
+    _max_raw_id = 181  # fine ids 0..181
 
     def __init__(self, root=None, split: str = "val", *, image_list: str | None = None,
                  transform=None):

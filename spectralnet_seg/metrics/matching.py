@@ -30,13 +30,27 @@ def hungarian_match(confusion: np.ndarray) -> np.ndarray:
     mapping : ndarray of shape (n_clusters,), int64
         Class of each cluster. With more clusters than classes, the clusters left
         unmatched map to -1 and their pixels count as errors; with fewer, some classes
-        receive no cluster (IoU 0 where they occur).
+        receive no cluster (IoU 0 where they occur). Only classes that occur are matched:
+        a class without pixels would take a cluster at zero gain, chosen by the order of
+        the cluster ids, and its pixels would then count against that absent class.
     """
-    confusion = np.asarray(confusion)
+    confusion = _check_confusion(confusion)
     mapping = np.full(confusion.shape[1], -1, dtype=np.int64)
-    classes, clusters = linear_sum_assignment(confusion, maximize=True)
-    mapping[clusters] = classes
+    present = np.flatnonzero(confusion.sum(axis=1) > 0)
+    rows, clusters = linear_sum_assignment(confusion[present], maximize=True)
+    mapping[clusters] = present[rows]
     return mapping
+
+
+def _check_confusion(confusion) -> np.ndarray:
+    """A 2-D, finite, non-negative (n_classes, n_clusters) count matrix."""
+    confusion = np.asarray(confusion)
+    if (confusion.ndim != 2 or confusion.dtype.kind not in "iuf"
+            or not np.all(np.isfinite(confusion)) or (confusion < 0).any()):
+        raise ValueError(f"confusion must be a 2-D (n_classes, n_clusters) matrix of "
+                         f"non-negative counts, got shape {confusion.shape} and dtype "
+                         f"{confusion.dtype}")
+    return confusion
 
 
 def majority_match(confusion: np.ndarray) -> np.ndarray:
@@ -54,6 +68,7 @@ def majority_match(confusion: np.ndarray) -> np.ndarray:
     mapping : ndarray of shape (n_clusters,), int64
         Class of each cluster; -1 for clusters with no (non-ignored) pixel.
     """
+    confusion = _check_confusion(confusion)
     confusion = np.asarray(confusion, dtype=np.float64)
     union = confusion.sum(axis=1, keepdims=True) + confusion.sum(axis=0, keepdims=True) \
         - confusion
@@ -114,6 +129,13 @@ def apply_mapping(y_pred, mapping: np.ndarray, fill: int = 255) -> np.ndarray:
     ndarray of the shape of ``y_pred``
     """
     mapping = np.asarray(mapping, dtype=np.int64)
-    out = mapping[np.asarray(y_pred)]
+    y_pred = np.asarray(y_pred)
+    if y_pred.size and (y_pred.dtype.kind not in "iu" or y_pred.min() < 0
+                        or y_pred.max() >= len(mapping)):
+        # A negative id would silently index from the end of the mapping.
+        raise ValueError(f"y_pred must hold integer cluster ids in [0, {len(mapping)}), got "
+                         f"dtype {y_pred.dtype} and values in [{y_pred.min()}, "
+                         f"{y_pred.max()}]")
+    out = mapping[y_pred]
     out[out < 0] = fill
     return out

@@ -93,10 +93,17 @@ default="hungarian"
     elif isinstance(matching, str):
         mapping = _match(confusion, matching)
     else:
-        mapping = np.asarray(matching, dtype=np.int64)
-        if mapping.shape != (confusion.shape[1],) or mapping.max(initial=-1) >= n_classes:
-            raise ValueError(f"a matching array must have shape ({confusion.shape[1]},) "
-                             f"with values in [-1, {n_classes}), got shape {mapping.shape}.")
+        mapping = np.asarray(matching)
+        # Floats would be truncated and other negatives read as "unmatched": refuse both.
+        if (mapping.shape != (confusion.shape[1],) or mapping.dtype.kind not in "iu"
+                or (mapping.size and (mapping.min() < -1 or mapping.max() >= n_classes))):
+            values = (f"[{mapping.min()}, {mapping.max()}]" if mapping.size
+                      and mapping.dtype.kind in "iuf" else "none")
+            raise ValueError(f"a matching array must hold integer class ids (or -1) in "
+                             f"[-1, {n_classes}) for each of the {confusion.shape[1]} "
+                             f"clusters, got shape {mapping.shape}, dtype {mapping.dtype} and "
+                             f"values {values}.")
+        mapping = mapping.astype(np.int64)
     return {**scores_with_mapping(confusion, mapping), "confusion": confusion}
 
 
