@@ -231,3 +231,49 @@ def is_integer(value) -> bool:
     from numbers import Integral
 
     return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def stable_description(value):
+    """A JSON-ready description of parameters, equal exactly when they are.
+
+    What identifies a run (a checkpoint, an extraction to resume): nested estimators by
+    class and parameters (recursively), arrays and tensors by shape, dtype and a SHA-256 of
+    their bytes, torch modules by their architecture and weights. ``repr`` is not enough:
+    scikit-learn and numpy elide long ones ("..."), so two settings that differ inside would
+    look the same.
+
+    Examples
+    --------
+    >>> stable_description({"k": 10, "weights": np.zeros(2)})["weights"]["array"]
+    [2]
+    """
+    import hashlib
+    import re
+
+    if isinstance(value, dict):
+        return {str(k): stable_description(v)
+                for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [stable_description(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "state_dict") and hasattr(value, "parameters"):  # a torch module
+        return {"module": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)),
+                "weights": stable_description(dict(value.state_dict()))}
+    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
+            value = value.float() if str(value.dtype) == "torch.bfloat16" else value
+            value = value.numpy()  # numpy has no bfloat16: its values, in float32
+        array = np.ascontiguousarray(value)
+        digest = hashlib.sha256(array.view(np.uint8).reshape(-1) if array.dtype != object
+                                else repr(array.tolist()).encode()).hexdigest()
+        return {"array": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
+    if hasattr(value, "get_params"):
+        return {"class": type(value).__qualname__,
+                "params": stable_description(value.get_params(deep=False))}
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))

@@ -248,10 +248,11 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from ._cli_checks import check_output_folder
+    from ._cli_checks import check_image_files, check_output_folder
     from .data import extract_to_shards, list_image_files
 
     files = list_image_files(args.images, recursive=args.recursive)
+    check_image_files([str(f) for f in files])  # before any shard is written (or deleted)
     check_output_folder(args.out)
     manifest = extract_to_shards(_make_extractor(args), [str(f) for f in files], args.out,
                                  shard_size=args.shard_size, resume=not args.no_resume,

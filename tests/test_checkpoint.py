@@ -98,3 +98,46 @@ def test_random_state_makes_cpu_fits_reproducible(cls, X):
     assert torch.equal(torch.random.get_rng_state(), state)  # global torch RNG untouched
     c = _make(cls, random_state=1).fit(X)
     assert c.loss_curve_ != a.loss_curve_
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_runs_that_differ_only_in_weights_context_or_long_kernels_get_their_own_checkpoints(
+        X, tmp_path):
+    """A checkpoint was found by the graph's edges (not its weights), the network's and the
+    kernel's repr (which scikit-learn elides past 700 characters) and not the token context,
+    so such runs resumed another run's finished model and trained 0 steps."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import kneighbors_graph
+
+    from spectralnet_seg.cluster._checkpoints import checkpoint_path
+    from spectralnet_seg.kernels import KNNKernel, SumKernel, TokenContext
+
+    def path(est, W=None, context=None):
+        est.sampler_ = "graph"
+        return checkpoint_path(tmp_path, "x", est._fingerprint(X, W, context))
+
+    binary = sp.csr_matrix(kneighbors_graph(X, 5, include_self=False))
+    binary = ((binary + binary.T) > 0).astype(float).tocsr()
+    weighted = binary.copy()
+    weighted.data = np.random.default_rng(0).uniform(0.5, 1.0, weighted.nnz)
+    est = _make(NeuralEigenClustering)
+    assert path(est, binary) != path(est, weighted)
+    rng = np.random.default_rng(0)
+    contexts = [TokenContext(rng.random((150, 3)), np.zeros((150, 2)), np.zeros(150, int))
+                for _ in range(2)]
+    assert path(est, binary, contexts[0]) != path(est, binary, contexts[1])
+    networks = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        networks.append(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                                            torch.nn.Linear(8, 3)))
+    assert repr(networks[0]) == repr(networks[1])
+    assert path(_make(NeuralEigenClustering, network=networks[0])) != \
+        path(_make(NeuralEigenClustering, network=networks[1]))
+    long = [SumKernel([KNNKernel(k, metric="cosine") for k in range(5, 45)]) for _ in range(2)]
+    long[1].kernels[20].n_neighbors = 99
+    assert repr(long[0]) == repr(long[1])  # elided: "..."
+    assert path(_make(NeuralEigenClustering, kernel=long[0])) != \
+        path(_make(NeuralEigenClustering, kernel=long[1]))
+    assert path(est, binary, contexts[0]) == path(_make(NeuralEigenClustering), binary,
+                                                  contexts[0])  # the same run: the same file

@@ -331,6 +331,18 @@ def test_cli_extract_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no image files" in capsys.readouterr().err
+    # An unreadable image is found before any shard is written (3 were, then the error).
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / f"img{i}.png")
+    (folder / "img3.png").write_text("not an image")
+    assert main(["extract", str(folder), "--out", str(tmp_path / "o2"), "--shard-size",
+                 "1"]) == 2
+    assert "img3.png is not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() or not list((tmp_path / "o2").iterdir())
 
 
 class _Returns(BaseEstimator):
@@ -356,3 +368,25 @@ def test_extractor_outputs_that_cannot_be_stored_are_refused(tmp_path):
                           tmp_path / "b")
     with pytest.raises(ValueError, match="empty token grid"):  # was a manifest refused later
         extract_to_shards(_Returns(np.ones((2, 0, 2, 3))), images, tmp_path / "c")
+
+
+def test_a_file_replaced_under_the_same_name_is_a_changed_extraction(tmp_path):
+    """The image list was identified by paths alone: rerunning after replacing a file
+    resumed with the old file's features."""
+    import os
+
+    from PIL import Image
+
+    from spectralnet_seg.features import PixelExtractor
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(paths[-1])
+    out = tmp_path / "shards"
+    extract_to_shards(PixelExtractor(stride=8), paths, out)
+    extract_to_shards(PixelExtractor(stride=8), paths, out)  # unchanged: a finished resume
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(paths[0])
+    os.utime(paths[0], ns=(0, 10**18))  # a new version, whatever the clock's resolution
+    with pytest.raises(ValueError, match="image_list_hash changed"):
+        extract_to_shards(PixelExtractor(stride=8), paths, out)

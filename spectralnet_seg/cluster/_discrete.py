@@ -243,9 +243,6 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         # Unordered clusters: the weakest one sets the diffusion time.
         return float(eigenvalues.min()) if self._phase == "discrete" else float(eigenvalues[-1])
 
-    def _fingerprint_extra(self) -> dict:
-        return {"init": self.init}
-
     def _training_outputs(self, run: _TrainingRun, raw: torch.Tensor) -> torch.Tensor:
         if self._phase == "eigenfunctions":
             return raw

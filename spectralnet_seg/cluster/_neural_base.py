@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import distributed as dist_utils
-from .._utils import resolve_device, user_stacklevel
+from .._utils import resolve_device, stable_description, user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from . import _neural_io as io
 from ._base import BaseSpectralClustering, check_n_clusters
@@ -106,10 +106,6 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
     @abstractmethod
     def _finalize(self, X, run: _TrainingRun, graph: sp.csr_matrix | None) -> None:
         """Set the fitted attributes after training on ``X`` (``graph``: the training graph)."""
-
-    def _fingerprint_extra(self) -> dict:
-        """Subclass parameters that change the training trajectory."""
-        return {}
 
     def _outputs_name(self) -> str:
         return "n_clusters"
@@ -222,18 +218,23 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         # give the ranks different k-means seeds, hence different labels).
         return dist_utils.broadcast_object((int(init), int(train), int(labels)))
 
-    def _fingerprint(self, X, W) -> dict:
+    def _fingerprint(self, X, W, context=None) -> dict:
+        """What identifies a run's checkpoint: every parameter that shapes the trajectory
+        (a user network by its weights, a kernel by all its nested parameters), the data,
+        the training graph with its weights, and the token context."""
         params = {k: v for k, v in self.get_params(deep=False).items()
                   if k not in ("verbose", "checkpoint_dir", "checkpoint_every", "device",
                                "callback")}
-        params["network"] = repr(self.network)
-        params["kernel"] = repr(self.kernel)
         params["random_state"] = (self.random_state if isinstance(self.random_state, Integral)
                                   else None)
-        graph = None if W is None else io.data_checksum(
-            np.concatenate([W.indptr, W.indices]).reshape(-1, 1))
+        graph = None if W is None else stable_description(
+            {"indptr": W.indptr, "indices": W.indices, "data": W.data})
+        if context is not None and hasattr(context, "colors"):
+            context = {"colors": context.colors, "positions": context.positions,
+                       "image_ids": context.image_ids}
         return {"estimator": type(self).__name__, "data": io.data_checksum(X),
-                "graph": graph, "sampler": self.sampler_, **params}
+                "graph": graph, "context": stable_description(context),
+                "sampler": self.sampler_, **stable_description(params)}
 
     def _new_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(network.parameters(), lr=self.learning_rate,
@@ -256,7 +257,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         checkpoint = None
         if not streaming and io.checkpoints_wanted(self.checkpoint_dir, self.random_state):
             checkpoint = io.checkpoint_path(self.checkpoint_dir, type(self).__name__.lower(),
-                                            self._fingerprint(X, W))
+                                            self._fingerprint(X, W, context))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),
                             optimizer=self._new_optimizer(network), generator=generator,
                             device=device, batch_size=self.batch_size_, n_samples=X.shape[0],

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
-from .._utils import progress, user_stacklevel
+from .._utils import progress, stable_description, user_stacklevel
 from .shards import (
     KINDS,
     MANIFEST_NAME,
@@ -108,35 +108,16 @@ def _hash_images(images, image_ids) -> str:
 
 def _image_bytes(image) -> bytes:
     if isinstance(image, (str, os.PathLike)):
-        return f"path:{os.fspath(image)}".encode()
+        # The path alone would let a file replaced under the same name resume with the old
+        # file's features; its size and modification time tell the versions apart.
+        try:
+            stat = os.stat(image)
+            version = f":{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:  # a missing file is reported when it is read
+            version = ""
+        return f"path:{os.fspath(image)}{version}".encode()
     array = np.ascontiguousarray(_to_numpy(image))
     return f"{array.shape}{array.dtype.str}".encode() + array.tobytes()
-
-
-def _jsonable(value):
-    """A JSON-ready copy of extractor parameters (stable across runs: no memory addresses)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
-        # repr() elides the middle of large arrays ("..."): two arrays that differ there
-        # would look like the same extractor and a resume would mix their features.
-        array = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach")
-                                     else value)
-        digest = hashlib.sha256(array.view(np.uint8).reshape(-1) if array.dtype != object
-                                else repr(array.tolist()).encode()).hexdigest()
-        return {"array": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
-    if hasattr(value, "get_params"):
-        return {"class": type(value).__qualname__,
-                "params": _jsonable(value.get_params(deep=False))}
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def _describe_extractor(extractor) -> dict:
@@ -147,7 +128,7 @@ def _describe_extractor(extractor) -> dict:
         except TypeError:  # a get_params without the sklearn signature
             params = extractor.get_params()
     kind = type(extractor)
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", "params": _jsonable(params)}
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", "params": stable_description(params)}
 
 
 # ---------------------------------------------------------------------- extraction
@@ -196,7 +177,7 @@ def _write_shard(directory: Path, index: int, start: int, stop: int, result,
     sizes = getattr(result, "image_sizes", None)
     return ShardInfo(index=index, image_start=start, image_stop=stop, n_rows=n_img * h * w,
                      grid=[int(h), int(w)],
-                     image_sizes=_jsonable(_to_numpy(sizes).tolist()) if sizes is not None
+                     image_sizes=stable_description(_to_numpy(sizes).tolist()) if sizes is not None
                      else [],
                      files=files, nbytes=nbytes, sha256=sha)
 
@@ -263,7 +244,9 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
         Delete earlier shards and manifest in ``out_dir`` and start over.
     image_ids : sequence of str, optional
         Identifiers of the images (e.g. file names) used to recognise the image list on
-        resume. By default paths are used as given and arrays are hashed by content.
+        resume. By default paths are used as given, with each file's size and modification
+        time (a file replaced under the same name is another image), and arrays are hashed
+        by content.
     dtype : {"float32", "float16"}, default="float32"
         Storage dtype of the features (float16 halves the disk; rows are read as float32).
     verify : {"checksum", "size"}, default="checksum"
