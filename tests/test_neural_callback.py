@@ -143,6 +143,28 @@ def test_callback_errors_propagate(name, blobs):
         ESTIMATORS[name](callback=callback).fit(blobs)
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_fit_stopped_by_its_callback_leaves_the_estimator_as_it_was(name, blobs):
+    """A raising callback left a first fit half-fitted (predict: AttributeError network_)
+    and a refit on other data with the new n_features_in_ but the old network."""
+    from sklearn.exceptions import NotFittedError
+
+    def stop(snapshot, n_iter):
+        raise KeyError("stop")
+
+    est = ESTIMATORS[name](callback=stop)
+    with pytest.raises(KeyError):
+        est.fit(blobs)
+    with pytest.raises(NotFittedError):
+        est.predict(blobs)
+    est.set_params(callback=None).fit(blobs)
+    labels = est.predict(blobs)
+    with pytest.raises(KeyError):
+        est.set_params(callback=stop).fit(blobs[:, :3])
+    assert est.n_features_in_ == blobs.shape[1]
+    np.testing.assert_array_equal(est.predict(blobs), labels)
+
+
 def test_callback_must_be_callable(blobs):
     with pytest.raises(ValueError, match="callback"):
         ESTIMATORS["neural"](callback="print").fit(blobs)

@@ -136,6 +136,17 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         self : object
             Fitted estimator.
         """
+        # A fit stopped by an exception (a callback raising, an interrupt) leaves the
+        # estimator as it was, not half-refitted (new n_features_in_, old network).
+        before = dict(self.__dict__)
+        try:
+            return self._fit(X, context=context, graph=graph)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, *, context=None, graph=None):
         X = io.validate_rows(self, X, reset=True, min_samples=2)
         n_samples = X.shape[0]
         check_n_clusters(self.n_clusters, n_samples)
