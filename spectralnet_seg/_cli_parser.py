@@ -14,6 +14,17 @@ __all__ = ["KERNELS", "build_parser"]
 KERNELS = ("paper", "knn")
 
 
+def _seed(text: str) -> int:
+    """A random seed as scikit-learn takes it: an integer in [0, 2**32 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:  # refused now, not after the data are prepared
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 4294967295], got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -105,15 +116,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default=None,
                        help="cpu, cuda, cuda:N, mps or auto, for a timm extractor and the "
                             f"neural estimators [{_defaults_text('device')}]")
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=_seed, default=None,
                        help="random seed of the estimator [not seeded]")
     group.add_argument("--quiet", action="store_true",
                        help="no progress bars or stage messages")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help shows the usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``spectralnet-seg`` (subcommands and their options)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="spectralnet-seg",
         description="Unsupervised semantic segmentation by spectral clustering (eigsh "
                     "baseline and neural eigenfunctions).")
@@ -171,7 +189,7 @@ def _add_demo_parser(sub) -> None:
     demo.add_argument("--kernel", choices=MOSAIC_KERNELS, default=None,
                       help="affinity of the three spectral methods (default: "
                            f"{demo_defaults.kernel})")
-    demo.add_argument("--seed", type=int, default=None,
+    demo.add_argument("--seed", type=_seed, default=None,
                       help=f"seed of the estimators (default: {demo_defaults.random_state})")
     demo.add_argument("--quick", action="store_true", help="small, fast configuration")
 

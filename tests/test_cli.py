@@ -292,10 +292,22 @@ def test_parser_rejects_bad_values():
                  ["segment", "a.png", "--out", "x", "--pixel-weight", "-1"],
                  ["segment", "a.png", "--out", "x", "--diffusion-steps", "0"],
                  ["demo", "--kernel", "cosine"],
+                 ["demo", "--seed", "-1"], ["segment", "a.png", "--out", "x", "--seed",
+                                            str(2**32)],  # refused after the data, before
                  ["evaluate"], []):
         with pytest.raises(SystemExit) as info:
             parser.parse_args(argv)
         assert info.value.code == 2
+
+
+def test_usage_errors_are_one_line(capsys):
+    """argparse printed the usage block and then the error: 7 lines."""
+    with pytest.raises(SystemExit) as info:
+        main(["extract", "x", "--out", "y", "--shard-size", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spectralnet-seg extract: error: ")
+    assert "--shard-size" in err and "--help" in err
 
 
 def test_demo_options_reach_the_configuration(monkeypatch, tmp_path):
