@@ -59,7 +59,7 @@ def available_cores() -> int:
 
 
 def progress(iterable: Iterable[T], *, verbose: bool | int, desc: str, total: int | None = None,
-             leave: bool = False) -> Iterable[T]:
+             leave: bool = False, initial: int = 0) -> Iterable[T]:
     """Wrap ``iterable`` in a tqdm progress bar when ``verbose`` is truthy.
 
     Parameters
@@ -74,12 +74,14 @@ def progress(iterable: Iterable[T], *, verbose: bool | int, desc: str, total: in
         Number of items, when ``len(iterable)`` is not available.
     leave : bool, default=False
         Keep the bar on screen after it finishes.
+    initial : int, default=0
+        Count the bar starts from (work done before, e.g. by a resumed run).
     """
     if not verbose:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=leave)
+    return tqdm(iterable, desc=desc, total=total, leave=leave, initial=initial)
 
 
 # scikit-learn's wording (check_array with dtype="numeric"), so users see one message.

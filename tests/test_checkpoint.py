@@ -141,3 +141,22 @@ def test_runs_that_differ_only_in_weights_context_or_long_kernels_get_their_own_
         path(_make(NeuralEigenClustering, kernel=long[1]))
     assert path(est, binary, contexts[0]) == path(_make(NeuralEigenClustering), binary,
                                                   contexts[0])  # the same run: the same file
+
+
+def test_a_resumed_fit_shows_where_it_resumed(X, tmp_path, monkeypatch, capsys):
+    """The progress bar of a resumed fit counted from 0 and did not say it resumed."""
+    original_step = BaseNeuralEigenClustering._train_step
+
+    def crashing_step(self, run, X, objective):
+        if run.step == CRASH_AT:
+            raise KeyboardInterrupt("simulated crash")
+        return original_step(self, run, X, objective)
+
+    monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        _make(NeuralEigenClustering, checkpoint_dir=tmp_path).fit(X)
+    monkeypatch.setattr(BaseNeuralEigenClustering, "_train_step", original_step)
+    capsys.readouterr()
+    _make(NeuralEigenClustering, checkpoint_dir=tmp_path, verbose=True).fit(X)
+    err = capsys.readouterr().err
+    assert "training (resumed at step 20)" in err and f"20/{MAX_ITER}" in err

@@ -298,3 +298,29 @@ def test_data_checksum_covers_every_byte_and_every_container(X, tmp_path):
 def _saved(path, array):
     np.save(path, array)
     return path
+
+
+def test_unreadable_checkpoint_is_not_called_damaged(tmp_path, monkeypatch):
+    """A permission error read as "truncated or not a checkpoint file": advice to delete a
+    valid file."""
+    from spectralnet_seg.cluster import _checkpoints
+
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"whatever")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_checkpoints.torch, "load", denied)
+    with pytest.raises(_checkpoints.CheckpointError, match="cannot be read .permission"):
+        _checkpoints.load_checkpoint(path)
+
+
+def test_partial_fit_says_it_writes_no_checkpoints(tmp_path):
+    from spectralnet_seg.cluster import CheckpointWarning, NeuralEigenClustering
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    est = NeuralEigenClustering(2, checkpoint_dir=tmp_path, random_state=0)
+    with pytest.warns(CheckpointWarning, match="partial_fit writes no checkpoints"):
+        est.partial_fit(X)
+    assert not list(tmp_path.iterdir())

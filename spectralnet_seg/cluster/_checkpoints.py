@@ -233,6 +233,9 @@ def load_checkpoint(path: Path) -> dict | None:
             warnings.simplefilter("ignore")
             # weights_only=True: a checkpoint file can never run code.
             return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:  # a valid file the user cannot read: not "damaged"
+        raise CheckpointError(f"the checkpoint {path} cannot be read (permission denied); "
+                              "fix its permissions, or use another checkpoint_dir.") from None
     except Exception as exc:  # zip, unpickling, EOF...: all mean "not a usable file"
         raise CheckpointError(f"the checkpoint {path} is truncated or not a checkpoint file "
                               f"({type(exc).__name__}).") from None

@@ -119,15 +119,16 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         Steps between checkpoints.
     callback : callable, default=None
         Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
-        (every ``min(100, max_iter // 10)`` steps until the plateau) and once when training ends, ``n_iter`` being
-        the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
+        (every ``min(100, max_iter // 10)`` steps until the plateau) and once when
+        training ends, ``n_iter`` being the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
         had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
         ``fit`` runs after training. It is computed on its first call only, so a callback
         that does not need it costs nothing, and the callback can time it. Training waits
         meanwhile and its result does not depend on the callback; the seconds spent in it
-        are ``callback_time_``. An exception raised by the callback stops ``fit``. Not part
-        of the checkpoint's identity; ``partial_fit`` does not call it. Under
-        ``torch.distributed`` every process calls it: call ``snapshot()`` on all or none.
+        are ``callback_time_``. Its return value is ignored; an exception raised by it
+        stops ``fit`` and leaves the estimator as it was before. Not part of the
+        checkpoint's identity; ``partial_fit`` does not call it. Under ``torch.distributed``
+        every process calls it: call ``snapshot()`` on all or none.
 
     Attributes
     ----------

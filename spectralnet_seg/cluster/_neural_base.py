@@ -194,6 +194,10 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         """
         first = not hasattr(self, "network_")
         X = io.validate_rows(self, X, reset=first, min_samples=2)
+        if first and self.checkpoint_dir is not None:
+            warnings.warn("partial_fit writes no checkpoints (checkpoint_dir is used by fit "
+                          "only); to resume a stream, pickle the estimator between chunks.",
+                          io.CheckpointWarning, stacklevel=user_stacklevel())
         if first:
             check_n_clusters(self.n_clusters, X.shape[0])
             self.kernel_ = self._feature_kernel()

@@ -59,8 +59,10 @@ class TrainingLoopMixin:
         objective = self._objective()
         last = run.step + n_steps if n_steps is not None else None
         total = n_steps if n_steps is not None else run.schedule.max_iter
-        bar = progress(None, verbose=self.verbose, total=total,
-                       desc=f"{type(self).__name__} training")
+        resumed = run.step if n_steps is None else 0  # a fit resumed from a checkpoint
+        bar = progress(None, verbose=self.verbose, total=total, initial=resumed,
+                       desc=f"{type(self).__name__} training"
+                            + (f" (resumed at step {resumed})" if resumed else ""))
         try:
             while not (run.step >= last if last is not None else run.schedule.is_done(run.step)):
                 loss, rayleigh = self._train_step(run, X, objective)
