@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CommandError", "check_device", "check_extractor", "check_image_files",
-           "check_output_folder", "output_names", "refuse_existing"]
+           "check_output_folder", "checked_image_files", "output_names", "refuse_existing"]
 
 
 class CommandError(ValueError):
@@ -80,6 +80,15 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
         seen.add(stem.casefold())
         names.append(name)
     return names
+
+
+def checked_image_files(paths: Sequence[str], *, recursive: bool = False) -> list[str]:
+    """The image files named by ``paths`` (folders expanded), each checked readable."""
+    from .data import list_image_files
+
+    files = [str(path) for path in list_image_files(paths, recursive=recursive)]
+    check_image_files(files)
+    return files
 
 
 def check_image_files(paths: Sequence[str]) -> None:

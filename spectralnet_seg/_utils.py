@@ -235,6 +235,13 @@ def is_integer(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def is_real(value) -> bool:
+    """A real number (Python or numpy, integer or float), not a bool."""
+    from numbers import Real
+
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+
+
 def stable_description(value):
     """A JSON-ready description of parameters, equal exactly when they are.
 

@@ -139,15 +139,12 @@ def _say(args, message: str) -> None:
 
 
 def _cmd_segment(args) -> int:
-    from ._cli_checks import check_image_files, check_output_folder, output_names
+    from ._cli_checks import check_output_folder, checked_image_files, output_names
     from ._cli_checks import refuse_existing as refuse
-    from .data import list_image_files
     from .images import load_image
     from .plotting import save_label_map, save_overlay
 
-    # Folders are expanded as `extract` does; files are checked before any work.
-    images = [str(path) for path in list_image_files(args.images)]
-    check_image_files(images)
+    images = checked_image_files(args.images)  # folders expanded, every file readable
     names = output_names(images)
     out = check_output_folder(args.out)
     suffixes = ("_labels.png", "_labels_color.png", "_overlay.png")
@@ -248,13 +245,13 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from ._cli_checks import check_image_files, check_output_folder
-    from .data import extract_to_shards, list_image_files
+    from ._cli_checks import check_output_folder, checked_image_files
+    from .data import extract_to_shards
 
-    files = list_image_files(args.images, recursive=args.recursive)
-    check_image_files([str(f) for f in files])  # before any shard is written (or deleted)
+    # Every file checked before any shard is written (or deleted).
+    files = checked_image_files(args.images, recursive=args.recursive)
     check_output_folder(args.out)
-    manifest = extract_to_shards(_make_extractor(args), [str(f) for f in files], args.out,
+    manifest = extract_to_shards(_make_extractor(args), files, args.out,
                                  shard_size=args.shard_size, resume=not args.no_resume,
                                  overwrite=args.overwrite, dtype=args.dtype, verbose=True)
     print(f"extracted {manifest.n_rows} tokens of {manifest.n_images} images "

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._utils import is_real
+
 __all__ = ["load_image", "load_images", "is_image_like"]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -234,8 +236,7 @@ def _check_background(background) -> None:
     """Three values in 0..255 (out-of-range colours would wrap around in uint8)."""
     values = np.asarray(background, dtype=object).ravel()
     if (np.ndim(background) != 1 or values.size != 3
-            or not all(isinstance(v, (int, float, np.integer, np.floating))
-                       and not isinstance(v, bool) and 0 <= v <= 255 for v in values)):
+            or not all(is_real(v) and 0 <= v <= 255 for v in values)):
         raise ValueError(f"background must be an RGB colour of 3 values in 0..255, got "
                          f"{background!r}")
 

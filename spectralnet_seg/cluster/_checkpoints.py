@@ -295,7 +295,8 @@ def resume_from_checkpoint(run) -> bool:
             continue
         if problems:
             warnings.warn(f"{problems[0]} Resumed from the previous checkpoint {candidate} "
-                          f"(step {run.step}) instead.", CheckpointWarning, stacklevel=user_stacklevel())
+                          f"(step {run.step}) instead.", CheckpointWarning,
+                          stacklevel=user_stacklevel())
         return True
     raise CheckpointError(" ".join(problems) + " Delete the file(s) to train this run from "
                           "the start, or use another checkpoint_dir.")

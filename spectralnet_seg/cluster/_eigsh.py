@@ -234,7 +234,8 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
         if too_big:
             warnings.warn(
                 f"{type(kernel).__name__} parameters {too_big} exceed n_samples - 1 = "
-                f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning, stacklevel=user_stacklevel())
+                f"{n_samples - 1}; using {n_samples - 1} instead.", UserWarning,
+                stacklevel=user_stacklevel())
 
     def _embed_new(self, X, context=None) -> tuple[np.ndarray, np.ndarray]:
         """Nyström eigenvectors of new points, and their degrees to the fitted points."""

@@ -120,9 +120,9 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     callback : callable, default=None
         Called by ``fit`` as ``callback(snapshot, n_iter)`` at each convergence check
         (every ``min(100, max_iter // 10)`` steps until the plateau) and once when
-        training ends, ``n_iter`` being the steps done. ``snapshot()`` returns a fitted copy of the estimator as if training
-        had stopped there: ``labels_``, ``embedding_`` and the rest computed by the code
-        ``fit`` runs after training. It is computed on its first call only, so a callback
+        training ends, ``n_iter`` being the steps done. ``snapshot()`` returns a fitted copy
+        of the estimator as if training had stopped there: ``labels_``, ``embedding_`` and
+        the rest computed by the code ``fit`` runs after training. It is computed on its first call only, so a callback
         that does not need it costs nothing, and the callback can time it. Training waits
         meanwhile and its result does not depend on the callback; the seconds spent in it
         are ``callback_time_``. Its return value is ignored; an exception raised by it

@@ -79,7 +79,8 @@ class TrainingGraphMixin:
         lowered = self.kernel_.cap_neighbors(max(int(limit), 1))
         if lowered:
             warnings.warn(f"{type(self.kernel_).__name__} parameters {lowered} exceed {what} "
-                          f"= {limit}; using {limit} instead.", UserWarning, stacklevel=user_stacklevel())
+                          f"= {limit}; using {limit} instead.", UserWarning,
+                          stacklevel=user_stacklevel())
 
     def _check_graph(self, W: sp.csr_matrix) -> None:
         """Clear errors and warnings for graphs the method cannot learn from."""

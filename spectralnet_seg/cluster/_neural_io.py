@@ -93,12 +93,7 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
     # A source's rows come as float32 whatever it reports as dtype (a torch Dataset reports
     # its first item's, which may be an integer row followed by rows holding NaN).
     if X.dtype.kind == "f" or isinstance(X, FeatureSource):
-        step = chunk_rows(n_features)
-        note = ("" if X.dtype.kind != "f" or X.dtype.itemsize <= 4 else _FLOAT32_NOTE)
-        for start in range(0, n_samples, step):
-            with np.errstate(over="ignore"):  # float64 beyond float32: reported as inf
-                rows = np.asarray(X[start:start + step], dtype=np.float32)
-            check_finite_rows(rows, offset=start, note=note)
+        _check_float32_rows(X, note=_FLOAT32_NOTE if _wider_than_float32(X) else "")
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X
@@ -131,7 +126,8 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
     X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
                       reset=reset, ensure_min_samples=min_samples)
-    _check_float32_range(X)
+    if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
+        _check_float32_rows(X, note=_FLOAT32_NOTE)
     return X
 
 
@@ -140,19 +136,21 @@ _FLOAT32_NOTE = (" after conversion to float32, the precision the network comput
                  "(rescale the data)")
 
 
-def _check_float32_range(X) -> None:
-    """Refuse finite values that become infinite in float32 (the network's precision).
+def _wider_than_float32(X) -> bool:
+    return X.dtype.kind == "f" and X.dtype.itemsize > 4
 
-    Without this, values beyond ~3.4e38 turn into inf in the minibatches and into NaN
-    outputs (or labels of NaN scores) in ``transform`` / ``predict``.
+
+def _check_float32_rows(X, *, note: str) -> None:
+    """Refuse NaN, inf and values that become infinite in float32, chunk by chunk.
+
+    Without the float32 view, values beyond ~3.4e38 would turn into inf in the minibatches
+    and into NaN outputs (or labels of NaN scores) in ``transform`` / ``predict``.
     """
-    if getattr(X, "dtype", np.dtype(np.float32)).itemsize <= 4 or X.dtype.kind != "f":
-        return
     step = chunk_rows(X.shape[1])
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # overflow is what is being looked for
             rows = np.asarray(X[start:start + step], dtype=np.float32)
-        check_finite_rows(rows, offset=start, note=_FLOAT32_NOTE)
+        check_finite_rows(rows, offset=start, note=note)
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:

@@ -128,7 +128,8 @@ def _describe_extractor(extractor) -> dict:
         except TypeError:  # a get_params without the sklearn signature
             params = extractor.get_params()
     kind = type(extractor)
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", "params": stable_description(params)}
+    return {"class": f"{kind.__module__}.{kind.__qualname__}",
+            "params": stable_description(params)}
 
 
 # ---------------------------------------------------------------------- extraction
@@ -177,8 +178,8 @@ def _write_shard(directory: Path, index: int, start: int, stop: int, result,
     sizes = getattr(result, "image_sizes", None)
     return ShardInfo(index=index, image_start=start, image_stop=stop, n_rows=n_img * h * w,
                      grid=[int(h), int(w)],
-                     image_sizes=stable_description(_to_numpy(sizes).tolist()) if sizes is not None
-                     else [],
+                     image_sizes=([] if sizes is None
+                                  else stable_description(_to_numpy(sizes).tolist())),
                      files=files, nbytes=nbytes, sha256=sha)
 
 
@@ -190,7 +191,7 @@ def _remove_outputs(manifest: ShardManifest) -> None:
 
 
 # The names extract_to_shards writes: what an overwrite may delete without a manifest.
-_OWN_FILE = re.compile(r"shard_\d{5}(?:_colors|_positions)?\.npy")
+_OWN_FILE = re.compile(rf"shard_\d{{5}}(?:{'|'.join(map(re.escape, KINDS.values()))})\.npy")
 
 
 def _remove_own_outputs(directory: Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .._utils import is_real
+
 __all__ = ["ExtractedFeatures", "FeatureExtractor", "token_positions", "cell_means",
            "resize_image"]
 
@@ -70,7 +72,6 @@ class ExtractedFeatures:
         if not self.image_sizes:
             self.image_sizes = [(h, w)] * n
         self.image_sizes = check_image_sizes(self.image_sizes, n)
-
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -146,9 +147,8 @@ def check_image_sizes(sizes, n_images: int) -> list[tuple[int, int]]:
 def check_image_size(size, *, name: str = "size") -> tuple[int, int]:
     """One ``(height, width)`` of positive integers (integral floats are accepted)."""
     pair = tuple(size) if isinstance(size, (tuple, list, np.ndarray)) else ()
-    if (len(pair) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating))
-                                  and not isinstance(v, bool) and float(v).is_integer()
-                                  and v >= 1 for v in pair)):
+    if len(pair) != 2 or not all(is_real(v) and float(v).is_integer() and v >= 1
+                                 for v in pair):
         raise ValueError(f"{name} must be a pair (height, width) of positive integers; "
                          f"got {size!r}")
     return int(pair[0]), int(pair[1])

@@ -96,10 +96,9 @@ def common_size(images: list[np.ndarray], image_size) -> tuple[int, int]:
 def _check_image_size(image_size, minimum: int) -> None:
     if image_size is None:
         return
-    sides = ([image_size] if isinstance(image_size, Integral)
-             else list(image_size) if isinstance(image_size, (tuple, list)) else None)
-    if (sides is None or (len(sides) != 2 and not isinstance(image_size, Integral))
-            or not all(is_integer(s) and s >= minimum for s in sides)):
+    sides = ([image_size] * 2 if isinstance(image_size, Integral)
+             else list(image_size) if isinstance(image_size, (tuple, list)) else [])
+    if len(sides) != 2 or not all(is_integer(s) and s >= minimum for s in sides):
         raise ValueError(
             f"image_size must be None, an int or a pair (H, W) of ints >= {minimum} (one "
             f"grid cell), got {image_size!r}")

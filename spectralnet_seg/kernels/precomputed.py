@@ -125,7 +125,8 @@ class PrecomputedKernel(Kernel):
         diff = abs(W - W.T)
         if diff.nnz and _is_asymmetric(diff.max(), W.data.max()):
             warnings.warn(f"the precomputed affinity is not symmetric (max |W - W^T| = "
-                          f"{diff.max():.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=user_stacklevel())
+                          f"{diff.max():.3g}); using (W + W^T) / 2.", UserWarning,
+                          stacklevel=user_stacklevel())
         W = (W + W.T) * 0.5  # also removes rounding-level asymmetry
         W = _drop_diagonal(W)
         W.eliminate_zeros()
@@ -191,7 +192,8 @@ class PrecomputedKernel(Kernel):
             diff = float((W - W.T).abs().max())
             if _is_asymmetric(diff, float(W.max())):
                 warnings.warn(f"the precomputed batch affinity is not symmetric (max |W - W^T| = "
-                              f"{diff:.3g}); using (W + W^T) / 2.", UserWarning, stacklevel=user_stacklevel())
+                              f"{diff:.3g}); using (W + W^T) / 2.", UserWarning,
+                              stacklevel=user_stacklevel())
             W = (W + W.T) * 0.5
             W.fill_diagonal_(0.0)
         return W

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import progress
+from .._utils import is_integer, progress
 from ..images import load_image
 from ..kernels import TokenContext, kernel_tags
 from ..postprocessing import _import_densecrf, dense_crf, upsample_scores
@@ -198,7 +198,7 @@ class Segmenter(BaseEstimator):
         for candidate in (estimator, inner):
             for attr in ("n_clusters", "n_components"):
                 value = getattr(candidate, attr, None)
-                if isinstance(value, Integral) and not isinstance(value, bool):
+                if is_integer(value):
                     return int(value)
             labels = getattr(candidate, "labels_", None)
             if labels is not None:

@@ -58,7 +58,8 @@ def nystrom_extension(cross_affinity, train_degree, eigenvectors, eigenvalues) -
     if isolated.any():
         warnings.warn(
             f"{int(isolated.sum())} of {C.shape[0]} new points have zero affinity to every "
-            "fitted point; their embedding is zero.", IsolatedPointWarning, stacklevel=user_stacklevel())
+            "fitted point; their embedding is zero.", IsolatedPointWarning,
+            stacklevel=user_stacklevel())
     C_norm = degree_normalize(C, query_degree, column_degree=train_degree)
     tiny = np.abs(eigenvalues) < 1e-10
     inv_lam = np.where(tiny, 0.0, 1.0 / np.where(tiny, 1.0, eigenvalues))
