@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -111,8 +111,8 @@ def check_numeric(X, *, name: str = "X"):
     Raises
     ------
     ValueError
-        If ``X`` is an array of strings or bytes, or an object array holding a string that
-        is not a number.
+        If ``X`` is an array of strings or bytes, an object array holding a string that is
+        not a number, or a file path (or list of them) instead of the data.
 
     Examples
     --------
@@ -125,6 +125,11 @@ def check_numeric(X, *, name: str = "X"):
 
     if sp.issparse(X) or hasattr(X, "detach"):
         return X
+    if _is_path_or_paths(X):
+        raise ValueError(
+            f"{name} is a file path or a list of paths, but in-memory data are expected "
+            "here: load it first (e.g. np.load(path)). The neural estimators read .npy "
+            "files and shard folders themselves.")
     try:
         array = X if isinstance(X, np.ndarray) else np.asarray(X)
     except (TypeError, ValueError):
@@ -141,6 +146,27 @@ def check_numeric(X, *, name: str = "X"):
         raise ValueError(f"{name} holds strings or other values that are not numbers (dtype "
                          f"{array.dtype}). {_NOT_NUMERIC}")
     return X
+
+
+def is_path_list(X) -> bool:
+    """Whether ``X`` is a non-empty sequence (not a string) of ``str`` / ``os.PathLike``."""
+    return (isinstance(X, Sequence) and not isinstance(X, (str, bytes)) and len(X) > 0
+            and all(isinstance(x, (str, os.PathLike)) for x in X))
+
+
+def _is_path_or_paths(X) -> bool:
+    """Whether ``X`` is a file path, or a non-empty list or tuple of them.
+
+    A string counts as a path when it names something on disk or ends in ``.npy``, so that
+    words that are not numbers keep scikit-learn's message.
+    """
+    def is_path(x) -> bool:
+        return isinstance(x, os.PathLike) or (isinstance(x, str) and (
+            x.lower().endswith(".npy") or os.path.exists(x)))
+
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(is_path(x) for x in X)
+    return is_path(X)
 
 
 def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",

@@ -507,3 +507,32 @@ def test_loader_distributed_without_a_process_group_is_refused():
     """Was silently unsplit: every rank would have read every row."""
     with pytest.raises(ValueError, match="needs an initialised torch.distributed"):
         make_loader(np.zeros((10, 2), np.float32), 2, distributed=True)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_paths_are_read_by_the_neural_estimators_and_named_by_eigsh(tmp_path):
+    """A list of .npy files was refused as "X holds strings" although the data layer reads
+    it; an upper-case .NPY file was called "not a .npy file"; eigsh said "strings" of a path."""
+    from sklearn.datasets import make_blobs
+
+    from spectralnet_seg.cluster import EigshSpectralClustering, NeuralEigenClustering
+
+    X, _ = make_blobs(120, centers=3, n_features=4, random_state=0)
+    X = X.astype(np.float32)
+    np.save(tmp_path / "a.npy", X[:70])
+    np.save(tmp_path / "b.npy", X[70:])
+    (tmp_path / "upper.NPY").write_bytes((tmp_path / "a.npy").read_bytes())
+
+    def fit(data):
+        return NeuralEigenClustering(3, max_iter=30, random_state=0).fit(data).labels_
+
+    in_memory = fit(X)
+    for paths in ([tmp_path / "a.npy", tmp_path / "b.npy"],
+                  (str(tmp_path / "a.npy"), str(tmp_path / "b.npy"))):
+        np.testing.assert_array_equal(fit(paths), in_memory)
+    np.testing.assert_array_equal(fit(tmp_path / "upper.NPY"), fit(X[:70]))
+    for data in (str(tmp_path / "a.npy"), [tmp_path / "a.npy", tmp_path / "b.npy"]):
+        with pytest.raises(ValueError, match=r"file path.*load it first \(e\.g\. np\.load"):
+            EigshSpectralClustering(3).fit(data)
+    with pytest.raises(ValueError, match="holds strings"):  # words, not paths
+        EigshSpectralClustering(3).fit([["a", "b"], ["c", "d"]])

@@ -117,9 +117,13 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
 
         Parameters
         ----------
-        X : array-like, np.memmap or torch.Tensor of shape (n_samples, n_features)
-            Training data: the network's inputs. Memory-mapped arrays and tensors are read
-            one minibatch at a time and never copied as a whole.
+        X : array-like, np.memmap, torch.Tensor, path or list of paths
+            Training data of shape (n_samples, n_features): the network's inputs. A ``.npy``
+            file, a list of ``.npy`` shard files (rows concatenated in that order), a shard
+            folder or a torch ``Dataset`` of rows
+            ([`as_feature_source`][spectralnet_seg.data.as_feature_source]); memory-mapped
+            arrays, files and tensors are read one minibatch at a time and never copied as
+            a whole.
         y : Ignored
             Not used, present for API consistency.
         context : object, optional

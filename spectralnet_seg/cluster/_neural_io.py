@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
-from .._utils import check_finite_rows, check_numeric
+from .._utils import check_finite_rows, check_numeric, is_path_list
 from ..data._feature_source import (  # noqa: F401 - one chunk size for every sequential pass
     CHUNK_BYTES,
     chunk_rows,
@@ -46,7 +46,7 @@ def _lazy_view(X):
 
     if isinstance(X, FeatureSource):
         return X
-    if isinstance(X, (str, os.PathLike, torch.utils.data.Dataset)):
+    if isinstance(X, (str, os.PathLike, torch.utils.data.Dataset)) or is_path_list(X):
         return as_feature_source(X)
     if isinstance(X, np.memmap):
         # Other shapes and dtypes keep the memmap, for the usual checks and messages below.

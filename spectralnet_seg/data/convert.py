@@ -9,12 +9,11 @@ datasets; and
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._utils import check_finite_rows
+from .._utils import check_finite_rows, is_path_list
 from . import _io
 from .sources import (
     ArraySource,
@@ -118,7 +117,7 @@ def as_feature_source(obj, **kwargs) -> FeatureSource:
         return ArraySource(obj, **kwargs)
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
-        if path.is_file() and path.suffix == ".npy":
+        if path.is_file() and path.suffix.lower() == ".npy":
             _io.read_npy_header(path)  # a clear error for a truncated or foreign file
             return ArraySource(np.load(path, mmap_mode="r"), **kwargs)
         if path.is_file():
@@ -128,8 +127,7 @@ def as_feature_source(obj, **kwargs) -> FeatureSource:
     torch = _torch_or_none()
     if torch is not None and isinstance(obj, torch.utils.data.Dataset):
         return TorchDatasetSource(obj)
-    if isinstance(obj, Sequence) and obj and all(isinstance(o, (str, os.PathLike))
-                                                 for o in obj):
+    if is_path_list(obj):
         return NpyShardSource(obj, **kwargs)
     try:
         array = np.asarray(obj)
