@@ -170,7 +170,8 @@ def _read_file(path: Path, *, background) -> np.ndarray:
 
 def _pil_to_rgb(img, *, background) -> np.ndarray:
     mode = img.mode
-    if mode == "P" and "transparency" in img.info:
+    if mode in ("1", "L", "P", "RGB") and "transparency" in img.info:
+        # A palette index or a colour key (PNG tRNS) marks the transparent pixels.
         img, mode = img.convert("RGBA"), "RGBA"
     if mode in _ALPHA_MODES:
         return _composite(np.asarray(img.convert("RGBA")), background)

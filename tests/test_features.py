@@ -121,6 +121,16 @@ def test_precomputed_serves_selected_images():
     np.testing.assert_allclose(out.positions[0, 0, 0], [1 / 6, 1 / 10])
     single = store.extract(np.int64(2))
     assert single.n_images == 1 and single.image_sizes == [(30, 50)]
+    # A Segmenter takes the same index forms (an array or an int was "not an image").
+    from sklearn.cluster import KMeans
+
+    from spectralnet_seg.segmentation import Segmenter
+
+    seg = Segmenter(store, KMeans(2, n_init=1, random_state=0)).fit(np.arange(4))
+    by_list = Segmenter(store, KMeans(2, n_init=1, random_state=0)).fit([0, 1, 2, 3])
+    np.testing.assert_array_equal(seg.estimator_.labels_, by_list.estimator_.labels_)
+    np.testing.assert_array_equal(seg.predict(2)[0], seg.predict([2])[0])
+    assert seg.predict(2)[0].shape == (30, 50)
 
 
 def test_precomputed_defaults_for_a_list_of_grids():

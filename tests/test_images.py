@@ -51,6 +51,15 @@ def test_alpha_is_composited_over_the_background(tmp_path):
     palette.putpalette([200, 0, 0, 0, 0, 200] + [0] * 762)
     palette.info["transparency"] = 1
     np.testing.assert_array_equal(load_image(palette), [[(200, 0, 0), (255, 255, 255)]])
+    # greyscale and RGB PNGs with a colour key (tRNS): the keyed pixels were left black
+    grey = np.array([[0, 100]], np.uint8)
+    Image.fromarray(grey, mode="L").save(tmp_path / "key_l.png", transparency=0)
+    np.testing.assert_array_equal(load_image(tmp_path / "key_l.png"),
+                                  [[(255, 255, 255), (100, 100, 100)]])
+    rgb = np.array([[(1, 2, 3), (40, 50, 60)]], np.uint8)
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "key_rgb.png", transparency=(1, 2, 3))
+    np.testing.assert_array_equal(load_image(tmp_path / "key_rgb.png", background=(9, 9, 9)),
+                                  [[(9, 9, 9), (40, 50, 60)]])
 
 
 def test_dtypes_are_converted():

@@ -99,6 +99,27 @@ def test_new_images_of_other_sizes_are_segmented_at_their_own_resolution():
     assert abs(columns[0] - 32) <= 4 and (labels[:, :28] == labels[0, 0]).all()
 
 
+def test_images_of_several_sizes_share_one_input_size_in_fit_and_predict():
+    """fit crashed on more than batch_size images of several sizes (token grids that could
+    not be stacked), and an image's label map depended on the other images of its batch."""
+    from spectralnet_seg.features import PixelExtractor
+
+    rng = np.random.default_rng(0)
+    images = [two_colour_image(32, 48), two_colour_image(40, 24, left=BLUE, right=GREEN),
+              rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)]
+    extractor = PixelExtractor()
+    seg = Segmenter(extractor, kmeans(3), batch_size=1).fit(images)
+    assert seg.input_size_ == (32, 48) and seg.extractor_ is extractor
+    whole = Segmenter(extractor, kmeans(3)).fit(images)  # one batch: the same features
+    np.testing.assert_array_equal(seg.estimator_.labels_, whole.estimator_.labels_)
+    alone = seg.predict(images[1])[0]
+    assert alone.shape == (40, 24)
+    np.testing.assert_array_equal(seg.predict([images[0], images[1]])[1], alone)
+    np.testing.assert_array_equal(
+        Segmenter(extractor, kmeans(3), batch_size=2).fit(images).predict(images)[1],
+        whole.predict(images)[1])
+
+
 def test_image_inputs_paths_pil_greyscale_and_rgba_are_accepted(tmp_path):
     rgb = two_colour_image()
     path = tmp_path / "a.png"
@@ -124,8 +145,8 @@ def test_bad_images_give_clear_errors(tmp_path):
         seg.fit([two_colour_image(), np.zeros((5, 40, 3), np.uint8)])
     with pytest.raises(ValueError, match="no images"):
         seg.fit([])
-    with pytest.raises(TypeError, match="images must be"):
-        seg.fit(42)
+    with pytest.raises(TypeError, match=r"images\[0\] must be a file path.*got int"):
+        seg.fit(42)  # an int is an image index, for precomputed features only
     with pytest.raises(ValueError, match="at least 2"):
         Segmenter(MeanColorExtractor(stride=8), kmeans(1)).fit(np.zeros((8, 8, 3), np.uint8))
 
@@ -229,7 +250,9 @@ def test_crf_without_pydensecrf_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf", None)
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
     seg = Segmenter(MeanColorExtractor(), GaussianMixture(2, random_state=0), crf=True)
-    seg.fit([two_colour_image()])
+    with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):
+        seg.fit([two_colour_image()])  # before the fit's work, not at the first predict
+    seg.set_params(crf=None).fit([two_colour_image()]).set_params(crf=True)
     with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):
         seg.predict([two_colour_image()])
     with pytest.raises(ImportError, match=r"spectralnet-seg\[crf\]"):

@@ -89,12 +89,60 @@ def test_vit_block_concatenation_and_keys():
                                atol=1e-4)
 
 
+def test_key_facet_reads_the_deepest_selected_block_whatever_the_order():
+    """Unsorted layers took the keys of the first-listed block and dropped the other one."""
+    images = _images(1)
+    ex = _vit(layers=[2, 0], facet="key")
+    out = ex.extract(images)
+    assert ex.layer_indices_ == [0, 2] and out.n_features == 64
+    model = ex.model_
+    x = torch.from_numpy(ex._preprocess(list(images), (48, 64)))
+    with torch.no_grad():
+        first = model.forward_intermediates(x, indices=[0], norm=True,
+                                            intermediates_only=True)[0]
+        second = model.forward_intermediates(x, indices=[1], intermediates_only=True,
+                                             output_fmt="NLC")[0]
+        qkv = model.blocks[2].attn.qkv(model.blocks[2].norm1(second))
+    np.testing.assert_allclose(out.features[..., :32], first.permute(0, 2, 3, 1).numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(out.features[..., 32:], qkv[..., 32:64].reshape(1, 3, 4, 32),
+                               atol=1e-4)
+    assert _vit(layers=[1, 1, -2]).extract(images).n_features == 32  # one block, once
+    with pytest.raises(ValueError, match="layers must be"):
+        _vit(layers=True).extract(images)  # a bool is not a block index
+
+
+def test_swin_hybrid_and_eva_backbones():
+    """Swin's NHWC stage maps were read as NCHW (a 7 x 128 grid of 7 features) and needed
+    224 px; a hybrid ViT reported stride 1; EVA's keys bypass the hooked projection."""
+    swin = TimmExtractor("swin_tiny_patch4_window7_224", pretrained=False, device="cpu",
+                         model_kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1),
+                                           num_heads=(1, 1, 1, 1)))
+    images = _images(1, 64, 96)
+    out = swin.extract(images)
+    assert swin.stride_ == 32 and out.features.shape == (1, 2, 3, 128)
+    with torch.no_grad():
+        stages = swin.model_(torch.from_numpy(swin._preprocess(list(images), (64, 96))))
+    np.testing.assert_allclose(out.features, stages[-1].numpy(), atol=1e-5)  # NHWC already
+    assert swin.extract(_images(1, 224, 224)).features.shape == (1, 7, 7, 128)
+    hybrid = TimmExtractor("vit_small_r26_s32_224", pretrained=False, device="cpu",
+                           model_kwargs=dict(depth=1, embed_dim=32, num_heads=2))
+    assert hybrid.extract(_images(1, 70, 100)).features.shape == (1, 2, 3, 32)
+    assert hybrid.stride_ == 32
+    with pytest.raises(ValueError, match="smaller than the minimum 32x32"):
+        hybrid.extract(_images(1, 20, 20))  # was a torch reshape error
+    eva = TimmExtractor("eva02_tiny_patch14_224", pretrained=False, facet="key",
+                        device="cpu", model_kwargs=TINY_VIT)
+    with pytest.raises(ValueError, match="facet='key' is not supported for EvaAttention"):
+        eva.extract(_images(1, 56, 56))
+
+
 def test_cnn_feature_maps():
     ex = TimmExtractor("test_resnet", pretrained=False, device="cpu")
     out = ex.extract(_images(2, 64, 96))
     assert ex.kind_ == "cnn" and ex.stride_ == 32
     assert out.features.shape == (2, 2, 3, ex.model_.feature_info.channels()[-1])
-    two = TimmExtractor("test_resnet", pretrained=False, device="cpu", layers=[2, -1])
+    two = TimmExtractor("test_resnet", pretrained=False, device="cpu", layers=[-1, 2])
     out = two.extract(_images(2, 64, 96))
     channels = two.model_.feature_info.channels()
     assert two.stride_ == 8 and out.features.shape == (2, 8, 12, channels[2] + channels[-1])

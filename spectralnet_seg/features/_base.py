@@ -116,7 +116,10 @@ class ExtractedFeatures:
             raise ValueError("nothing to concatenate")
         shapes = {p.features.shape[1:] for p in parts}
         if len(shapes) != 1:
-            raise ValueError(f"cannot concatenate features of different shapes {sorted(shapes)}")
+            raise ValueError(
+                f"cannot concatenate features of different token grids / widths "
+                f"{sorted(shapes)}: the images of one fit must share one grid (give the "
+                "extractor an image_size, or precomputed features of one grid)")
         return cls(np.concatenate([p.features for p in parts]),
                    np.concatenate([p.colors for p in parts]),
                    np.concatenate([p.positions for p in parts]),

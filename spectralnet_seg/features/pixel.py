@@ -77,15 +77,19 @@ def estimate_pixel_memory(height: int, width: int, n_scales: int) -> int:
     return int(height) * int(width) * per_pixel + _FIXED_BYTES
 
 
-def common_size(images: list[np.ndarray], image_size) -> tuple[int, int]:
+def common_size(images: list[np.ndarray], image_size, size=None) -> tuple[int, int]:
     """The ``(H, W)`` every image of one call is resized to.
 
     Parameters
     ----------
     images : list of ndarray of shape (H_i, W_i, 3)
     image_size : int, (int, int) or None
-        A square side, an explicit ``(H, W)``, or ``None`` for the size of the first image.
+        A square side, an explicit ``(H, W)``, or ``None`` for ``size``.
+    size : (int, int) or None, default=None
+        The call's own size (``extract(images, size=...)``); None: the first image's.
     """
+    if image_size is None:
+        image_size = size
     if image_size is None:
         return tuple(int(s) for s in images[0].shape[:2])
     if isinstance(image_size, Integral):
@@ -194,7 +198,7 @@ class PixelExtractor(FeatureExtractor):
         """Feature dimension ``d``: 3 colour + 2 position (if weighted) + ``3 * n_scales``."""
         return 3 + (2 if self.position_weight > 0 else 0) + 3 * self.n_scales
 
-    def extract(self, images) -> ExtractedFeatures:
+    def extract(self, images, *, size=None) -> ExtractedFeatures:
         """Features of ``images`` on a grid of ``stride``-pixel cells.
 
         Parameters
@@ -202,6 +206,10 @@ class PixelExtractor(FeatureExtractor):
         images : list of (path, PIL image or ndarray of shape (H, W, 3)), or ndarray of \
 shape (n_images, H, W, 3)
             The images (any sizes; resized to one common size, see ``image_size``).
+        size : (int, int), optional
+            Size to resize to in this call when ``image_size`` is None (instead of the
+            first image's); a [`Segmenter`][spectralnet_seg.segmentation.Segmenter] passes
+            its training size so that all its batches share one token grid.
 
         Returns
         -------
@@ -216,8 +224,9 @@ shape (n_images, H, W, 3)
             raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min "
                              f"({self.sigma_min})")
         _check_image_size(self.image_size, self.stride)
+        _check_image_size(size, self.stride)
         loaded = load_images(images, min_size=self.stride)
-        size = common_size(loaded, self.image_size)
+        size = common_size(loaded, self.image_size, size)
         self._check_memory(size, len(loaded))
         grid = (max(1, size[0] // self.stride), max(1, size[1] // self.stride))
         features, colors = [], []

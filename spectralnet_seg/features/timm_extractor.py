@@ -40,6 +40,11 @@ def _check_file(path, what: str) -> None:
                                 "pass the path of a local weights file.")
 
 
+def _is_unexpected_keyword(err: TypeError, name: str) -> bool:
+    """Whether ``err`` says that a constructor does not take the keyword ``name``."""
+    return "unexpected keyword" in str(err) and repr(name) in str(err)
+
+
 def _run_model(extractor: TimmExtractor, config: dict, batch: np.ndarray) -> np.ndarray:
     """Backbone features ``(b, h, w, d)`` of a preprocessed batch ``(b, 3, H, W)``.
 
@@ -69,16 +74,19 @@ class TimmExtractor(FeatureExtractor):
         Overrides of the pretrained config, e.g. ``dict(file="dino_deitsmall8_pretrain.pth")``
         to load an original checkpoint through timm's filter (needs ``pretrained=True``).
     layers : int, sequence of int, "paper" or None, default=None
-        ViTs: block indices whose patch tokens are concatenated along the channels
-        (negative counts from the end); ``"paper"`` is ``[0, L // 2, L - 1]``; ``None`` is
-        the final normed output. CNNs: indices of feature stages (default: the last one);
-        coarser maps are bilinearly resized to the finest selected grid.
+        ViTs: block indices whose patch tokens are concatenated along the channels, in
+        block order and each once (negative counts from the end); ``"paper"`` is
+        ``[0, L // 2, L - 1]``; ``None`` is the final output of ``forward_features``
+        (normed, except for models that norm only after pooling, ``global_pool="avg"``).
+        CNNs (and Swin-like models): indices of feature stages (default: the last one), in
+        stage order; coarser maps are bilinearly resized to the finest selected grid.
     layer_norm : bool, default=True
         Apply the ViT's final LayerNorm to intermediate blocks too (puts the blocks on one
         scale before concatenation).
     facet : {"token", "key"}, default="token"
-        ``"key"``: the last selected ViT block (the last block when ``layers=None``) gives
-        its attention keys (before any key normalisation) instead of its output tokens.
+        ``"key"``: the deepest selected ViT block (the last block when ``layers=None``)
+        gives its attention keys (before any key normalisation) instead of its output
+        tokens. Attention whose keys bypass the ``qkv`` projection (EVA, DINOv3) is refused.
     image_size : int, (int, int) or None, default=None
         Input size every image is resized to. ``None``: the first image's size of each call,
         rounded down to a multiple of the patch size / network stride.
@@ -180,13 +188,14 @@ class TimmExtractor(FeatureExtractor):
         model, kind = None, "cnn"
         try:
             try:
-                model = timm.create_model(self.model_name, dynamic_img_size=True, **common)
+                model = timm.create_model(self.model_name,
+                                          **{"dynamic_img_size": True, **common})
                 kind = "vit" if self._is_token_model(model) else "cnn"
             except TypeError as err:  # the architecture has no dynamic_img_size: not a ViT
-                if "dynamic_img_size" not in str(err):
+                if not _is_unexpected_keyword(err, "dynamic_img_size"):
                     raise
             if kind == "cnn":
-                model = timm.create_model(self.model_name, features_only=True, **common)
+                model = self._create_feature_model(timm, common)
         except OSError as err:  # hub download failed: offline, or not in the local cache
             if not from_hub or "file" in overlay:
                 raise
@@ -201,13 +210,27 @@ class TimmExtractor(FeatureExtractor):
         self.data_config_ = timm.data.resolve_model_data_config(model)
         self._built_key = self._build_key()
 
+    def _create_feature_model(self, timm, common: dict):
+        """The ``features_only`` model; token models with a fixed input size (Swin) are
+        built with ``strict_img_size=False`` so that they take any image size, as ViTs do."""
+        try:
+            return timm.create_model(self.model_name, features_only=True,
+                                     **{"strict_img_size": False, **common})
+        except TypeError as err:  # CNNs have no such argument
+            if not _is_unexpected_keyword(err, "strict_img_size"):
+                raise
+        return timm.create_model(self.model_name, features_only=True, **common)
+
     def _resolve_layers(self) -> None:
         """Set ``layer_indices_`` and ``stride_`` from ``layers`` (may change after a build)."""
         model = self.model_
         n_layers = len(model.blocks) if self.kind_ == "vit" else len(model.feature_info)
         self.layer_indices_ = self._layer_indices(n_layers)
         if self.kind_ == "vit":
-            self.stride_ = int(model.patch_embed.patch_size[0])
+            # feat_ratio, not patch_size: a hybrid ViT's patch_size is 1 on its CNN's map.
+            ratio = (model.patch_embed.feat_ratio() if hasattr(model.patch_embed, "feat_ratio")
+                     else model.patch_embed.patch_size)
+            self.stride_ = int(np.max(ratio))
         else:
             reductions = model.feature_info.reduction()
             self.stride_ = int(min(reductions[i] for i in self.layer_indices_))
@@ -224,7 +247,8 @@ class TimmExtractor(FeatureExtractor):
         if isinstance(layers, str):  # "paper"
             return sorted({0, n_layers // 2, n_layers - 1})
         layers = [layers] if isinstance(layers, Integral) else list(layers)
-        if not layers or not all(isinstance(i, Integral) for i in layers):
+        if not layers or not all(isinstance(i, Integral) and not isinstance(i, bool)
+                                 for i in layers):
             raise ValueError(f"layers must be None, 'paper', an int or a list of ints; got "
                              f"{self.layers!r}")
         bad = [i for i in layers if not -n_layers <= i < n_layers]
@@ -232,7 +256,9 @@ class TimmExtractor(FeatureExtractor):
             unit = "blocks" if self.kind_ == "vit" else "feature stages"
             raise ValueError(f"layers {bad} are out of range: {self.model_name} has {n_layers} "
                              f"{unit} (valid indices -{n_layers}..{n_layers - 1})")
-        return [int(i) % n_layers for i in layers]
+        # Block order, each once: timm returns intermediates in block order whatever the
+        # order asked for, and the key facet reads the deepest selected block.
+        return sorted({int(i) % n_layers for i in layers})
 
     # ------------------------------------------------------------------ forward
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -261,6 +287,12 @@ class TimmExtractor(FeatureExtractor):
         keys, handle = {}, None
         if self.facet == "key":
             key_block = indices[-1] if indices is not None else len(model.blocks) - 1
+            attn = model.blocks[key_block].attn
+            if any(getattr(attn, name, None) is not None for name in ("q_bias", "k_bias")):
+                raise ValueError(
+                    f"facet='key' is not supported for {type(attn).__name__} ({self.model_name}): "
+                    "its keys take a separate bias outside the qkv projection; use "
+                    "facet='token'.")
 
             def grab_keys(module, inputs, output):  # qkv: (b, n, 3 * c) -> keys (b, n, c)
                 keys["k"] = output.reshape(b, output.shape[1], 3, -1)[:, :, 1]
@@ -277,6 +309,9 @@ class TimmExtractor(FeatureExtractor):
             if handle is not None:
                 handle.remove()
         if self.facet == "key":
+            if "k" not in keys:  # the attention computed its keys without calling attn.qkv
+                raise ValueError(f"facet='key' is not supported for {type(attn).__name__} "
+                                 f"({self.model_name}); use facet='token'.")
             key_map = keys["k"][:, prefix:].reshape(b, h, w, -1).permute(0, 3, 1, 2)
             maps = [*maps[:-1], key_map]
         return list(maps)
@@ -284,17 +319,18 @@ class TimmExtractor(FeatureExtractor):
     def _cnn_maps(self, x):
         """CNN stage maps ``[(b, c, h, w), ...]`` of the selected stages."""
         maps = self.model_(x)
+        fmt = getattr(self.model_, "output_fmt", "NCHW")
+        if getattr(fmt, "value", fmt) == "NHWC":  # Swin and other token models
+            maps = [m.permute(0, 3, 1, 2) for m in maps]
         return [maps[i] for i in self.layer_indices_]
 
     # ------------------------------------------------------------------ extract
-    def _input_size(self, images: list[np.ndarray]) -> tuple[int, int]:
-        if self.image_size is not None and not (
-                isinstance(self.image_size, Integral) or (
-                    len(self.image_size) == 2
-                    and all(isinstance(s, Integral) for s in self.image_size))):
-            raise ValueError(f"image_size must be None, an int or (H, W); got "
-                             f"{self.image_size!r}")
-        height, width = common_size(images, self.image_size)
+    def _input_size(self, images: list[np.ndarray], size=None) -> tuple[int, int]:
+        for name, value in (("image_size", self.image_size), ("size", size)):
+            if value is not None and not (isinstance(value, Integral) or (
+                    len(value) == 2 and all(isinstance(s, Integral) for s in value))):
+                raise ValueError(f"{name} must be None, an int or (H, W); got {value!r}")
+        height, width = common_size(images, self.image_size, size)
         s = self.stride_
         if height < s or width < s:
             raise ValueError(f"image_size {(height, width)} is smaller than one patch / network "
@@ -331,7 +367,7 @@ class TimmExtractor(FeatureExtractor):
                     layer_norm=self.layer_norm, facet=self.facet,
                     model_kwargs=repr(self.model_kwargs))
 
-    def extract(self, images) -> ExtractedFeatures:
+    def extract(self, images, *, size=None) -> ExtractedFeatures:
         """Backbone token features of ``images`` on the model's token grid.
 
         Parameters
@@ -339,6 +375,10 @@ class TimmExtractor(FeatureExtractor):
         images : list of (path, PIL image or ndarray of shape (H, W, 3)), or ndarray of \
 shape (n_images, H, W, 3)
             The images; all are resized to one input size (see ``image_size``).
+        size : (int, int), optional
+            Input size of this call when ``image_size`` is None (instead of the first
+            image's); a [`Segmenter`][spectralnet_seg.segmentation.Segmenter] passes its
+            training size so that all its batches share one token grid.
 
         Returns
         -------
@@ -351,7 +391,7 @@ shape (n_images, H, W, 3)
         self._build()
         self._resolve_layers()
         loaded = load_images(images, min_size=self.stride_)
-        size = self._input_size(loaded)
+        size = self._input_size(loaded, size)
         run = self._cached_runner()
         config = self._cache_config()
         parts, colors = [], []

@@ -11,14 +11,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._utils import is_integer
 from ..images import is_image_like
 
 
 def _as_image_list(images) -> list:
-    """A list of single images from a path/PIL/array, a 4-D batch array or an iterable."""
-    if is_image_like(images):
+    """A list of single images from a path/PIL/array, a 4-D batch array or an iterable
+    (or of image indices, for [`PrecomputedFeatures`][spectralnet_seg.features.PrecomputedFeatures])."""
+    if is_image_like(images) or is_integer(images):  # an int: PrecomputedFeatures' index
         return [images]
     if isinstance(images, np.ndarray):
+        if images.ndim == 1 and images.dtype.kind in "iu":  # indices, as for an int
+            return [int(i) for i in images]
         if images.ndim != 4:
             raise ValueError(
                 f"an array of images must have shape (n_images, H, W, C); got {images.shape}")

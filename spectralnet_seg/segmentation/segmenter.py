@@ -24,6 +24,18 @@ from ._inputs import _as_image_list, _method_accepts
 __all__ = ["Segmenter"]
 
 
+def _one_input_size(extractor, images: list) -> tuple[int, int] | None:
+    """The first image's ``(H, W)`` when ``extractor`` would otherwise size each call by
+    its own first image (``image_size=None``) and takes a ``size``; else None."""
+    try:
+        own = extractor.get_params(deep=False).get("image_size", 0)
+    except AttributeError:  # a duck-typed extractor without scikit-learn parameters
+        return None
+    if own is not None or not _method_accepts(extractor.extract, "size"):
+        return None
+    return tuple(int(side) for side in load_image(images[0]).shape[:2])
+
+
 class Segmenter(BaseEstimator):
     """Unsupervised semantic segmentation: a feature extractor and a spectral estimator.
 
@@ -58,6 +70,13 @@ class Segmenter(BaseEstimator):
     ----------
     extractor_ : FeatureExtractor
         The extractor used (built from the name when ``extractor`` is a string).
+    input_size_ : (int, int) or None
+        The first training image's size, passed as ``extract(images, size=...)`` in every
+        batch of ``fit`` and ``predict`` when the extractor's ``image_size`` is None (which
+        would mean "each call's first image"): all images are brought to one input size,
+        so batches of images of several sizes share one token grid and an image's label
+        map does not depend on the other images of its batch. None when the extractor
+        sets its own size or takes no ``size``.
     estimator_ : estimator
         The fitted clone of ``estimator``.
     n_labels_ : int
@@ -124,10 +143,15 @@ class Segmenter(BaseEstimator):
         extractor = getattr(self, "extractor_", None) or self._build_extractor()
         images = _as_image_list(images)
         starts = range(0, len(images), self.batch_size)
-        parts = [extractor.extract(images[s:s + self.batch_size])
+        parts = [self._extract_batch(extractor, images[s:s + self.batch_size])
                  for s in progress(starts, verbose=self.verbose, desc="extracting features",
                                    total=len(starts))]
         return parts[0] if len(parts) == 1 else ExtractedFeatures.concatenate(parts)
+
+    def _extract_batch(self, extractor, images: list):
+        size = getattr(self, "input_size_", None)
+        return extractor.extract(images) if size is None else extractor.extract(images,
+                                                                                size=size)
 
     # ------------------------------------------------------------------ fit
     def _needs_context(self, estimator) -> bool:
@@ -157,7 +181,10 @@ class Segmenter(BaseEstimator):
     def _fit_images(self, images):
         """Validate, extract ``images`` and fit on their tokens; returns the extraction."""
         self._validate_params()
+        self._check_crf_available()
+        images = _as_image_list(images)
         self.extractor_ = self._build_extractor()
+        self.input_size_ = _one_input_size(self.extractor_, images)
         extracted = self.extract(images)
         self._fit_extracted(extracted)
         return extracted
@@ -264,7 +291,7 @@ class Segmenter(BaseEstimator):
         starts = range(0, len(images), self.batch_size)
         for s in progress(starts, verbose=self.verbose, desc="segmenting", total=len(starts)):
             chunk = images[s:s + self.batch_size]
-            extracted = self.extractor_.extract(chunk)
+            extracted = self._extract_batch(self.extractor_, chunk)
             self._check_extracted(extracted)
             yield from self._full_resolution(chunk, extracted, self._token_scores(extracted),
                                              want_scores=want_scores)
