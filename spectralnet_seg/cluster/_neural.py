@@ -45,9 +45,10 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         Number K of eigenfunctions; ``n_clusters`` when None.
     kernel : str or Kernel, default="knn"
         Affinity, by registry name ([`list_kernels`][spectralnet_seg.kernels.list_kernels]) or as a
-        [`Kernel`][spectralnet_seg.kernels.Kernel]. The default is the 10-nearest-neighbour
-        connectivity graph of scikit-learn's ``SpectralClustering(affinity=
-        "nearest_neighbors")``. ``"precomputed"`` is refused: the network needs features;
+        [`Kernel`][spectralnet_seg.kernels.Kernel]. The default is scikit-learn's
+        10-nearest-neighbour connectivity graph (``kneighbors_graph``), symmetrised, as in
+        ``SpectralClustering(affinity="nearest_neighbors")`` but without self-loops.
+        ``"precomputed"`` is refused: the network needs features;
         pass your affinity as ``fit(X, graph=W)``.
     network : None, "mlp" or torch.nn.Module, default=None
         The ψ network. None/"mlp" builds

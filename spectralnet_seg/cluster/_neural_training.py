@@ -151,6 +151,11 @@ class TrainingLoopMixin:
     def _minibatch_graph(self, run: _TrainingRun, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             W = self.kernel_.batch(rows, run.batch_context).to(rows.dtype)
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError(
+                f"{type(self.kernel_).__name__} gave non-finite affinities inside a minibatch "
+                f"of {rows.shape[0]} points; check the kernel's parameters and the data's "
+                "scale.")
         if not bool(W.sum() > 0):
             raise ValueError(
                 f"{type(self.kernel_).__name__} gives no edge inside a minibatch of "

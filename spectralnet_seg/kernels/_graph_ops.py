@@ -12,8 +12,10 @@ import scipy.sparse as sp
 from .._numeric import power_of_two_exponent, unit_rows_torch
 
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
-# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN.
-_TINY_SCALE = float(np.finfo(np.float32).tiny)
+# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The square root of
+# float32's smallest normal number, so that the product of two floored scales (the
+# bandwidth of a pair) is still positive in float32 (tiny * tiny underflowed to 0: -0/0).
+_TINY_SCALE = float(np.sqrt(np.finfo(np.float32).tiny))
 
 
 def _symmetrize_sparse(W: sp.csr_matrix, mode: str) -> sp.csr_matrix:
@@ -60,6 +62,12 @@ def _drop_diagonal(W: sp.spmatrix) -> sp.csr_matrix:
     return sp.csr_matrix((W.data[keep], (W.row[keep], W.col[keep])), shape=W.shape)
 
 
+def _centred(X):
+    """``X`` minus its column means (computed in float64): Euclidean distances are the same,
+    but ``|a|^2 + |b|^2 - 2ab`` no longer cancels the rows' common offset in float32."""
+    return X - X.double().mean(dim=0, keepdim=True).to(X.dtype)
+
+
 def _batch_topk(X, k: int, metric: str):
     """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
 
@@ -81,6 +89,7 @@ def _batch_topk(X, k: int, metric: str):
     exponent = power_of_two_exponent(float(X.abs().max()))
     if exponent:
         X = (X.double() * 2.0**-exponent).to(X.dtype)
+    X = _centred(X)
     sq = (X * X).sum(dim=1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
     d2.fill_diagonal_(torch.inf)

@@ -22,7 +22,14 @@ from .._utils import check_finite_2d
 from ..neighbors import knn_search
 from ._base import Kernel
 from ._checks import _as_batch, _check_fitted, _compute_dtype
-from ._graph_ops import _TINY_SCALE, _batch_topk, _drop_diagonal, _neighbor_csr, _symmetrize_sparse
+from ._graph_ops import (
+    _TINY_SCALE,
+    _batch_topk,
+    _centred,
+    _drop_diagonal,
+    _neighbor_csr,
+    _symmetrize_sparse,
+)
 
 _BLOCK_BYTES = 64 * 2**20  # float64 rows of the dense graph computed at a time
 
@@ -249,5 +256,6 @@ def _torch_distances(X, metric: str):
             raise ValueError("the cosine kernel is undefined for all-zero rows; remove them "
                              "first.")
         return (1.0 - Xn @ Xn.T).clamp_min(0.0)
+    X = _centred(X)
     sq = (X * X).sum(dim=1)
     return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0).sqrt()

@@ -66,9 +66,14 @@ def _check_index_params(index_params: dict | None, index: str) -> dict:
 class KNNKernel(Kernel):
     """k-nearest-neighbour graph, binary or weighted.
 
-    The defaults give scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")``
-    graph: each point linked to its 10 Euclidean nearest neighbours with weight 1, then
-    ``(W + Wᵀ) / 2``. That graph makes no assumption about the feature space beyond
+    The defaults give scikit-learn's ``kneighbors_graph(X, 10, include_self=False)``,
+    symmetrised: each point linked to its 10 Euclidean nearest neighbours (itself excluded)
+    with weight 1, then ``(W + Wᵀ) / 2``. scikit-learn's
+    ``SpectralClustering(affinity="nearest_neighbors")`` builds almost the same graph, but
+    counts each point as one of its own 10 neighbours and keeps that self-loop (its
+    ``affinity_matrix_`` equals ``KNNKernel(9).graph(X) + I``). Exact duplicates among the
+    rows can lower the recall of ``index="hnsw"`` on the other points; the exact and IVF
+    indices are not affected. That graph makes no assumption about the feature space beyond
     distances, and works on low-dimensional geometric data (two moons, circles) where a
     cosine graph sees only angles. The paper's feature graph on ViT tokens is
     ``KNNKernel(256, metric="cosine", weighting="cosine")`` (see

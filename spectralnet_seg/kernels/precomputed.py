@@ -194,6 +194,6 @@ class PrecomputedKernel(Kernel):
                 warnings.warn(f"the precomputed batch affinity is not symmetric (max |W - W^T| = "
                               f"{diff:.3g}); using (W + W^T) / 2.", UserWarning,
                               stacklevel=user_stacklevel())
-            W = (W + W.T) * 0.5
+            W = W * 0.5 + W.T * 0.5  # (W + W^T) overflows float32 near its maximum
             W.fill_diagonal_(0.0)
         return W

@@ -28,7 +28,7 @@ _POSITIVE = [Interval(Integral, 1, None, closed="left")]
         "device": [str],
         "batch_size": [*_POSITIVE, None],
         "exclude_self": ["boolean", None],
-        "hnsw_m": _POSITIVE,
+        "hnsw_m": [Interval(Integral, 2, None, closed="left")],  # faiss segfaults at 1
         "ef_search": _POSITIVE,
         "n_lists": [*_POSITIVE, None],
         "n_probe": _POSITIVE,
