@@ -47,6 +47,11 @@ def resolve_device(device: str | None = "auto"):
             f"device={str(device)!r} was requested but {name} is not available; "
             "use device='cpu' or device='auto'."
         )
+    if device.type == "cuda" and device.index is not None and (
+            device.index >= torch.cuda.device_count()):
+        raise ValueError(f"device={str(device)!r} was requested but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}).")
     return device
 
 

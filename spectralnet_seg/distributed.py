@@ -111,7 +111,8 @@ def init_from_env(backend: str = "auto", *, timeout: float | None = None) -> boo
     Raises
     ------
     ValueError
-        Unknown backend, NCCL without CUDA, or an incomplete torchrun environment.
+        Unknown backend, NCCL without CUDA or with more processes on this node than GPUs
+        (``LOCAL_WORLD_SIZE``), or an incomplete torchrun environment.
     """
     backend = _resolve_backend(backend)
     if is_distributed():
@@ -128,6 +129,12 @@ def init_from_env(backend: str = "auto", *, timeout: float | None = None) -> boo
     if not dist.is_available():
         raise ValueError("this torch build has no torch.distributed support.")
     if backend == "nccl":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", get_local_rank() + 1))
+        if local_world > torch.cuda.device_count():
+            raise ValueError(
+                f"backend='nccl' needs one GPU per process, but {local_world} processes on "
+                f"this node share {torch.cuda.device_count()} GPU(s); start at most that "
+                "many processes per node, or use backend='gloo'.")
         # NCCL binds each rank to the current CUDA device; set it before the first collective.
         torch.cuda.set_device(local_device())
     kwargs = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
@@ -283,7 +290,8 @@ def _local_worker(local_rank: int, fn, args, world_size: int, port: int, backend
                   result_dir: str) -> None:
     # Mirror what torchrun sets so fn sees the same environment as under a real launch.
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank),
-                      WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     init_from_env(backend)
     try:

@@ -141,6 +141,45 @@ def test_cpu_fallback_when_faiss_has_no_gpu(small, monkeypatch):
                                   knn_search(X, n_neighbors=3, device="cpu")[1])
 
 
+def test_sharded_multi_gpu_index_is_filled_before_it_is_split(small, monkeypatch):
+    """faiss shards a flat database over GPUs as IndexShards with successive ids, which takes
+    one add() only: adding in 64 MiB chunks failed at the second chunk on 2+ GPUs. Simulated
+    with CPU shards cloned the way faiss's GpuCloner splits a filled index."""
+    import torch
+
+    import spectralnet_seg._utils as utils
+    from spectralnet_seg.neighbors import _backend, _index, _rows
+
+    class Options:  # faiss.GpuMultipleClonerOptions without a GPU build
+        shard = False
+
+    def index_cpu_to_all_gpus(index, co=None):
+        assert co.shard
+        shards = faiss.IndexShards(index.d, True, True)
+        kept = [faiss.IndexFlat(index.d, index.metric_type) for _ in range(2)]
+        for shard in kept:
+            shards.add_shard(shard)
+        shards.add(index.reconstruct_n(0, index.ntotal))  # one pass, split over the shards
+        shards.referenced_objects = kept
+        return shards
+
+    X, _ = small
+    reference = knn_search(X, n_neighbors=3, device="cpu")
+    monkeypatch.setattr(utils, "resolve_device", lambda device: torch.device("cuda"))
+    for module in (_backend, _index):
+        monkeypatch.setattr(module, "faiss_gpu_count", lambda: 2)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", Options, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", index_cpu_to_all_gpus, raising=False)
+    monkeypatch.setattr(_rows, "_CHUNK_BYTES", 4 * X.shape[1] * 50)  # 50-row add() chunks
+    dist, ind = knn_search(X, n_neighbors=3, device="cuda")
+    np.testing.assert_array_equal(ind, reference[1])
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun: the rank's GPU, not all of them
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert neighbors._resolve_gpu("cuda", 10) == 1
+    assert neighbors._resolve_gpu("cuda", 4096) is None  # beyond the GPU's k-selection
+
+
 def test_threads_restored_and_verbose(small, capsys):
     X, _ = small
     before = faiss.omp_get_max_threads()

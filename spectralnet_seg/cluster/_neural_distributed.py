@@ -45,8 +45,9 @@ class DistributedTrainingMixin:
 
     def _training_device(self) -> torch.device:
         """``device``, joining torchrun's process group first; one GPU per rank."""
-        dist_utils.init_from_env()  # no-op unless launched by torchrun
         device = resolve_device(self.device)
+        # NCCL reduces CUDA tensors only: a CPU fit on a CUDA machine needs gloo.
+        dist_utils.init_from_env("auto" if device.type == "cuda" else "gloo")  # torchrun only
         if device.type == "cuda" and device.index is None and dist_utils.get_world_size() > 1:
             device = dist_utils.local_device()
         return device

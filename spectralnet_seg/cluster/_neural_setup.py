@@ -76,7 +76,9 @@ class NetworkSetupMixin:
             )
         stats = self._input_statistics
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
+            # The CPU generator only (restored by fork_rng): torch.manual_seed would also
+            # reseed the CUDA generators, which fork_rng(devices=[]) does not restore.
+            torch.default_generator.manual_seed(init_seed)
             return MLPEigenfunctions(n_features, self._n_outputs(), hidden=hidden,
                                      fourier_features=self.fourier_features_,
                                      fourier_scale=self.fourier_scale_,

@@ -6,7 +6,9 @@ support; one GPU (``"cuda:N"``) or all of them, with the database sharded across
 
 from __future__ import annotations
 
-# faiss GPU k-selection is limited to k <= 2048; above that we search on the CPU.
+import os
+
+# faiss GPU k-selection is limited to k (and IVF nprobe) <= 2048; above, search on the CPU.
 _GPU_MAX_K = 2048
 
 
@@ -31,12 +33,18 @@ def faiss_gpu_count() -> int:
 
 
 def _resolve_gpu(device, n_search: int) -> int | None:
-    """faiss GPU ordinal to use (-1 = all GPUs), or ``None`` for the CPU."""
+    """faiss GPU ordinal to use (-1 = all GPUs), or ``None`` for the CPU (also when
+    ``n_search``, the largest k-selection the search needs, is beyond the GPU's)."""
     from .._utils import resolve_device
 
     torch_device = resolve_device(device)
     if torch_device.type != "cuda" or faiss_gpu_count() == 0 or n_search > _GPU_MAX_K:
         return None
+    if torch_device.index is None and "LOCAL_RANK" in os.environ:
+        # One process per GPU (torchrun): this rank's GPU, not every GPU from every rank.
+        from ..distributed import local_device
+
+        return int(local_device().index)
     return -1 if torch_device.index is None else int(torch_device.index)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._backend import _to_gpu
+from ._backend import _to_gpu, faiss_gpu_count
 from ._rows import _chunk_rows, _rows_f32
 
 _INDEXES = ("flat", "hnsw", "ivf")
@@ -51,9 +51,14 @@ def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_pro
         built.train(_rows_f32(X[train_ids], 0, n_train, metric, "X", exponent=exponent))
         if clustering is not None:
             built.clustering_index = None
-    if gpu is not None:
+    # A database sharded across GPUs (faiss IndexShards with successive ids) takes a single
+    # add(): fill the index on the CPU chunk by chunk, then let the cloner split it.
+    sharded = gpu == -1 and faiss_gpu_count() > 1
+    if gpu is not None and not sharded:
         built = _to_gpu(faiss, built, gpu)
     step = _chunk_rows(X)
     for start in range(0, n, step):
         built.add(_rows_f32(X, start, start + step, metric, "X", exponent=exponent))
+    if sharded:
+        built = _to_gpu(faiss, built, gpu)
     return built

@@ -124,7 +124,9 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     exponent = _l2_exponent(max_abs, X.shape[1]) if metric == "l2" else 0
 
     faiss = _faiss()
-    gpu = _resolve_gpu(device, plan.n_search)
+    # faiss's GPU k-selection bounds both k and an IVF index's nprobe.
+    selection = max(plan.n_search, min(n_probe, plan.n_lists) if index == "ivf" else 0)
+    gpu = _resolve_gpu(device, selection)
     work = _search_work(X.shape[0], Y.shape[0], X.shape[1], index, plan.n_lists, n_probe,
                         ef_search, hnsw_m)
     with _faiss_threads(faiss, n_threads, work):
