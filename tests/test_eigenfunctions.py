@@ -184,6 +184,17 @@ def test_rayleigh_ritz_recovers_eigenpairs_from_any_basis_of_their_span():
     # Any other basis: Ritz values bound the top eigenvalues from below.
     other = np.random.default_rng(1).normal(size=(9, 3))
     assert np.all(rayleigh_ritz(sp.csr_matrix(W), other)[0] <= values[:3] + 1e-12)
+    # A rank-deficient basis of negative eigenfunctions (a path graph is bipartite, with
+    # eigenvalues -1 and -1/2): the missing direction is 0 and the values stay decreasing
+    # (the zero was appended after -1).
+    path = sp.diags([1.0, 1.0, 1.0], 1, shape=(4, 4))
+    path = (path + path.T).toarray()
+    d = path.sum(1)
+    exact, u = np.linalg.eigh(path / np.sqrt(np.outer(d, d)))
+    psi = u[:, :2] / np.sqrt(d)[:, None]
+    ritz, rotation = rayleigh_ritz(sp.csr_matrix(path), np.column_stack([psi, psi[:, 0]]))
+    np.testing.assert_allclose(ritz, [0.0, exact[1], exact[0]], atol=1e-12)
+    assert np.all(rotation[:, 0] == 0) and np.all(np.diff(ritz) <= 0)
 
 
 def test_diffusion_time_and_plateau_schedule():
@@ -363,3 +374,16 @@ def test_orthogonality_error():
     assert orthogonality_error(np.ones((4, 1))) == 0.0
     with pytest.raises(ValueError, match="must be 2-D"):
         orthogonality_error(np.ones(3))
+    # Eigenfunctions psi = u / sqrt(d) of a graph with uneven degrees: D-orthogonal only.
+    rng = np.random.default_rng(0)
+    A = rng.random((30, 30)) * (rng.random((30, 30)) < 0.3)
+    W = A + A.T
+    W[:5, :5] += 20.0  # a dense corner: degrees differ by an order of magnitude
+    np.fill_diagonal(W, 0.0)
+    d = W.sum(axis=1)
+    _, u = np.linalg.eigh(W / np.sqrt(np.outer(d, d)))
+    psi = u[:, -4:] / np.sqrt(d)[:, None]
+    assert orthogonality_error(psi) > 0.1
+    assert orthogonality_error(psi, weights=d) < 1e-10
+    with pytest.raises(ValueError, match="weights must be 30 finite non-negative"):
+        orthogonality_error(psi, weights=-d)

@@ -358,3 +358,27 @@ def test_same_labels_with_one_and_two_threads(tmp_path):
         labels.append(np.load(out))
     for one, two in zip(*labels, strict=True):
         assert normalized_mutual_info_score(one, two) >= 0.99
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_isolated_points_are_labelled_by_their_network_outputs():
+    """Isolated points have u = psi * sqrt(d) = 0 in the labelling space: all of them took
+    the cluster nearest the origin (labels_ disagreed with predict on the training points)."""
+    from sklearn.neighbors import kneighbors_graph
+
+    from spectralnet_seg.cluster import DisconnectedGraphWarning
+
+    X, _ = make_blobs(200, centers=3, random_state=0)
+    A = kneighbors_graph(X, 8, include_self=False)
+    W = (0.5 * (A + A.T)).tolil()
+    isolated = [0, 1, 2]
+    for i in isolated:
+        W[i, :] = 0
+        W[:, i] = 0
+    W = W.tocsr()
+    W.eliminate_zeros()
+    with pytest.warns(DisconnectedGraphWarning, match="3 of 200 points have no edge"):
+        est = NeuralEigenClustering(3, max_iter=200, random_state=0).fit(X, graph=W)
+    assert_array_equal(est.labels_, est.predict(X))
+    assert len(set(est.labels_[isolated])) > 1  # these three lie in different blobs
+    assert est.normalized_cut_ == pytest.approx(normalized_cut(W, est.labels_))

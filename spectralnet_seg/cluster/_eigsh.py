@@ -141,10 +141,13 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     -----
     ``fit_transform(X)`` returns ``fit(X).transform(X)``, the Nyström embedding of the
     training points, which approximates ``embedding_`` (it equals it for a precomputed
-    affinity); ``embedding_`` holds the exact eigenvectors. ``predict`` on the training
-    points approximately reproduces ``labels_``; for ``"discretize"`` and ``"cluster_qr"``
-    it uses the nearest mean of the training clusters, since those methods have no
-    natural rule for new points.
+    affinity with a zero diagonal); ``embedding_`` holds the exact eigenvectors.
+    ``predict`` on the training points approximately reproduces ``labels_``: a kNN
+    cross-affinity links each query to its own neighbours (itself included) without the
+    training graph's symmetrisation, so a few points in a hundred may change cluster, most
+    with ``"discretize"`` and ``"cluster_qr"`` (which use the nearest mean of the training
+    clusters, having no natural rule for new points). Use ``labels_`` or ``fit_predict``
+    for the training points' own labels.
 
     References
     ----------

@@ -137,7 +137,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         The trained ψ network (on the CPU; inference copies it to ``device``).
     normalizer_ : ColumnNormalization
         Per-output scaling to unit second moment, with its running estimate from training
-        (applied after ``network_`` at inference).
+        (used in training; at inference its scaling is part of the final output map).
     kernel_ : Kernel or None
         The kernel that built the training graph (None with ``fit(X, graph=W)``).
     eigenvalues_ : ndarray of shape (K,)
@@ -253,12 +253,22 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         self.embedding_ = raw @ self._output_map
         if graph is not None:
             # In u-space (eigenvectors of D^-1/2 W D^-1/2) the shared labelling path applies:
-            # "degree" gives back the eigenfunctions, "row" their unit-norm rows.
+            # "degree" gives back the eigenfunctions, "row" their unit-norm rows. Isolated
+            # points have u = 0 there whatever the network says: they are labelled by their
+            # network outputs afterwards, as the disconnected-graph warning promises.
             degree = np.asarray(graph.sum(axis=1)).ravel()
-            labels, centers, self.embedding_norm_ = cluster_embedding(
-                self.embedding_ * np.sqrt(degree)[:, None], degree, self.n_clusters,
-                norm=self.embedding_norm, n_init=self.n_init, random_state=self._label_seed,
-                graph=graph)
+            linked = degree > 0
+            if linked.all() or linked.sum() < self.n_clusters:
+                linked = np.ones_like(linked)
+            sub = graph if linked.all() else graph[linked][:, linked]
+            labels = np.empty(len(degree), dtype=np.int32)
+            labels[linked], centers, self.embedding_norm_ = cluster_embedding(
+                self.embedding_[linked] * np.sqrt(degree[linked])[:, None], degree[linked],
+                self.n_clusters, norm=self.embedding_norm, n_init=self.n_init,
+                random_state=self._label_seed, graph=sub)
+            if not linked.all():
+                labels[~linked] = nearest_centroid(self._label_space(self.embedding_[~linked]),
+                                                   centers)
             self.normalized_cut_ = normalized_cut(graph, labels)
         else:
             self.embedding_norm_ = "row" if self.embedding_norm == "row" else "degree"
@@ -276,8 +286,11 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
     def transform(self, X):
         """Eigenfunction embedding ψ(X), one column per eigenfunction.
 
-        Columns are ordered by decreasing eigenvalue, sign-fixed, D-orthogonal over the
-        training points and scaled so that ``Σ_i (d_i / d̄) ψ(x_i)² = 1`` there.
+        Columns are ordered by decreasing eigenvalue and sign-fixed. With the graph
+        sampler (``sampler_ == "graph"``) they are D-orthogonal over the training points and
+        scaled so that ``Σ_i (d_i / d̄) ψ(x_i)² = 1`` there (a Rayleigh–Ritz step on the
+        training graph); with the minibatch sampler, which has no global graph, they have
+        unit mean square over the training points and are only approximately orthogonal.
 
         Parameters
         ----------

@@ -133,7 +133,9 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         graph : {array-like, sparse matrix} of shape (n_samples, n_samples), optional
             Your own symmetric non-negative affinity between the rows of ``X`` (e.g.
             scikit-learn's ``img_to_graph``). The network learns its eigenfunctions from
-            the features ``X``; ``kernel`` is not used.
+            the features ``X``; ``kernel`` is not used. Its diagonal (self-loops) is
+            dropped, as every kernel's graph has none: ``eigenvalues_`` and
+            ``normalized_cut_`` describe the graph without it.
 
         Returns
         -------

@@ -118,16 +118,22 @@ def eigenfunction_alignment(estimator, X, reference, *,
                            eigenvalue_relative_errors=errors)
 
 
-def orthogonality_error(embedding) -> float:
+def orthogonality_error(embedding, weights=None) -> float:
     """Largest |cosine| between two different columns of an embedding.
 
     0 for exactly orthogonal eigenfunctions (over the rows given), 1 when two columns are
-    parallel.
+    parallel. Eigenfunctions of a graph are orthogonal in the degree-weighted inner product
+    ``Σ_i d_i f(x_i) g(x_i)``, not the plain one: pass the degrees as ``weights`` for
+    ``estimator.transform(X_train)`` (or use the eigenvectors ``ψ · sqrt(d)``); without them
+    columns of a graph with uneven degrees can look far from orthogonal.
 
     Parameters
     ----------
     embedding : array-like of shape (n_samples, K)
         E.g. ``estimator.transform(X)``.
+    weights : array-like of shape (n_samples,), optional
+        Non-negative row weights of the inner product (e.g. the training degrees); None:
+        all ones.
 
     Returns
     -------
@@ -142,6 +148,12 @@ def orthogonality_error(embedding) -> float:
     E = np.asarray(embedding, dtype=np.float64)
     if E.ndim != 2:
         raise ValueError(f"embedding must be 2-D (n_samples, K), got shape {E.shape}")
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (E.shape[0],) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"weights must be {E.shape[0]} finite non-negative numbers, one "
+                             f"per row; got shape {w.shape}")
+        E = E * np.sqrt(w)[:, None]
     if E.shape[1] < 2:
         return 0.0
     norms = np.linalg.norm(E, axis=0)

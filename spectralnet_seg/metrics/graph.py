@@ -13,7 +13,7 @@ def normalized_cut(affinity, labels) -> float:
 
     ``Ncut = Σ_k cut(C_k, V \\ C_k) / vol(C_k)``, where ``cut(A, B) = Σ_{i∈A, j∈B} w_ij``
     and ``vol(C) = Σ_{i∈C} d_i`` with the degrees ``d = W 1`` (self-loops count in the
-    volume, never in a cut). It lies in ``[0, K)`` for K clusters; lower is better, 0
+    volume, never in a cut). It lies in ``[0, K]`` for K clusters; lower is better, 0
     when no edge joins two clusters. Normalised spectral clustering minimises a relaxation
     of it, so it compares partitions of one graph without ground truth.
 

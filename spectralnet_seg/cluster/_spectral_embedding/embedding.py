@@ -174,7 +174,9 @@ def rayleigh_ritz(W, basis) -> tuple[np.ndarray, np.ndarray]:
     -------
     values : ndarray of shape (K,)
         Ritz values, decreasing: the Rayleigh quotients of the rotated functions, which
-        approximate the eigenvalues of ``D^{-1/2} W D^{-1/2}`` from below.
+        approximate the eigenvalues of ``D^{-1/2} W D^{-1/2}`` from below. When the basis
+        spans fewer than K directions under the degree measure, each missing one has value
+        0 and a zero column in ``rotation``.
     rotation : ndarray of shape (K, K)
         ``F @ rotation`` are the Ritz vectors (random-walk eigenfunction estimates).
 
@@ -204,4 +206,7 @@ def rayleigh_ritz(W, basis) -> tuple[np.ndarray, np.ndarray]:
     rotation = np.zeros((F.shape[1], F.shape[1]))
     rotation[:, : keep.sum()] = whiten @ inner[:, order]
     values = np.concatenate([values[order], np.zeros(F.shape[1] - keep.sum())])
-    return values, rotation
+    # Dropped directions (value 0, zero column) go where 0 belongs, after positive Ritz
+    # values and before negative ones, so that the values stay decreasing.
+    ranked = np.argsort(-values, kind="stable")
+    return values[ranked], rotation[:, ranked]
