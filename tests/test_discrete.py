@@ -164,3 +164,20 @@ def test_fine_tuning_that_empties_clusters_is_not_kept():
     image = (np.repeat(coins[..., None], 3, axis=2) * 255).round().astype(np.uint8)
     labels = segment_image(image, 12, method="discrete", random_state=0)
     assert np.unique(labels).size == 12
+
+
+def test_labels_are_int32_and_degenerate_data_warn_once():
+    """Labels were int64 (the other estimators give int32); ten k-means starts on identical
+    rows repeated the same warning ten times."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.vstack([np.zeros((15, 2)), np.ones((15, 2))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = DiscreteNeuralEigenClustering(3, max_iter=30, fine_tune_iter=10, random_state=0).fit(X)
+    assert est.labels_.dtype == np.int32 and est.predict(X).dtype == np.int32
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
+                and "distinct clusters" in str(w.message)]
+    assert len(messages) == len(set(messages)) >= 1

@@ -382,3 +382,17 @@ def test_isolated_points_are_labelled_by_their_network_outputs():
     assert_array_equal(est.labels_, est.predict(X))
     assert len(set(est.labels_[isolated])) > 1  # these three lie in different blobs
     assert est.normalized_cut_ == pytest.approx(normalized_cut(W, est.labels_))
+
+
+def test_more_components_than_samples_is_refused_as_by_eigsh():
+    """60 of 100 outputs were silently zero columns."""
+    from spectralnet_seg.cluster import EigshSpectralClustering
+
+    X, _ = make_blobs(40, centers=3, random_state=0)
+    message = "n_components=100 is larger than the number of samples n_samples=40"
+    for est in (NeuralEigenClustering(3, n_components=100, max_iter=5),
+                EigshSpectralClustering(3, n_components=100)):
+        with pytest.raises(ValueError, match=message):
+            est.fit(X)
+    with pytest.raises(ValueError, match=message):
+        NeuralEigenClustering(3, n_components=100).partial_fit(X)

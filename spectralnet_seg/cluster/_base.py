@@ -31,6 +31,13 @@ def check_n_clusters(n_clusters: int, n_samples: int) -> None:
                          f"n_samples={n_samples}; use at most {n_samples} clusters.")
 
 
+def check_n_components(n_components: int, n_samples: int) -> None:
+    """Raise a ValueError when more eigenvectors are asked for than there are samples."""
+    if n_components > n_samples:
+        raise ValueError(f"n_components={n_components} is larger than the number of "
+                         f"samples n_samples={n_samples}; use at most {n_samples}.")
+
+
 class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     """Shared base of [`EigshSpectralClustering`][EigshSpectralClustering] and the neural
     estimators.

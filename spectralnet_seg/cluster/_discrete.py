@@ -128,7 +128,7 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
         (applied after ``network_`` at inference).
     kernel_ : Kernel or None
         The kernel that built the training graph.
-    labels_ : ndarray of shape (n_samples,)
+    labels_ : ndarray of shape (n_samples,), int32
         ``argmax`` cluster of each training point.
     embedding_ : ndarray of shape (n_samples, n_clusters)
         Logits of the training data (``transform``).
@@ -270,7 +270,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
             self._fine_tune(X, run, graph)
         logits = self._raw_outputs(X).double().numpy()
         self.embedding_ = logits
-        self.labels_ = logits.argmax(axis=1)
+        self.labels_ = logits.argmax(axis=1).astype(np.int32)
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
         self.n_active_clusters_ = int(np.count_nonzero(self.cluster_sizes_))
         if graph is None:
@@ -304,9 +304,9 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
 
         Returns
         -------
-        labels : ndarray of shape (n_samples,)
+        labels : ndarray of shape (n_samples,), int32
         """
-        return self.transform(X).argmax(axis=1)
+        return self.transform(X).argmax(axis=1).astype(np.int32)
 
     def predict_proba(self, X):
         """Soft assignments ``softmax(z / temperature_end)``.

@@ -10,6 +10,7 @@ is kept when fine-tuning emptied one of its clusters or made the normalised cut 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from sklearn.cluster import KMeans
 from torch import nn
 
 from .. import distributed as dist_utils
+from .._utils import user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from ..metrics import normalized_cut
 from . import _neural_io as io
@@ -39,11 +41,15 @@ class DiscreteFineTuningMixin:
         """The best of ``n_init`` single-start k-means by normalised cut (or by inertia)."""
         seeds = np.random.RandomState(self._label_seed).randint(0, 2**31 - 1, size=self.n_init)
         best, best_score = None, np.inf
-        for seed in seeds:
-            km = KMeans(self.n_clusters, n_init=1, random_state=int(seed)).fit(embedding)
-            score = km.inertia_ if graph is None else normalized_cut(graph, km.labels_)
-            if score < best_score:
-                best, best_score = km, score
+        with warnings.catch_warnings(record=True) as caught:  # once, not once per start
+            warnings.simplefilter("always")
+            for seed in seeds:
+                km = KMeans(self.n_clusters, n_init=1, random_state=int(seed)).fit(embedding)
+                score = km.inertia_ if graph is None else normalized_cut(graph, km.labels_)
+                if score < best_score:
+                    best, best_score = km, score
+        for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+            warnings.warn(message, category, stacklevel=user_stacklevel())
         return best
 
     def _fine_tune(self, X, run: _TrainingRun, graph) -> None:

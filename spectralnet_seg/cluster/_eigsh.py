@@ -22,7 +22,7 @@ from .._utils import check_numeric, user_stacklevel
 from ..kernels import kernel_tags
 from ..metrics import normalized_cut
 from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
-from ._base import BaseSpectralClustering, check_n_clusters
+from ._base import BaseSpectralClustering, check_n_clusters, check_n_components
 from ._registry import register_estimator
 from ._spectral_embedding import (
     EIGEN_SOLVERS,
@@ -283,9 +283,7 @@ of shape (n_samples, n_samples) with ``kernel="precomputed"``
             X = self._validate_fit_input(X)
         n_samples = X.shape[0]
         n_components = self.n_clusters if self.n_components is None else self.n_components
-        if n_components > n_samples:
-            raise ValueError(f"n_components={n_components} is larger than the number of "
-                             f"samples n_samples={n_samples}; use at most {n_samples}.")
+        check_n_components(n_components, n_samples)
         if self.assign_labels != "kmeans" and n_components < self.n_clusters:
             raise ValueError(
                 f"assign_labels={self.assign_labels!r} needs n_components >= n_clusters, "

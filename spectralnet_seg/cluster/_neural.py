@@ -146,7 +146,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         ``D^{-1/2} W D^{-1/2}``, from below); else running estimates from training.
     embedding_ : ndarray of shape (n_samples, K)
         ``transform`` of the training data.
-    labels_ : ndarray of shape (n_samples,)
+    labels_ : ndarray of shape (n_samples,), int32
         Cluster of each training point.
     normalized_cut_ : float
         Normalised cut of ``labels_`` on the training graph (lower is better; compares fits
@@ -314,7 +314,7 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
 
         Returns
         -------
-        labels : ndarray of shape (n_samples,)
+        labels : ndarray of shape (n_samples,), int32
         """
         embedding = self.transform(X)  # checks that the estimator is fitted
         return nearest_centroid(self._label_space(embedding), self.cluster_centers_)

@@ -40,7 +40,7 @@ from .. import distributed as dist_utils
 from .._utils import resolve_device, stable_description, user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from . import _neural_io as io
-from ._base import BaseSpectralClustering, check_n_clusters
+from ._base import BaseSpectralClustering, check_n_clusters, check_n_components
 from ._convergence import PlateauSchedule
 from ._neural_distributed import DistributedTrainingMixin
 from ._neural_graph import TrainingGraphMixin
@@ -156,6 +156,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         X = io.validate_rows(self, X, reset=True, min_samples=2)
         n_samples = X.shape[0]
         check_n_clusters(self.n_clusters, n_samples)
+        check_n_components(self._n_outputs(), n_samples)
         self.kernel_ = None if graph is not None else self._feature_kernel()
         context = None if graph is not None else self._check_context(context, n_samples)
         W = self._training_graph(X, context, graph)
@@ -206,6 +207,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                           io.CheckpointWarning, stacklevel=user_stacklevel())
         if first:
             check_n_clusters(self.n_clusters, X.shape[0])
+            check_n_components(self._n_outputs(), X.shape[0])
             self.kernel_ = self._feature_kernel()
             self.sampler_ = "minibatch"
             run = self._start_run(X, None, context=self._check_context(context, X.shape[0]),

@@ -60,7 +60,9 @@ class TrainingLoopMixin:
         last = run.step + n_steps if n_steps is not None else None
         total = n_steps if n_steps is not None else run.schedule.max_iter
         resumed = run.step if n_steps is None else 0  # a fit resumed from a checkpoint
+        # A fit's bar stays on screen (steps, time, last loss); partial_fit's calls do not.
         bar = progress(None, verbose=self.verbose, total=total, initial=resumed,
+                       leave=n_steps is None,
                        desc=f"{type(self).__name__} training"
                             + (f" (resumed at step {resumed})" if resumed else ""))
         try:
