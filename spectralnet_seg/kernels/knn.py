@@ -68,20 +68,22 @@ class KNNKernel(Kernel):
 
     The defaults give scikit-learn's ``kneighbors_graph(X, 10, include_self=False)``,
     symmetrised: each point linked to its 10 Euclidean nearest neighbours (itself excluded)
-    with weight 1, then ``(W + Wᵀ) / 2``. scikit-learn's
-    ``SpectralClustering(affinity="nearest_neighbors")`` builds almost the same graph, but
-    counts each point as one of its own 10 neighbours and keeps that self-loop (its
-    ``affinity_matrix_`` equals ``KNNKernel(9).graph(X) + I``). Exact duplicates among the
-    rows can lower the recall of ``index="hnsw"`` on the other points; the exact and IVF
-    indices are not affected. That graph makes no assumption about the feature space beyond
-    distances, and works on low-dimensional geometric data (two moons, circles) where a
-    cosine graph sees only angles. The paper's feature graph on ViT tokens is
+    with weight 1, then ``(W + Wᵀ) / 2``. That graph makes no assumption about the feature
+    space beyond distances, and works on low-dimensional geometric data (two moons, circles)
+    where a cosine graph sees only angles. The paper's feature graph on ViT tokens is
     ``KNNKernel(256, metric="cosine", weighting="cosine")`` (see
     [`paper_kernel`][spectralnet_seg.kernels.paper_kernel]).
 
     Each point is joined to its ``n_neighbors`` nearest other points (faiss for the full graph,
     exact ``topk`` inside a minibatch); edges are weighted, then the directed graph is
-    symmetrised. There are no self-loops.
+    symmetrised. There are no self-loops: scikit-learn's
+    ``SpectralClustering(affinity="nearest_neighbors")`` builds almost the same graph, but
+    counts each point as one of its own 10 neighbours and keeps that self-loop (its
+    ``affinity_matrix_`` equals ``KNNKernel(9).graph(X) + I``). Distances are computed in
+    float32: centre data whose columns share a large offset relative to their spread (e.g.
+    projected map coordinates: ``X - X.mean(axis=0)``) before fitting, or neighbours are lost
+    to rounding. Exact duplicates among the rows can lower the recall of ``index="hnsw"`` on
+    the other points; the exact and IVF indices are not affected.
 
     Parameters
     ----------
