@@ -239,7 +239,17 @@ def test_two_rank_ddp_training_matches_one_rank_on_digits(tmp_path):
 
 
 def test_fit_joins_the_process_group_of_a_torchrun_launch(monkeypatch):
-    # What torchrun sets (here for a world of one): fit initialises the group itself.
+    """What torchrun sets (here for a world of one): fit initialises the group itself, with
+    gloo for a device='cpu' fit ("auto" picks NCCL wherever CUDA exists, and NCCL refuses
+    CPU tensors), and leaves the CUDA generators alone (every fit used to reseed them)."""
+    import torch.distributed as torch_dist
+
+    backends = []
+    init_from_env = dist.init_from_env
+    monkeypatch.setattr(dist, "init_from_env", lambda backend="auto", **kwargs: (
+        backends.append(backend), init_from_env(backend, **kwargs))[1])
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                         "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": str(dist.find_free_port())}.items():
@@ -250,10 +260,15 @@ def test_fit_joins_the_process_group_of_a_torchrun_launch(monkeypatch):
                                     batch_size=64, max_iter=3, n_init=1, device="cpu",
                                     random_state=0).fit(X[:200])
         assert dist.is_distributed() and dist.get_world_size() == 1
+        assert backends == ["gloo"] and torch_dist.get_backend() == "gloo"
         assert est.n_iter_ == 3
     finally:
         dist.cleanup()
-    assert not dist.is_distributed()
+    assert not dist.is_distributed() and cuda_seeds == []
+    with monkeypatch.context() as cuda_machine:  # what "auto" would have chosen there
+        cuda_machine.setattr(torch.cuda, "is_available", lambda: True)
+        cuda_machine.setattr(torch_dist, "is_nccl_available", lambda: True)
+        assert dist._resolve_backend("auto") == "nccl"
 
 
 def test_gpu_choices_are_checked_before_a_collective_could_fail(monkeypatch):
@@ -272,33 +287,3 @@ def test_gpu_choices_are_checked_before_a_collective_could_fail(monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="needs one GPU per process, but 2 processes"):
         dist.init_from_env("nccl")
-
-
-def test_a_cpu_fit_under_torchrun_on_a_cuda_machine_joins_gloo(monkeypatch):
-    """"auto" picks NCCL whenever CUDA exists, whose collectives refuse the CPU tensors of a
-    device='cpu' fit: such a fit asks for gloo. Every fit also reseeded the CUDA generators."""
-    import torch.distributed as torch_dist
-
-    backends = []
-    init_from_env = dist.init_from_env
-    monkeypatch.setattr(dist, "init_from_env", lambda backend="auto", **kwargs: (
-        backends.append(backend), init_from_env(backend, **kwargs))[1])
-    cuda_seeds = []
-    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
-    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                        "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(dist.find_free_port())}.items():
-        monkeypatch.setenv(name, value)
-    X, _ = _digits()
-    try:
-        NeuralEigenClustering(4, kernel=make_kernel("cosine"), hidden_layer_sizes=(8,),
-                              batch_size=64, max_iter=3, n_init=1, device="cpu",
-                              random_state=0).fit(X[:200])
-        assert backends == ["gloo"] and torch_dist.get_backend() == "gloo"
-    finally:
-        dist.cleanup()
-    assert cuda_seeds == []
-    with monkeypatch.context() as cuda_machine:  # what "auto" would have chosen there
-        cuda_machine.setattr(torch.cuda, "is_available", lambda: True)
-        cuda_machine.setattr(torch_dist, "is_nccl_available", lambda: True)
-        assert dist._resolve_backend("auto") == "nccl"
