@@ -3,7 +3,8 @@
 Every benchmark writes one table per run (CSV + Markdown + PNG) under its output folder;
 the Markdown table starts with a header naming the date, the machine (CPU model, threads,
 GPU or none) and the library versions, so that every figure in it is traceable to one run on
-one machine. Timings are medians over repeats (:func:`median_time`). Peak memory is measured
+one machine. Timings are medians over repeats (:func:`median_time`) unless a table says
+otherwise (one fit per seed, averaged over the seeds). Peak memory is measured
 per fit, either in-process (the kernel's resettable high-water mark, :class:`PeakRSS`) or in
 a fresh subprocess per measurement (:func:`run_isolated`), which also enforces a time limit.
 """
@@ -425,11 +426,13 @@ def write_results(out: Path, name: str, *, info: dict[str, str], mode: str, argv
     return written
 
 
-def publish(files: Sequence[Path], docs_dir: str | os.PathLike | None, name: str) -> None:
-    """Copy the Markdown and PNG outputs to ``<docs_dir>/<name>/`` for the docs site."""
+def publish(files: Sequence[Path], docs_dir: str | os.PathLike | None, name: str, *,
+            quick: bool = False) -> None:
+    """Copy the Markdown and PNG outputs to ``<docs_dir>/<name>/`` for the docs site
+    (``<name>_quick/`` for a quick run, which must not replace the full run's page)."""
     if docs_dir is None:
         return
-    target = Path(docs_dir) / name
+    target = Path(docs_dir) / (f"{name}_quick" if quick else name)
     target.mkdir(parents=True, exist_ok=True)
     for path in files:
         if path.suffix in (".md", ".png", ".csv"):
@@ -447,7 +450,7 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
                              f"or benchmarks/results/{name}_quick/ with --quick)")
     parser.add_argument("--docs-dir", default=None,
                         help="also copy the table and plot to DOCS_DIR/<name>/ "
-                             "(e.g. docs/benchmarks)")
+                             "(DOCS_DIR/<name>_quick/ with --quick; e.g. docs/benchmarks)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timing repeats (median reported); default 3 (fewer with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

@@ -27,9 +27,10 @@ method decomposes the very same operator. Each method partitions it into 25 regi
 
 for ``<solver>`` in arpack, amg (pyamg) and lobpcg. Reported: the normalised cut of the
 partition on the graph (:func:`spectralnet_seg.metrics.normalized_cut`, lower is better), the
-number of regions the partition uses (of the 25 asked for), the fit time (median of repeats),
-the peak memory of the fit, and both as ratios to scikit-learn with the same solver; the
-neural rows as ratios to ``eigsh arpack`` (issue 10's bar: normalised cut within 1.5x of
+number of regions the partition uses (of the 25 asked for), the fit time (median of repeats)
+and the peak memory of the fit; the time and the normalised cut also as ratios to
+scikit-learn with the same solver, and for the neural rows the normalised cut as a ratio to
+``eigsh arpack`` (issue 10's bar: normalised cut within 1.5x of
 eigsh's on the 20 % graph, all 25 regions used). Every fit runs in a fresh subprocess (own
 peak memory, no warm caches, a time limit); repeats are interleaved across methods so that
 load on a shared machine hits them alike.
@@ -377,7 +378,7 @@ def main(argv=None) -> dict:
         out, NAME, info=info, mode="quick" if quick else "full", argv=argv,
         title=__doc__.splitlines()[0], tables=[("", rows, COLUMNS)], notes=notes,
         figures=[(f"{NAME}.png", plot(images, label_maps, rows))])
-    common.publish(files, args.docs_dir, NAME)
+    common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "files": files}
 

@@ -47,7 +47,7 @@ FULL_DATA = ("digits", "moons", "circles", "blobs", "iris", "wine", "breast_canc
              "manifold", "mosaics")
 QUICK_DATA = ("moons", "iris")
 METHODS = ("eigsh", "neural", "discrete", "sklearn", "kmeans", "spectralnet")
-#: SpectralNet takes ~12 min per fit on the 2·10⁴-point set on 2 cores: one seed above this.
+#: SpectralNet's fits on the 2·10⁴-point set are the slowest of the table: one seed above this.
 SLOW_PEER_MAX_N = 5000
 
 
@@ -249,14 +249,14 @@ def main(argv=None) -> dict:
         "`nmi_spread`: max − min NMI over them; "
         "`nmi_vs_eigsh`: mean NMI over eigsh's. `spectralnet`: SpectralNet 1.1.0 with "
         "`spectral_hiddens=[1024, 1024, 512, n_clusters]`, its defaults otherwise; one seed "
-        f"on data of more than {SLOW_PEER_MAX_N} points (about 12 min per fit on 2 cores).",
+        f"on data of more than {SLOW_PEER_MAX_N} points (its slowest fits).",
         "### Issue 10's bars in this run", *checks]
     out = common.output_dir(args, NAME)
     files = common.write_results(
         out, NAME, info=info, mode="quick" if args.quick else "full", argv=argv,
         title=__doc__.splitlines()[0], tables=[("", rows, COLUMNS)], notes=notes,
         figures=[(f"{NAME}.png", plot(rows))])
-    common.publish(files, args.docs_dir, NAME)
+    common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "files": files}
 

@@ -331,7 +331,9 @@ def main(argv=None) -> dict:
     print(common.text_table(rows, COLUMNS))
     notes = ["K = number of classes; Hungarian matching for mIoU and accuracy; NMI/ARI need "
              "no matching. eigsh, neural and discrete share one kernel object per data set; "
-             "scikit-learn's SpectralClustering gets the equivalent affinity, k-means the same "
+             "scikit-learn's SpectralClustering gets its own affinity of the same kind and "
+             "size (RBF with the same gamma, or its Euclidean kNN graph with the same k and "
+             "self-loops, where ours may be cosine), k-means the same "
              f"inputs. moons/circles: {cfg['n_points']} points, noise 0.05; digits scaled to "
              f"[0, 1]. Mosaics: {n_train} training and {n_test} held-out images of {size} px, "
              "pixel features, scored per pixel on the held-out images (out-of-sample); "
@@ -358,7 +360,7 @@ def main(argv=None) -> dict:
         title=__doc__.splitlines()[0],
         tables=[("", rows, COLUMNS)], notes=notes,
         figures=[(f"{NAME}.png", plot(rows, args.datasets, args.methods))])
-    common.publish(files, args.docs_dir, NAME)
+    common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "files": files}
 

@@ -473,7 +473,7 @@ def main(argv=None) -> dict:
     curves = out / f"{NAME}_curves.csv"
     common.write_csv(curves, curve_rows(rows), CURVE_COLUMNS)
     files.insert(0, curves)
-    common.publish(files, args.docs_dir, NAME)
+    common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "notes": notes, "files": files}
 
@@ -505,7 +505,9 @@ def protocol_note(args, cfg: dict, isolate: bool) -> str:
         "graph, training up to that step (`ttq_iter`), and the finishing a fit stopped there "
         "does (embedding, Rayleigh–Ritz, k-means; for `discrete` the k-means start and the "
         "fine-tuning); the scoring and the other checks' snapshots are excluded (`eval_s` "
-        "in total). eigsh and scikit-learn reach it with their fit (`ttq_s` = `fit_s`, a "
+        "in total). k-means restarts: `n_init` = 3 for eigsh, scikit-learn and neural (their "
+        "default is 10), the default for discrete. eigsh and scikit-learn reach it with their "
+        "fit (`ttq_s` = `fit_s`, a "
         f"median of `repeats` fits, one when it takes over {REPEAT_BUDGET_S:.0f} s). "
         f"`speedup` = the reference's `fit_s` / `ttq_s`, in this one run; `fit_s`, `nmi` "
         "of the neural methods are those of the converged fit (callback time subtracted). "

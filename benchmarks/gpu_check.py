@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
                  "One-rank process group vs one process"),
                 ("_features", tables["features"], FEATURE_COLUMNS, "timm features")],
         notes=notes, figures=[(f"{NAME}.png", figure)])
-    common.publish(files, args.docs_dir, NAME)
+    common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\n{verdict}\nwrote {', '.join(str(p) for p in files)}")
     return {"rows": rows, "tables": tables, "failed": failed, "files": files}
 

@@ -89,7 +89,7 @@ def test_bench_scaling_quick(bench, tmp_path):
         reached = by_method["neural", n]["quality"] == "reached"
         assert ("as fast" in line) == reached and ("**not reached**" in line) != reached
     assert "- neural " in md and "eigsh-hnsw" in md
-    assert (docs / "bench_scaling" / "bench_scaling.md").read_text() == md
+    assert (docs / "bench_scaling_quick" / "bench_scaling.md").read_text() == md
     curve_columns, curve_rows = _csv(tmp_path / "o" / "bench_scaling_curves.csv")
     assert curve_columns == scaling.CURVE_COLUMNS
     assert len([r for r in curve_rows if r["method"] == "neural"]) == sum(
@@ -236,7 +236,7 @@ def test_bench_eigenfunctions_quick(bench, tmp_path):
     columns, rows = _csv(tmp_path / "bench_eigenfunctions.csv")
     assert columns == eigen.COLUMNS and [int(r["steps"]) for r in rows] == [3, 6]
     for row in result["rows"]:
-        assert row["status"] == "ok"
+        assert row["status"] == "ok" and 1 <= row["n_iter"] <= row["steps"]
         assert 0 <= row["min_cosine"] <= row["mean_cosine"] <= 1
     assert result["reference_eigenvalues"][0] == pytest.approx(1.0, abs=1e-6)
 
@@ -421,7 +421,7 @@ def test_gpu_check_cpu_quick(bench, tmp_path):
                              "--docs-dir", str(docs)])
     md = _check_outputs(tmp_path / "o", "gpu_check", csv_suffixes=(
         "", "_device", "_knn", "_fit", "_loader", "_distributed", "_features"))
-    assert (docs / "gpu_check" / "gpu_check.md").read_text() == md
+    assert (docs / "gpu_check_quick" / "gpu_check.md").read_text() == md
     assert "torch 1, faiss 1" in md  # --quick runs one CPU thread unless told otherwise
     columns, rows = _csv(tmp_path / "o" / "gpu_check.csv")
     assert columns == gpu_check.SUMMARY_COLUMNS
@@ -520,7 +520,7 @@ def test_bench_peers_quick(bench, tmp_path):
     assert 0 < by["sklearn-fn arpack"]["solver_s"] <= by["sklearn-fn arpack"]["fit_s"]
     assert "Where a peer is faster or better" in md
     assert all(line.startswith("- digits-500: ") for line in result["wins"])
-    assert (docs / "bench_peers" / "bench_peers.md").read_text() == md
+    assert (docs / "bench_peers_quick" / "bench_peers.md").read_text() == md
 
 
 def test_peers_time_limit_stops_a_fit(bench, tmp_path):
