@@ -152,7 +152,7 @@ def plot(name: str, image: np.ndarray, rows: list[dict], label_maps: dict):
     by_method = {r["method"]: r for r in rows}
     for ax, (method, labels) in zip(axes[1:], label_maps.items(), strict=True):
         row = by_method[method]
-        ax.imshow(label_overlay(image, labels.astype(np.int64), alpha=0.55))
+        ax.imshow(label_overlay(image, labels.astype(np.int64), alpha=0.55, ignore_index=None))
         ax.set_title(f"{method}, K = {row['n_clusters']}", fontsize=8)
         ax.set_xlabel(f"Ncut {row['ncut']:.3f} · {row['time_s']:.1f} s", fontsize=8)
     for ax in axes:

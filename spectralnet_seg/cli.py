@@ -161,7 +161,8 @@ def _cmd_segment(args) -> int:
     for path, name, labels in zip(images, names, label_maps, strict=True):
         save_label_map(out / f"{name}_labels.png", labels)
         save_label_map(out / f"{name}_labels_color.png", labels, palette=True)
-        save_overlay(out / f"{name}_overlay.png", load_image(path), labels)
+        save_overlay(out / f"{name}_overlay.png", load_image(path), labels,
+                     ignore_index=None)  # cluster ids: 255 is a cluster, not "ignore"
     print(f"segmented {len(label_maps)} images into {segmenter.n_labels_} clusters; "
           f"label maps and overlays in {out}")
     return 0

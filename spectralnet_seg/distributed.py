@@ -130,7 +130,9 @@ def init_from_env(backend: str = "auto", *, timeout: float | None = None) -> boo
         raise ValueError("this torch build has no torch.distributed support.")
     if backend == "nccl":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", get_local_rank() + 1))
-        if local_world > torch.cuda.device_count():
+        # One visible GPU per process is the CUDA_VISIBLE_DEVICES-per-rank setup (SLURM,
+        # Kubernetes); several visible GPUs shared by more processes would repeat one.
+        if 1 < torch.cuda.device_count() < local_world:
             raise ValueError(
                 f"backend='nccl' needs one GPU per process, but {local_world} processes on "
                 f"this node share {torch.cuda.device_count()} GPU(s); start at most that "

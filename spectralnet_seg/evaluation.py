@@ -149,8 +149,10 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
         Window step of ``"sliding"`` (at most ``crop_size``, so that windows cover every
         pixel); ``crop_size // 2`` by default.
     fit : bool, default=False
-        Fit the segmenter on the (transformed) evaluation images first (transductive use);
-        by default it must already be fitted, e.g. on a training split.
+        Fit the segmenter on the (transformed) evaluation images first (transductive use)
+        and score the fit's own labels of them (``fit_predict``; with ``"sliding"``, a fit
+        and then window predictions); by default it must already be fitted, e.g. on a
+        training split.
     max_images : int, optional
         Evaluate only the first ``max_images`` items.
     batch_size : int, default=8
@@ -167,7 +169,8 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
         (ndarray of shape (n_classes,), NaN for classes absent from truth and prediction),
         ``class_names``, ``mapping`` (cluster → class, -1 unmatched), ``confusion``
         (classes × clusters), ``matching``, ``protocol``, ``n_images``, ``n_clusters``,
-        ``predict_time`` (seconds) and, if asked, ``predictions``.
+        ``predict_time`` (seconds; with ``fit=True``, of ``fit_predict``) and, if asked,
+        ``predictions``.
 
     Examples
     --------
@@ -194,8 +197,18 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     def prepare(index: int):
         return _prepare_item(dataset, index, protocol, crop_size)
 
+    # Transductive: the fit's own labels of the evaluation images (fit_predict), not a
+    # second prediction of them (for eigsh an approximate Nyström extension).
+    fitted_labels = None
     if fit:
-        segmenter.fit([prepare(i)[0] for i in range(n_items)])
+        images = [prepare(i)[0] for i in range(n_items)]
+        if protocol != "sliding" and hasattr(segmenter, "fit_predict"):
+            tic = time.perf_counter()
+            fitted_labels = segmenter.fit_predict(images)
+            fit_predict_time = time.perf_counter() - tic
+        else:
+            segmenter.fit(images)
+        del images
     else:
         _check_segmenter_fitted(segmenter)
 
@@ -204,14 +217,16 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     ignore_index = getattr(dataset, "ignore_index", 255)
     confusion = None
     predictions: list[np.ndarray] = []
-    predict_time = 0.0
+    predict_time = 0.0 if fitted_labels is None else fit_predict_time
     starts = range(0, n_items, batch_size)
     for start in progress(starts, verbose=verbose, desc="evaluating", total=len(starts)):
         pairs = [prepare(i) for i in range(start, min(start + batch_size, n_items))]
         tic = time.perf_counter()
-        labels = _predict_batch(segmenter, [image for image, _ in pairs], protocol,
-                                crop_size, stride)
-        predict_time += time.perf_counter() - tic
+        labels = (fitted_labels[start:start + len(pairs)] if fitted_labels is not None else
+                  _predict_batch(segmenter, [image for image, _ in pairs], protocol,
+                                 crop_size, stride))
+        if fitted_labels is None:
+            predict_time += time.perf_counter() - tic
         for (_, mask), pred in zip(pairs, labels, strict=True):
             part = _image_confusion(mask, pred, n_classes, n_clusters, ignore_index)
             confusion = part if confusion is None else _add_confusions(confusion, part)
@@ -276,8 +291,10 @@ def _predict_batch(segmenter, images: list[np.ndarray], protocol, crop_size: int
                    stride: int) -> list[np.ndarray]:
     """Label maps of ``images``: whole-image ``predict`` or averaged sliding windows."""
     if protocol == "sliding":
-        return [sliding_window_scores(segmenter, image, window=crop_size,
-                                      stride=stride).argmax(axis=2) for image in images]
+        # The CRF (if any) refines the averaged scores once, not every window.
+        refine = getattr(segmenter, "_refine", lambda _, scores: scores.argmax(axis=2))
+        return [refine(image, sliding_window_scores(segmenter, image, window=crop_size,
+                                                    stride=stride)) for image in images]
     return segmenter.predict(images)
 
 

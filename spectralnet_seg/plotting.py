@@ -249,7 +249,9 @@ def plot_segmentations(images: Sequence, predictions: Mapping[str, Sequence] | S
     for i in range(n):
         axes[i, 0].imshow(images[i])
         for j, (name, maps) in enumerate(predictions.items(), start=1):
-            axes[i, j].imshow(label_overlay(images[i], maps[i], alpha=alpha))
+            # Cluster ids: 255 is a cluster like any other (K = 256 in the paper).
+            axes[i, j].imshow(label_overlay(images[i], maps[i], alpha=alpha,
+                                            ignore_index=None))
             if i == 0:
                 axes[i, j].set_title(name, fontsize=9)
         if ground_truth is not None:

@@ -272,8 +272,8 @@ def test_fit_joins_the_process_group_of_a_torchrun_launch(monkeypatch):
 
 
 def test_gpu_choices_are_checked_before_a_collective_could_fail(monkeypatch):
-    """Simulated CUDA machine with one GPU: a GPU index beyond it, and more NCCL processes on
-    a node than GPUs (NCCL's "Duplicate GPU detected"), are refused up front."""
+    """Simulated CUDA machine: a GPU index beyond its GPUs, and more NCCL processes on a node
+    than the GPUs they all see (NCCL's "Duplicate GPU detected"), are refused up front."""
     from spectralnet_seg._utils import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -281,9 +281,10 @@ def test_gpu_choices_are_checked_before_a_collective_could_fail(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
     with pytest.raises(ValueError, match=r"has 1 CUDA device\(s\) \(cuda:0 to cuda:0\)"):
         resolve_device("cuda:7")
-    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2",
-                        "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name, value in {"RANK": "2", "LOCAL_RANK": "2", "WORLD_SIZE": "3",
+                        "LOCAL_WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match="needs one GPU per process, but 2 processes"):
+    with pytest.raises(ValueError, match="needs one GPU per process, but 3 processes"):
         dist.init_from_env("nccl")

@@ -463,6 +463,11 @@ def test_duplicated_points_get_finite_self_tuned_weights_in_float32(kernel):
     pairs = W[:10, :10][~np.eye(10, dtype=bool)]
     # Same point: weight 1 (0.5 where the kNN edge is one-sided before symmetrising).
     assert set(np.unique(pairs)) <= {0.0, 0.5, 1.0} and pairs.max() == 1.0
+    # The full graph's scales keep float32's own floor: self-tuned weights do not depend on
+    # the data's scale, down to 1e-21.
+    Y = np.random.default_rng(1).normal(size=(200, 3))
+    np.testing.assert_allclose(kernel.graph(Y * 1e-21).toarray(), kernel.graph(Y).toarray(),
+                               atol=1e-6)
 
 
 def test_precomputed_batch_and_hnsw_parameters_at_their_limits():

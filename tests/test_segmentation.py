@@ -118,6 +118,15 @@ def test_images_of_several_sizes_share_one_input_size_in_fit_and_predict():
     np.testing.assert_array_equal(
         Segmenter(extractor, kmeans(3), batch_size=2).fit(images).predict(images)[1],
         whole.predict(images)[1])
+    # A new image keeps its own resolution: a 12-pixel stripe of a 128 x 512 image is found
+    # (resized to the 32 x 48 training size it would fall between tokens).
+    stripe = two_colour_image(128, 512, left=RED, right=RED)
+    stripe[:, 250:262] = BLUE
+    seg = Segmenter(PixelExtractor(position_weight=0), kmeans(2)).fit(
+        [two_colour_image(32, 48)])
+    (labels,) = seg.predict(stripe)
+    assert (labels[:, 252:260] != labels[0, 0]).mean() > 0.9
+    assert seg.transform(stripe)[0].shape[:2] == (16, 64)  # its own token grid, as predict
 
 
 def test_image_inputs_paths_pil_greyscale_and_rgba_are_accepted(tmp_path):

@@ -131,10 +131,11 @@ def test_swin_hybrid_and_eva_backbones():
     assert hybrid.stride_ == 32
     with pytest.raises(ValueError, match="smaller than the minimum 32x32"):
         hybrid.extract(_images(1, 20, 20))  # was a torch reshape error
-    eva = TimmExtractor("eva02_tiny_patch14_224", pretrained=False, facet="key",
-                        device="cpu", model_kwargs=TINY_VIT)
-    with pytest.raises(ValueError, match="facet='key' is not supported for EvaAttention"):
-        eva.extract(_images(1, 56, 56))
+    for fused in (True, False):  # a separate k bias; or separate q, k, v projections
+        eva = TimmExtractor("eva02_tiny_patch14_224", pretrained=False, facet="key",
+                            device="cpu", model_kwargs=dict(TINY_VIT, qkv_fused=fused))
+        with pytest.raises(ValueError, match="facet='key' is not supported for EvaAttention"):
+            eva.extract(_images(1, 56, 56))
 
 
 def test_cnn_feature_maps():

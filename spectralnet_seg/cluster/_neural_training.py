@@ -153,12 +153,13 @@ class TrainingLoopMixin:
     def _minibatch_graph(self, run: _TrainingRun, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             W = self.kernel_.batch(rows, run.batch_context).to(rows.dtype)
-        if not bool(torch.isfinite(W).all()):
+        total = float(W.sum())  # one host sync for both checks (affinities are >= 0)
+        if not math.isfinite(total):
             raise ValueError(
                 f"{type(self.kernel_).__name__} gave non-finite affinities inside a minibatch "
                 f"of {rows.shape[0]} points; check the kernel's parameters and the data's "
                 "scale.")
-        if not bool(W.sum() > 0):
+        if not total > 0:
             raise ValueError(
                 f"{type(self.kernel_).__name__} gives no edge inside a minibatch of "
                 f"{rows.shape[0]} points: its bandwidth is too small for the data (or the "

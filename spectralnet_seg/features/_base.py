@@ -162,7 +162,11 @@ class FeatureExtractor(BaseEstimator, ABC):
 
     Subclasses follow scikit-learn conventions: ``__init__`` stores its keyword parameters
     unchanged; validation happens in [`extract`][extract] (``self._validate_params()``); state
-    built lazily (e.g. a network) lives in attributes ending in ``_``.
+    built lazily (e.g. a network) lives in attributes ending in ``_``. Extractors that bring a
+    call's images to one size (an ``image_size`` parameter, None for the first image's) may
+    also accept ``extract(images, *, size=(H, W))`` for that call; a
+    [`Segmenter`][spectralnet_seg.segmentation.Segmenter] uses it to give its batches one
+    size in ``fit`` and each new image its own.
     """
 
     @abstractmethod

@@ -97,14 +97,14 @@ def common_size(images: list[np.ndarray], image_size, size=None) -> tuple[int, i
     return int(image_size[0]), int(image_size[1])
 
 
-def _check_image_size(image_size, minimum: int) -> None:
+def _check_image_size(image_size, minimum: int, *, name: str = "image_size") -> None:
     if image_size is None:
         return
     sides = ([image_size] * 2 if isinstance(image_size, Integral)
              else list(image_size) if isinstance(image_size, (tuple, list)) else [])
     if len(sides) != 2 or not all(is_integer(s) and s >= minimum for s in sides):
         raise ValueError(
-            f"image_size must be None, an int or a pair (H, W) of ints >= {minimum} (one "
+            f"{name} must be None, an int or a pair (H, W) of ints >= {minimum} (one "
             f"grid cell), got {image_size!r}")
 
 
@@ -224,8 +224,8 @@ shape (n_images, H, W, 3)
             raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min "
                              f"({self.sigma_min})")
         _check_image_size(self.image_size, self.stride)
-        _check_image_size(size, self.stride)
-        loaded = load_images(images, min_size=self.stride)
+        loaded = load_images(images, min_size=self.stride)  # names a too-small image first
+        _check_image_size(size, self.stride, name="size")
         size = common_size(loaded, self.image_size, size)
         self._check_memory(size, len(loaded))
         grid = (max(1, size[0] // self.stride), max(1, size[1] // self.stride))

@@ -279,6 +279,8 @@ class TimmExtractor(FeatureExtractor):
 
     def _vit_maps(self, x):
         """ViT token maps ``[(b, c, h, w), ...]`` of the selected blocks, prefix dropped."""
+        from torch import nn
+
         model = self.model_
         b, _, height, width = x.shape
         h, w = model.patch_embed.dynamic_feat_size((height, width))
@@ -288,11 +290,11 @@ class TimmExtractor(FeatureExtractor):
         if self.facet == "key":
             key_block = indices[-1] if indices is not None else len(model.blocks) - 1
             attn = model.blocks[key_block].attn
-            if any(getattr(attn, name, None) is not None for name in ("q_bias", "k_bias")):
+            if not isinstance(getattr(attn, "qkv", None), nn.Module) or any(
+                    getattr(attn, name, None) is not None for name in ("q_bias", "k_bias")):
                 raise ValueError(
                     f"facet='key' is not supported for {type(attn).__name__} ({self.model_name}): "
-                    "its keys take a separate bias outside the qkv projection; use "
-                    "facet='token'.")
+                    "its keys do not come from one fused qkv projection; use facet='token'.")
 
             def grab_keys(module, inputs, output):  # qkv: (b, n, 3 * c) -> keys (b, n, c)
                 keys["k"] = output.reshape(b, output.shape[1], 3, -1)[:, :, 1]

@@ -12,10 +12,18 @@ import scipy.sparse as sp
 from .._numeric import power_of_two_exponent, unit_rows_torch
 
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
-# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The square root of
-# float32's smallest normal number, so that the product of two floored scales (the
-# bandwidth of a pair) is still positive in float32 (tiny * tiny underflowed to 0: -0/0).
-_TINY_SCALE = float(np.sqrt(np.finfo(np.float32).tiny))
+# exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The full graphs
+# compute the bandwidth of a pair (the product of two scales) in float64.
+_TINY_SCALE = float(np.finfo(np.float32).tiny)
+
+
+def _batch_scale_floor(dtype) -> float:
+    """Floor of the local scale inside a minibatch of ``dtype``: the square root of its
+    smallest normal number, so that the product of two floored scales stays positive
+    (float32's tiny * tiny underflowed to 0, and duplicates got -0/0 = NaN)."""
+    import torch
+
+    return float(torch.finfo(dtype).tiny) ** 0.5
 
 
 def _symmetrize_sparse(W: sp.csr_matrix, mode: str) -> sp.csr_matrix:

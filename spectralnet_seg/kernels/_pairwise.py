@@ -24,6 +24,7 @@ from ._base import Kernel
 from ._checks import _as_batch, _check_fitted, _compute_dtype
 from ._graph_ops import (
     _TINY_SCALE,
+    _batch_scale_floor,
     _batch_topk,
     _centred,
     _drop_diagonal,
@@ -225,7 +226,8 @@ class _PairwiseKernel(Kernel):
             if k_search:
                 dist, ind, _ = _batch_topk(X, k_search, self._metric)
                 if self._n_scale():
-                    scale = dist[:, self._n_scale() - 1].clamp_min(_TINY_SCALE)
+                    scale = dist[:, self._n_scale() - 1].clamp_min(
+                        _batch_scale_floor(dist.dtype))
             if k_sparse:
                 col = None if scale is None else scale[ind[:, :k_sparse]]
                 row = None if scale is None else scale[:, None]

@@ -27,6 +27,7 @@ from ._checks import (
 )
 from ._graph_ops import (
     _TINY_SCALE,
+    _batch_scale_floor,
     _batch_topk,
     _drop_diagonal,
     _neighbor_csr,
@@ -303,7 +304,8 @@ class KNNKernel(Kernel):
             if self.weighting == "binary":
                 weights = torch.ones_like(dist[:, :k])
             elif self.weighting == "gaussian":
-                scale = dist[:, self.local_scale_neighbor - 1].clamp_min(_TINY_SCALE)
+                scale = dist[:, self.local_scale_neighbor - 1].clamp_min(
+                    _batch_scale_floor(dist.dtype))
                 weights = torch.exp(-dist[:, :k] ** 2 / (scale[:, None] * scale[ind[:, :k]]))
             else:
                 if cos is None:

@@ -68,7 +68,9 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
         A GPU index is used when this resolves to CUDA *and* faiss has GPU support
         (``faiss_gpu_count``); ``"cuda"`` / ``"auto"`` use all GPUs (database sharded
-        across them), ``"cuda:N"`` one. Otherwise the search runs on the CPU.
+        across them; under ``torchrun``, where ``LOCAL_RANK`` is set, the rank's own GPU),
+        ``"cuda:N"`` one. Otherwise, and when ``n_neighbors`` or an IVF ``n_probe`` exceeds
+        faiss's GPU limit of 2048, the search runs on the CPU.
     batch_size : int, optional
         Queries per batch; by default chosen to keep per-batch temporaries near 256 MiB.
     exclude_self : bool, optional
@@ -76,7 +78,7 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
         when ``Y is None``, else ``False``. With duplicate points the query itself may not come
         first: its own index is removed wherever it is, else the farthest neighbour is dropped.
     hnsw_m : int, default=32
-        HNSW links per node.
+        HNSW links per node (at least 2).
     ef_search : int, default=128
         HNSW search breadth (raised to ``n_neighbors`` + 1 when smaller).
     n_lists : int, optional

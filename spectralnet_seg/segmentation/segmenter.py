@@ -7,6 +7,7 @@ says how), optionally refined by a dense CRF.
 
 from __future__ import annotations
 
+import itertools
 from numbers import Integral
 
 import numpy as np
@@ -283,31 +284,49 @@ class Segmenter(BaseEstimator):
             raise ValueError(f"the extractor produced {extracted.n_features} features per token "
                              f"but the segmenter was fitted on {self.n_features_in_}")
 
-    def _iter_predictions(self, images, *, want_scores: bool):
+    def _iter_predictions(self, images, *, want_scores: bool, crf: bool = True):
         """Yield (label map, full-resolution scores or None) per image, batch by batch."""
         check_is_fitted(self, "estimator_")
         images = _as_image_list(images)
         self._check_crf_available()
-        starts = range(0, len(images), self.batch_size)
-        for s in progress(starts, verbose=self.verbose, desc="segmenting", total=len(starts)):
-            chunk = images[s:s + self.batch_size]
-            extracted = self._extract_batch(self.extractor_, chunk)
-            self._check_extracted(extracted)
+        for chunk, extracted in self._extracted_batches(images, desc="segmenting"):
             yield from self._full_resolution(chunk, extracted, self._token_scores(extracted),
-                                             want_scores=want_scores)
+                                             want_scores=want_scores, crf=crf)
+
+    def _extracted_batches(self, images: list, *, desc: str):
+        """Yield ``(images, features)`` of new images, each at its own size, in order.
+
+        Fitting brings every image to one input size (``input_size_``); a new image is
+        extracted at its own size (consecutive images of one size share an extractor call),
+        so that a label map depends neither on the training images' size nor on the other
+        images of its batch. Extractors that take no ``size`` get the batches as they are.
+        """
+        starts = range(0, len(images), self.batch_size)
+        for s in progress(starts, verbose=self.verbose, desc=desc, total=len(starts)):
+            chunk = images[s:s + self.batch_size]
+            if getattr(self, "input_size_", None) is None:
+                extracted = self.extractor_.extract(chunk)
+                self._check_extracted(extracted)
+                yield chunk, extracted
+                continue
+            chunk = [load_image(image) for image in chunk]
+            for _, run in itertools.groupby(chunk, key=lambda image: image.shape[:2]):
+                run = list(run)
+                extracted = self.extractor_.extract(run, size=run[0].shape[:2])
+                self._check_extracted(extracted)
+                yield run, extracted
 
     def _full_resolution(self, images: list, extracted, scores: np.ndarray, *,
-                         want_scores: bool):
+                         want_scores: bool, crf: bool = True):
         """Yield (label map, scores or None) of each image from its token scores
         (upsampled to the image's size, then refined by the CRF when ``crf`` is set)."""
-        use_crf = self.crf is not None and self.crf is not False
-        crf_params = self.crf if isinstance(self.crf, dict) else {}
+        use_crf = crf and self.crf is not None and self.crf is not False
         need = want_scores or use_crf
         for i, size in enumerate(extracted.image_sizes):
             out = upsample_scores(scores[i], size, mode=self.upsample, return_scores=need)
             labels, full = out if need else (out, None)
             if use_crf:
-                labels = dense_crf(load_image(images[i]), full, **crf_params)
+                labels = self._refine(images[i], full)
             yield labels, full
 
     def predict(self, images) -> list[np.ndarray]:
@@ -359,7 +378,28 @@ class Segmenter(BaseEstimator):
         -------
         list of ndarray of shape (H_i, W_i, n_labels_), float32
         """
-        return [scores for _, scores in self._iter_predictions(images, want_scores=True)]
+        return [scores for _, scores in self._iter_predictions(images, want_scores=True,
+                                                                crf=False)]
+
+    def _refine(self, image, scores: np.ndarray) -> np.ndarray:
+        """Label map from full-resolution ``scores``: the dense CRF's when ``crf`` is set,
+        else their argmax (what ``predict`` does after upsampling; sliding-window
+        evaluation applies it to the averaged scores).
+
+        Parameters
+        ----------
+        image : path, PIL image or ndarray of shape (H, W, 3)
+        scores : ndarray of shape (H, W, n_labels)
+
+        Returns
+        -------
+        ndarray of shape (H, W), int64
+        """
+        if self.crf is None or self.crf is False:
+            return np.asarray(scores).argmax(axis=2).astype(np.int64)
+        self._check_crf_available()
+        return dense_crf(load_image(image), scores, **(self.crf if isinstance(self.crf, dict)
+                                                       else {}))
 
     def fit_predict(self, images, y=None) -> list[np.ndarray]:
         """Fit on ``images`` and return their label maps: the fit's own labels of their
@@ -409,10 +449,7 @@ class Segmenter(BaseEstimator):
         """
         check_is_fitted(self, "estimator_")
         out: list[np.ndarray] = []
-        images = _as_image_list(images)
-        for s in range(0, len(images), self.batch_size):
-            extracted = self.extractor_.extract(images[s:s + self.batch_size])
-            self._check_extracted(extracted)
+        for _, extracted in self._extracted_batches(_as_image_list(images), desc="embedding"):
             emb = np.asarray(self._call("transform", extracted.flatten(), extracted),
                              dtype=np.float32)
             out.extend(extracted.unflatten(emb))
