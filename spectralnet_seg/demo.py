@@ -214,6 +214,9 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
     from .segmentation import Segmenter
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
+    if isinstance(cfg.methods, str):  # its letters would be read as method names
+        raise ValueError(f"DemoConfig.methods must be a sequence of names, e.g. "
+                         f"({cfg.methods!r},), not the string {cfg.methods!r}")
     unknown = [m for m in cfg.methods if m not in ESTIMATORS]
     if unknown or not cfg.methods:
         raise ValueError(f"unknown method(s) {unknown} in DemoConfig.methods; choose from "
@@ -283,6 +286,8 @@ def _write_tables(out: Path, rows: list[dict], class_names) -> list[Path]:
         for r in rows:
             writer.writerow([r["method"], f"{r['mean_iou']:.4f}", f"{r['pixel_accuracy']:.4f}",
                              f"{r['fit_time']:.2f}", f"{r['predict_time']:.3f}",
-                             *[f"{v:.4f}" for v in np.nan_to_num(r["per_class_iou"])]])
+                             # nan: a class absent from truth and prediction (not IoU 0)
+                             *["nan" if np.isnan(v) else f"{v:.4f}"
+                               for v in r["per_class_iou"]]])
     (out / "results.md").write_text(format_table(rows, markdown=True) + "\n")
     return [out / "results.csv", out / "results.md"]

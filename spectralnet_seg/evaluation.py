@@ -19,8 +19,9 @@ from sklearn.exceptions import NotFittedError, UndefinedMetricWarning
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils import progress, user_stacklevel
+from ._utils import is_integer, progress, user_stacklevel
 from .datasets.transforms import reco_protocol, resize_short_side
+from .images import load_image
 from .metrics import _match, confusion_matrix, scores_with_mapping
 
 __all__ = ["evaluate", "scores_from_confusion", "sliding_window_scores"]
@@ -84,6 +85,9 @@ def sliding_window_scores(segmenter, image: np.ndarray, *, window: int,
     ndarray of shape (H, W, n_labels)
         Mean score of each label over the windows covering each pixel.
     """
+    if not (is_integer(window) and window >= 1 and is_integer(stride) and stride >= 1):
+        raise ValueError(f"window and stride must be positive ints, got window={window!r}, "
+                         f"stride={stride!r}")
     if stride > window:
         raise ValueError(f"stride={stride} is larger than window={window}: pixels between "
                          "windows would get no score.")
@@ -262,7 +266,9 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
 def _prepare_item(dataset, index: int, protocol, crop_size: int):
     """Item ``index`` of ``dataset`` as arrays, checked and transformed by ``protocol``."""
     image, mask = dataset[index]
-    image, mask = np.asarray(image), np.asarray(mask)
+    # A path or PIL image is read as the segmenter would read it.
+    image = image if isinstance(image, np.ndarray) else load_image(image, name=f"item {index}")
+    mask = np.asarray(mask)
     if mask.shape != image.shape[:2]:
         raise ValueError(f"item {index}: mask shape {mask.shape} does not match image "
                          f"shape {image.shape[:2]}")
@@ -271,7 +277,10 @@ def _prepare_item(dataset, index: int, protocol, crop_size: int):
     if protocol == "sliding":
         return resize_short_side(image, mask, crop_size)
     if callable(protocol):
-        return protocol(image, mask)
+        image, mask = (np.asarray(a) for a in protocol(image, mask))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"item {index}: the protocol returned a {mask.shape} mask for a "
+                             f"{image.shape[:2]} image; it must transform both alike")
     return image, mask
 
 

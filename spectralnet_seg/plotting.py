@@ -215,7 +215,7 @@ def _new_figure(n_rows: int, n_cols: int, *, panel: float = 2.6):
 
 def plot_segmentations(images: Sequence, predictions: Mapping[str, Sequence] | Sequence, *,
                        ground_truth: Sequence | None = None, max_images: int = 6,
-                       alpha: float = 0.55):
+                       alpha: float = 0.55, ignore_index: int | None = None):
     """Grid of images (rows) with the overlays of one or several methods (columns).
 
     Parameters
@@ -231,6 +231,10 @@ def plot_segmentations(images: Sequence, predictions: Mapping[str, Sequence] | S
         Rows shown at most.
     alpha : float, default=0.55
         Opacity of the overlays.
+    ignore_index : int, optional
+        Label of the predictions left without overlay; None (the default) for cluster ids,
+        where 255 is a cluster like any other (the paper's K = 256); 255 for predictions
+        mapped to classes by [`apply_mapping`][spectralnet_seg.metrics.apply_mapping].
 
     Returns
     -------
@@ -244,14 +248,15 @@ def plot_segmentations(images: Sequence, predictions: Mapping[str, Sequence] | S
     for name, maps in predictions.items():
         if len(maps) < n:
             raise ValueError(f"predictions[{name!r}] has {len(maps)} label maps for {n} images")
+    if ground_truth is not None and len(ground_truth) < n:
+        raise ValueError(f"ground_truth has {len(ground_truth)} masks for {n} images")
     n_cols = 1 + len(predictions) + (ground_truth is not None)
     fig, axes = _new_figure(n, n_cols)
     for i in range(n):
         axes[i, 0].imshow(images[i])
         for j, (name, maps) in enumerate(predictions.items(), start=1):
-            # Cluster ids: 255 is a cluster like any other (K = 256 in the paper).
             axes[i, j].imshow(label_overlay(images[i], maps[i], alpha=alpha,
-                                            ignore_index=None))
+                                            ignore_index=ignore_index))
             if i == 0:
                 axes[i, j].set_title(name, fontsize=9)
         if ground_truth is not None:
@@ -293,6 +298,8 @@ def plot_eigenfunctions(image, eigenmaps, *, n_show: int = 6, cmap: str = "RdBu_
     if n_show < 1:
         raise ValueError(f"n_show must be >= 1, got {n_show}")
     n_show = min(n_show, maps.shape[2])
+    if titles is not None and len(titles) < n_show:
+        raise ValueError(f"titles has {len(titles)} entries for {n_show} panels")
     n_cols = min(n_show + 1, 4)
     n_rows = int(np.ceil((n_show + 1) / n_cols))
     fig, axes = _new_figure(n_rows, n_cols)

@@ -81,6 +81,8 @@ def test_bad_demo_settings_are_rejected():
         make_estimator("spectral", 4)
     with pytest.raises(ValueError, match="unknown method"):
         run_demo(None, config=DemoConfig(methods=("kmeans", "dbscan")), verbose=False)
+    with pytest.raises(ValueError, match=r"a sequence of names, e.g. \('kmeans',\)"):
+        run_demo(None, config=DemoConfig(methods="kmeans"), verbose=False)
     with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
         demo_kernel(kind="rbf")
 
@@ -104,3 +106,17 @@ def test_default_demo_discrete_beats_kmeans_and_tracks_eigsh():
     assert miou["discrete"] >= 0.95 * miou["eigsh"], miou
     assert miou["discrete"] >= miou["eigsh"] - 4, miou
     assert miou["discrete"] >= miou["kmeans"] + 5, miou
+
+
+def test_results_csv_writes_absent_classes_as_nan_not_zero(tmp_path):
+    """np.nan_to_num wrote an absent class as IoU 0.0000 beside a mean that left it out."""
+    import csv
+
+    from spectralnet_seg.demo import _write_tables
+
+    rows = [{"method": "eigsh", "mean_iou": 0.5, "pixel_accuracy": 0.75, "fit_time": 1.0,
+             "predict_time": 0.5, "per_class_iou": np.array([0.5, np.nan, 0.5])}]
+    _write_tables(tmp_path, rows, ["a", "b", "c"])
+    with open(tmp_path / "results.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["iou_a"], row["iou_b"], row["iou_c"]) == ("0.5000", "nan", "0.5000")

@@ -182,3 +182,62 @@ def test_real_segmenter_end_to_end_on_mosaics_and_unfitted_error():
     assert scores["pixel_accuracy"] == pytest.approx(reference["pixel_accuracy"], abs=1e-12)
     assert scores["per_class_iou"].shape == (6,) and scores["n_clusters"] == 6
     assert scores["predict_time"] > 0
+
+
+def test_fit_true_scores_the_fits_own_labels_and_sliding_windows_refine_once(monkeypatch):
+    """evaluate(fit=True) re-predicted the fitted images (for eigsh through the Nystrom
+    extension), and with protocol="sliding" the CRF ran on every window and was discarded."""
+    from spectralnet_seg.cluster import EigshSpectralClustering
+    from spectralnet_seg.datasets import TextureMosaics
+    from spectralnet_seg.features import PixelExtractor
+    from spectralnet_seg.segmentation import segmenter as segmenter_module
+
+    data = TextureMosaics(n_images=3, image_size=48, seed=0)
+    seg = Segmenter(PixelExtractor(stride=8), EigshSpectralClustering(4, random_state=0))
+    scores = evaluate(seg, data, protocol=None, fit=True, matching="hungarian",
+                      return_predictions=True)
+    own = Segmenter(PixelExtractor(stride=8), EigshSpectralClustering(4, random_state=0))
+    maps = own.fit_predict(data.images())
+    for predicted, expected in zip(scores["predictions"], maps, strict=True):
+        np.testing.assert_array_equal(predicted, expected)
+    reference = hungarian_scores(data.masks(), maps, data.n_classes)
+    assert scores["mean_iou"] == pytest.approx(reference["mean_iou"], abs=1e-12)
+
+    calls = []
+
+    def fake_crf(image, scores, **params):  # the CRF's answer: everything is label 0
+        calls.append(scores.shape)
+        return np.zeros(scores.shape[:2], np.int64)
+
+    monkeypatch.setattr(segmenter_module, "dense_crf", fake_crf)
+    monkeypatch.setattr(segmenter_module, "_import_densecrf", lambda: None)
+    crf = Segmenter(PixelExtractor(stride=8), KMeans(4, n_init=2, random_state=0), crf=True)
+    crf.fit(data.images())
+    result = evaluate(crf, data, protocol="sliding", crop_size=32, stride=16,
+                      return_predictions=True)
+    assert all((p == 0).all() for p in result["predictions"])
+    assert len(calls) == len(data)  # once per image, on the averaged scores
+
+
+def test_evaluation_inputs_and_windows_are_checked():
+    seg = ColourSegmenter([0, 1, 2, 3])
+    image = PALETTE[np.zeros((20, 30), int)]
+    for window, stride in [(8, 0), (8, -2), (0, 1)]:
+        with pytest.raises(ValueError, match="window and stride must be positive ints"):
+            sliding_window_scores(seg, image, window=window, stride=stride)
+    with pytest.raises(ValueError, match="the protocol returned a \\(24, 40\\) mask for a "
+                                         "\\(12, 12\\) image"):
+        evaluate(seg, ColourDataset(n_images=1), protocol=lambda i, m: (i[:12, :12], m))
+    with pytest.raises(ValueError, match="must be uint8 RGB arrays"):
+        reco_protocol(image.astype(np.float32) / 255, np.zeros((20, 30), int), 16)
+
+
+def test_image_paths_in_a_dataset_are_read(tmp_path):
+    from PIL import Image
+
+    image, mask = ColourDataset(n_images=1)[0]
+    Image.fromarray(image).save(tmp_path / "a.png")
+    seg = ColourSegmenter([0, 1, 2, 3])
+    from_path = evaluate(seg, [(tmp_path / "a.png", mask)], protocol=None)
+    from_array = evaluate(seg, [(image, mask)], protocol=None)
+    assert from_path["mean_iou"] == from_array["mean_iou"] == 1.0

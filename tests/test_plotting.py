@@ -135,3 +135,20 @@ def test_plot_functions_validate_their_inputs():
         plot_eigenfunctions(image, np.zeros((4, 4)))
     with pytest.raises(ValueError, match="class names"):
         plot_per_class_iou([0.1, 0.2], ["only one"])
+    with pytest.raises(ValueError, match="ground_truth has 1 masks for 2 images"):
+        plot_segmentations([image, image], [labels, labels], ground_truth=[labels])
+    with pytest.raises(ValueError, match="titles has 1 entries for 3 panels"):
+        plot_eigenfunctions(image, np.zeros((4, 4, 5)), n_show=3, titles=["a"])
+
+
+def test_cluster_255_is_drawn_like_any_other_cluster():
+    """With K = 256 (the paper's), cluster 255 was left without overlay, as "ignore"."""
+    image = np.zeros((16, 16, 3), np.uint8)
+    labels = np.arange(256).reshape(16, 16) % 255
+    labels[:8, :8] = 255  # pixel (3, 3) lies inside it, off the drawn boundaries
+    grid = plot_segmentations([image], [labels], alpha=1.0)
+    drawn = np.asarray(grid.axes[1].images[0].get_array())
+    np.testing.assert_array_equal(drawn[3, 3], label_colors(256)[255])
+    assert drawn[3, 3].any()
+    masked = plot_segmentations([image], [labels], alpha=1.0, ignore_index=255)
+    np.testing.assert_array_equal(np.asarray(masked.axes[1].images[0].get_array())[3, 3], 0)

@@ -35,6 +35,9 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool) -> np
         cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(int),
                           array.shape[1] - 1)
         return array[rows[:, None], cols[None, :]]
+    if array.dtype != np.uint8:  # Pillow's bilinear resize of an RGB image needs uint8
+        raise ValueError(f"images must be uint8 RGB arrays here, got dtype {array.dtype}; "
+                         "convert with spectralnet_seg.images.load_image(image)")
     return np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
 
 
