@@ -73,11 +73,12 @@ class Segmenter(BaseEstimator):
         The extractor used (built from the name when ``extractor`` is a string).
     input_size_ : (int, int) or None
         The first training image's size, passed as ``extract(images, size=...)`` in every
-        batch of ``fit`` and ``predict`` when the extractor's ``image_size`` is None (which
-        would mean "each call's first image"): all images are brought to one input size,
-        so batches of images of several sizes share one token grid and an image's label
-        map does not depend on the other images of its batch. None when the extractor
-        sets its own size or takes no ``size``.
+        batch of ``fit`` (and of [`extract`][extract] after it) when the extractor's
+        ``image_size`` is None (which would mean "each call's first image"): the training
+        images share one token grid whatever their sizes and batches. ``predict``,
+        ``predict_scores`` and ``transform`` then extract each new image at its own size,
+        so that its label map depends on neither. None when the extractor sets its own
+        size or takes no ``size`` (batches are then extracted as they come).
     estimator_ : estimator
         The fitted clone of ``estimator``.
     n_labels_ : int
@@ -309,7 +310,8 @@ class Segmenter(BaseEstimator):
                 self._check_extracted(extracted)
                 yield chunk, extracted
                 continue
-            chunk = [load_image(image) for image in chunk]
+            chunk = [load_image(image, name=f"images[{s + i}]")
+                     for i, image in enumerate(chunk)]
             for _, run in itertools.groupby(chunk, key=lambda image: image.shape[:2]):
                 run = list(run)
                 extracted = self.extractor_.extract(run, size=run[0].shape[:2])
