@@ -160,7 +160,7 @@ def is_path_list(X) -> bool:
 
 
 def _is_path_or_paths(X) -> bool:
-    """Whether ``X`` is a file path, or a non-empty list or tuple of them.
+    """Whether ``X`` is a file path, or a non-empty sequence of them.
 
     A string counts as a path when it names something on disk or ends in ``.npy``, so that
     words that are not numbers keep scikit-learn's message.
@@ -169,9 +169,7 @@ def _is_path_or_paths(X) -> bool:
         return isinstance(x, os.PathLike) or (isinstance(x, str) and (
             x.lower().endswith(".npy") or os.path.exists(x)))
 
-    if isinstance(X, (list, tuple)):
-        return len(X) > 0 and all(is_path(x) for x in X)
-    return is_path(X)
+    return all(is_path(x) for x in X) if is_path_list(X) else is_path(X)
 
 
 def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",

@@ -203,13 +203,13 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
 
     # Transductive: the fit's own labels of the evaluation images (fit_predict), not a
     # second prediction of them (for eigsh an approximate Nyström extension).
-    fitted_labels = None
+    fitted_labels, predict_time = None, 0.0
     if fit:
         images = [prepare(i)[0] for i in range(n_items)]
         if protocol != "sliding" and hasattr(segmenter, "fit_predict"):
             tic = time.perf_counter()
             fitted_labels = segmenter.fit_predict(images)
-            fit_predict_time = time.perf_counter() - tic
+            predict_time = time.perf_counter() - tic
         else:
             segmenter.fit(images)
         del images
@@ -221,15 +221,15 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
     ignore_index = getattr(dataset, "ignore_index", 255)
     confusion = None
     predictions: list[np.ndarray] = []
-    predict_time = 0.0 if fitted_labels is None else fit_predict_time
     starts = range(0, n_items, batch_size)
     for start in progress(starts, verbose=verbose, desc="evaluating", total=len(starts)):
         pairs = [prepare(i) for i in range(start, min(start + batch_size, n_items))]
-        tic = time.perf_counter()
-        labels = (fitted_labels[start:start + len(pairs)] if fitted_labels is not None else
-                  _predict_batch(segmenter, [image for image, _ in pairs], protocol,
-                                 crop_size, stride))
-        if fitted_labels is None:
+        if fitted_labels is not None:
+            labels = fitted_labels[start:start + len(pairs)]
+        else:
+            tic = time.perf_counter()
+            labels = _predict_batch(segmenter, [image for image, _ in pairs], protocol,
+                                    crop_size, stride)
             predict_time += time.perf_counter() - tic
         for (_, mask), pred in zip(pairs, labels, strict=True):
             part = _image_confusion(mask, pred, n_classes, n_clusters, ignore_index)

@@ -258,8 +258,8 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
             # network outputs afterwards, as the disconnected-graph warning promises.
             degree = np.asarray(graph.sum(axis=1)).ravel()
             linked = degree > 0
-            if linked.all() or linked.sum() < self.n_clusters:
-                linked = np.ones_like(linked)
+            if np.count_nonzero(linked) < self.n_clusters:  # too few to cluster apart
+                linked[:] = True
             sub = graph if linked.all() else graph[linked][:, linked]
             labels = np.empty(len(degree), dtype=np.int32)
             labels[linked], centers, self.embedding_norm_ = cluster_embedding(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._utils import is_real
+from .._utils import is_integer, is_real
 
 __all__ = ["ExtractedFeatures", "FeatureExtractor", "token_positions", "cell_means",
            "resize_image"]
@@ -155,6 +155,18 @@ def check_image_size(size, *, name: str = "size") -> tuple[int, int]:
         raise ValueError(f"{name} must be a pair (height, width) of positive integers; "
                          f"got {size!r}")
     return int(pair[0]), int(pair[1])
+
+
+def check_input_size(value, minimum: int = 1, *, name: str = "image_size") -> None:
+    """Refuse an input size that is not None, an int or a pair (H, W) of ints >= ``minimum``
+    (one grid cell / network stride, so that an image gives at least one token)."""
+    if value is None:
+        return
+    sides = ([value] * 2 if is_integer(value)
+             else list(value) if isinstance(value, (tuple, list)) else [])
+    if len(sides) != 2 or not all(is_integer(s) and s >= minimum for s in sides):
+        raise ValueError(f"{name} must be None, an int or a pair (H, W) of ints >= "
+                         f"{minimum}, got {value!r}")
 
 
 class FeatureExtractor(BaseEstimator, ABC):

@@ -25,10 +25,17 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.utils._param_validation import Interval
 
-from .._utils import is_integer, progress
+from .._utils import progress
 from ..images import load_images
 from ..neighbors import available_memory_bytes
-from ._base import ExtractedFeatures, FeatureExtractor, cell_means, resize_image, token_positions
+from ._base import (
+    ExtractedFeatures,
+    FeatureExtractor,
+    cell_means,
+    check_input_size,
+    resize_image,
+    token_positions,
+)
 from ._registry import register_extractor
 
 __all__ = ["ImageMemoryError", "PixelExtractor", "common_size", "estimate_pixel_memory"]
@@ -95,17 +102,6 @@ def common_size(images: list[np.ndarray], image_size, size=None) -> tuple[int, i
     if isinstance(image_size, Integral):
         return int(image_size), int(image_size)
     return int(image_size[0]), int(image_size[1])
-
-
-def _check_image_size(image_size, minimum: int, *, name: str = "image_size") -> None:
-    if image_size is None:
-        return
-    sides = ([image_size] * 2 if isinstance(image_size, Integral)
-             else list(image_size) if isinstance(image_size, (tuple, list)) else [])
-    if len(sides) != 2 or not all(is_integer(s) and s >= minimum for s in sides):
-        raise ValueError(
-            f"{name} must be None, an int or a pair (H, W) of ints >= {minimum} (one "
-            f"grid cell), got {image_size!r}")
 
 
 @register_extractor("pixel")
@@ -223,9 +219,9 @@ shape (n_images, H, W, 3)
         if self.sigma_max < self.sigma_min:
             raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min "
                              f"({self.sigma_min})")
-        _check_image_size(self.image_size, self.stride)
+        check_input_size(self.image_size, self.stride, name="image_size")
         loaded = load_images(images, min_size=self.stride)  # names a too-small image first
-        _check_image_size(size, self.stride, name="size")
+        check_input_size(size, self.stride, name="size")
         size = common_size(loaded, self.image_size, size)
         self._check_memory(size, len(loaded))
         grid = (max(1, size[0] // self.stride), max(1, size[1] // self.stride))

@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._utils import progress, resolve_device
+from .._utils import is_integer, progress, resolve_device
 from ..images import load_images
-from ._base import ExtractedFeatures, FeatureExtractor, cell_means, resize_image, token_positions
+from ._base import (
+    ExtractedFeatures,
+    FeatureExtractor,
+    cell_means,
+    check_input_size,
+    resize_image,
+    token_positions,
+)
 from ._registry import register_extractor
 from .pixel import common_size
 
@@ -247,8 +254,7 @@ class TimmExtractor(FeatureExtractor):
         if isinstance(layers, str):  # "paper"
             return sorted({0, n_layers // 2, n_layers - 1})
         layers = [layers] if isinstance(layers, Integral) else list(layers)
-        if not layers or not all(isinstance(i, Integral) and not isinstance(i, bool)
-                                 for i in layers):
+        if not layers or not all(is_integer(i) for i in layers):
             raise ValueError(f"layers must be None, 'paper', an int or a list of ints; got "
                              f"{self.layers!r}")
         bad = [i for i in layers if not -n_layers <= i < n_layers]
@@ -328,10 +334,8 @@ class TimmExtractor(FeatureExtractor):
 
     # ------------------------------------------------------------------ extract
     def _input_size(self, images: list[np.ndarray], size=None) -> tuple[int, int]:
-        for name, value in (("image_size", self.image_size), ("size", size)):
-            if value is not None and not (isinstance(value, Integral) or (
-                    len(value) == 2 and all(isinstance(s, Integral) for s in value))):
-                raise ValueError(f"{name} must be None, an int or (H, W); got {value!r}")
+        check_input_size(self.image_size, name="image_size")
+        check_input_size(size, name="size")
         height, width = common_size(images, self.image_size, size)
         s = self.stride_
         if height < s or width < s:
