@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -255,6 +256,15 @@ def user_stacklevel() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def accepts_keyword(method, name: str) -> bool:
+    """Whether ``method`` takes the keyword argument ``name`` (by name or ``**kwargs``)."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin or C method without a signature
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def is_integer(value) -> bool:

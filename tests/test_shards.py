@@ -390,3 +390,20 @@ def test_a_file_replaced_under_the_same_name_is_a_changed_extraction(tmp_path):
     os.utime(paths[0], ns=(0, 10**18))  # a new version, whatever the clock's resolution
     with pytest.raises(ValueError, match="image_list_hash changed"):
         extract_to_shards(PixelExtractor(stride=8), paths, out)
+
+
+def test_images_of_several_sizes_share_one_grid_whatever_the_shard(tmp_path):
+    """Each shard used to be sized by its own first image: with shard_size 2 the 48 x 40
+    image below was extracted at 32 x 32 in one run and at its own size in another."""
+    from spectralnet_seg import features
+    rng = np.random.default_rng(2)
+    sizes = [(64, 64), (32, 32), (48, 40), (64, 64), (32, 48)]
+    images = [(rng.random((*size, 3)) * 255).astype(np.uint8) for size in sizes]
+    extract_to_shards(features.PixelExtractor(), images, tmp_path / "pairs", shard_size=2)
+    extract_to_shards(features.PixelExtractor(), images, tmp_path / "whole", shard_size=5)
+    pairs, whole = load_shards(tmp_path / "pairs"), load_shards(tmp_path / "whole")
+    assert {tuple(s.grid) for s in ShardManifest.load(tmp_path / "pairs").shards} == {(8, 8)}
+    np.testing.assert_array_equal(np.asarray(pairs), np.asarray(whole))
+    # the grid is the first image's, as one call of the extractor makes it
+    expected = features.PixelExtractor().extract(images).features.reshape(-1, whole.shape[1])
+    np.testing.assert_allclose(np.asarray(whole), expected, rtol=1e-6)

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
 from .._utils import progress, stable_description, user_stacklevel
+from ..features._base import shared_input_size
 from .shards import (
     KINDS,
     MANIFEST_NAME,
@@ -225,6 +226,9 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
     Images are processed ``shard_size`` at a time; each group's features are flattened to
     (n_tokens, d) and written as one shard (plus colour and position side files), then the
     manifest is updated. An interrupted run continues where it stopped when called again.
+    An extractor whose ``image_size`` is None (each call at its first image's size) gets
+    ``size=`` the first image's size in every call, so all shards share one token grid and
+    an image's features do not depend on the other images of its shard.
 
     Parameters
     ----------
@@ -312,11 +316,16 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
         leftover.unlink()
 
     done = {s.index for s in manifest.shards}
+    # One input size for every shard (a batch array has one already): an image's features
+    # must not depend on which images share its shard.
+    size = (None if isinstance(images, np.ndarray) or hasattr(images, "detach")
+            else shared_input_size(extractor, images))
     for index in progress(range(manifest.n_shards), verbose=verbose, desc="extracting shards"):
         if index in done:
             continue
         start, stop = index * shard_size, min((index + 1) * shard_size, len(images))
-        result = extractor.extract(_subset(images, start, stop))
+        batch = _subset(images, start, stop)
+        result = extractor.extract(batch) if size is None else extractor.extract(batch, size=size)
         info = _write_shard(directory, index, start, stop, result, manifest)
         manifest.shards = sorted([*manifest.shards, info], key=lambda s: s.index)
         manifest.save()  # after the shard's files: a listed shard is always a whole shard

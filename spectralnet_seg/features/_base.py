@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._utils import is_integer, is_real
+from .._utils import accepts_keyword, is_integer, is_real
 
 __all__ = ["ExtractedFeatures", "FeatureExtractor", "token_positions", "cell_means",
            "resize_image"]
@@ -198,6 +198,35 @@ shape (n_images, H, W, 3)
 
 
 # ---------------------------------------------------------------------------- helpers
+def shared_input_size(extractor, images) -> tuple[int, int] | None:
+    """The size to pass as ``extract(images, size=...)`` so that every call of a run shares
+    one token grid: the first image's ``(H, W)``.
+
+    Without it an extractor whose ``image_size`` is None sizes each call by that call's
+    first image, so an image's features would depend on the other images of its batch.
+
+    Parameters
+    ----------
+    extractor : object with ``extract(images, ...)``
+    images : sequence of images (paths, PIL images, arrays of shape (H, W, C))
+
+    Returns
+    -------
+    (int, int) or None
+        None when the extractor sets its own size (``image_size``), has no scikit-learn
+        parameters, or takes no ``size``: its calls are then made as they come.
+    """
+    from ..images import load_image
+
+    try:
+        own = extractor.get_params(deep=False).get("image_size", 0)
+    except AttributeError:  # a duck-typed extractor without scikit-learn parameters
+        return None
+    if own is not None or not accepts_keyword(extractor.extract, "size"):
+        return None
+    return tuple(int(side) for side in load_image(images[0], name="images[0]").shape[:2])
+
+
 def token_positions(h: int, w: int) -> np.ndarray:
     """Centres ``(y, x)`` of an ``h x w`` token grid, normalised to ``[0, 1]``.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from ..postprocessing import CRF_DEFAULTS, dense_crf, upsample_scores
 from ._inputs import _as_image_list as _as_image_list
-from ._inputs import _method_accepts as _method_accepts
 from .segmenter import Segmenter
 from .single_image import _image_kernel as _image_kernel
 from .single_image import segment_image

@@ -1,12 +1,11 @@
 """What a [`Segmenter`][spectralnet_seg.segmentation.Segmenter] accepts from its callers.
 
 Images come as one path/PIL image/array, a 4-D batch array or an iterable of those and are
-made a list; an estimator's method is asked whether it takes a keyword (``context``).
+made a list.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,10 +38,3 @@ def _as_image_list(images) -> list:
         raise ValueError("no images were given; pass at least one image.")
     return images
 
-
-def _method_accepts(method, name: str) -> bool:
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

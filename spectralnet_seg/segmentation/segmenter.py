@@ -16,25 +16,14 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import is_integer, progress
+from .._utils import accepts_keyword, is_integer, progress
+from ..features._base import shared_input_size
 from ..images import load_image
 from ..kernels import TokenContext, kernel_tags
 from ..postprocessing import _import_densecrf, dense_crf, upsample_scores
-from ._inputs import _as_image_list, _method_accepts
+from ._inputs import _as_image_list
 
 __all__ = ["Segmenter"]
-
-
-def _one_input_size(extractor, images: list) -> tuple[int, int] | None:
-    """The first image's ``(H, W)`` when ``extractor`` would otherwise size each call by
-    its own first image (``image_size=None``) and takes a ``size``; else None."""
-    try:
-        own = extractor.get_params(deep=False).get("image_size", 0)
-    except AttributeError:  # a duck-typed extractor without scikit-learn parameters
-        return None
-    if own is not None or not _method_accepts(extractor.extract, "size"):
-        return None
-    return tuple(int(side) for side in load_image(images[0]).shape[:2])
 
 
 class Segmenter(BaseEstimator):
@@ -186,7 +175,7 @@ class Segmenter(BaseEstimator):
         self._check_crf_available()
         images = _as_image_list(images)
         self.extractor_ = self._build_extractor()
-        self.input_size_ = _one_input_size(self.extractor_, images)
+        self.input_size_ = shared_input_size(self.extractor_, images)
         extracted = self.extract(images)
         self._fit_extracted(extracted)
         return extracted
@@ -205,7 +194,7 @@ class Segmenter(BaseEstimator):
                 "Use more or larger images, or an extractor with a finer grid.")
         self.uses_context_ = self._needs_context(estimator)
         if self.uses_context_:
-            if not _method_accepts(estimator.fit, "context"):
+            if not accepts_keyword(estimator.fit, "context"):
                 raise ValueError(
                     f"the kernel of {type(estimator).__name__} needs the token context (it "
                     "contains a SpatialColorKernel), but "
@@ -245,7 +234,7 @@ class Segmenter(BaseEstimator):
     def _call(self, method: str, X, extracted):
         """``estimator_.<method>(X)``, with the token context when the estimator takes it."""
         func = getattr(self.estimator_, method)
-        if self.uses_context_ and _method_accepts(func, "context"):
+        if self.uses_context_ and accepts_keyword(func, "context"):
             return func(X, context=TokenContext.from_features(extracted))
         return func(X)
 
