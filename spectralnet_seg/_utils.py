@@ -267,6 +267,16 @@ def accepts_keyword(method, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def as_numpy(value) -> np.ndarray:
+    """``value`` as a numpy array; a torch tensor is detached and copied to the CPU, and a
+    bfloat16 one (numpy has no such dtype) becomes float32 with the same values."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        value = value.float() if str(value.dtype) == "torch.bfloat16" else value
+        return value.numpy()
+    return np.asarray(value)
+
+
 def is_integer(value) -> bool:
     """An integer (Python or numpy), not a bool: ``True`` would silently count as 1."""
     from numbers import Integral
@@ -313,11 +323,7 @@ def stable_description(value):
         return {"module": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)),
                 "weights": stable_description(dict(value.state_dict()))}
     if isinstance(value, np.ndarray) or hasattr(value, "detach"):
-        if hasattr(value, "detach"):
-            value = value.detach().cpu()
-            value = value.float() if str(value.dtype) == "torch.bfloat16" else value
-            value = value.numpy()  # numpy has no bfloat16: its values, in float32
-        array = np.ascontiguousarray(value)
+        array = np.ascontiguousarray(as_numpy(value))
         digest = hashlib.sha256(array.view(np.uint8).reshape(-1) if array.dtype != object
                                 else repr(array.tolist()).encode()).hexdigest()
         return {"array": list(array.shape), "dtype": str(array.dtype), "sha256": digest}

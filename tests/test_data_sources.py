@@ -144,6 +144,32 @@ def test_copy_on_write_edits_survive_page_release(tmp_path, data):
     np.testing.assert_array_equal(source[5], np.full(D, 42.0, dtype=np.float32))
 
 
+def test_copy_on_write_edits_survive_page_release_through_a_plain_view(tmp_path, data):
+    # np.asarray(memmap) has no ``mode``: the guard must look through its .base chain.
+    np.save(tmp_path / "x.npy", data)
+    memmap = np.load(tmp_path / "x.npy", mmap_mode="c")
+    memmap[5] = 42.0
+    view = np.asarray(memmap)
+    source = ArraySource(view, max_resident_bytes=1)
+    for _ in range(3):
+        source.take(np.arange(N))
+    np.testing.assert_array_equal(view[5], np.full(D, 42.0, dtype=np.float32))
+    np.testing.assert_array_equal(source[5], np.full(D, 42.0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_memmap_whose_file_changed_under_its_name_reads_its_own_rows(tmp_path, data, change):
+    # A memmap keeps the file it mapped; re-opening the path would read other bytes or fail.
+    np.save(tmp_path / "x.npy", data)
+    memmap = np.load(tmp_path / "x.npy", mmap_mode="r")
+    if change == "replaced":  # written elsewhere, then moved over the name
+        np.save(tmp_path / "y.npy", -data)
+        os.replace(tmp_path / "y.npy", tmp_path / "x.npy")
+    else:
+        os.unlink(tmp_path / "x.npy")
+    np.testing.assert_array_equal(ArraySource(memmap)[[1, 7, -1]], data[[1, 7, -1]])
+
+
 def test_memmap_pickles_by_reference(tmp_path):
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
                                     shape=(20000, 16))
@@ -224,6 +250,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, data):
     (np.ones(3, dtype=bool), IndexError, "does not match"),
     (np.zeros((2, 2), dtype=int), IndexError, "1-D"),
     ((0, 1, 2), IndexError, "2-D"),
+    (np.array([2**64 - 1], dtype=np.uint64), IndexError, "out of bounds"),  # not row -1
 ])
 def test_bad_indices(data, key, error, message):
     with pytest.raises(error, match=message):

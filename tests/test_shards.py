@@ -407,3 +407,33 @@ def test_images_of_several_sizes_share_one_grid_whatever_the_shard(tmp_path):
     # the grid is the first image's, as one call of the extractor makes it
     expected = features.PixelExtractor().extract(images).features.reshape(-1, whole.shape[1])
     np.testing.assert_allclose(np.asarray(whole), expected, rtol=1e-6)
+
+
+def test_only_the_extractions_own_leftover_files_are_removed(images, tmp_path):
+    (tmp_path / "shard_00001.npy.tmp").write_bytes(b"cut short")
+    (tmp_path / "my_download.tmp").write_text("the user's")
+    extract_to_shards(FakeExtractor(), images, tmp_path, shard_size=SHARD_SIZE)
+    assert not (tmp_path / "shard_00001.npy.tmp").exists()
+    assert (tmp_path / "my_download.tmp").read_text() == "the user's"
+
+
+def test_bfloat16_tensor_features_are_stored_as_their_values(tmp_path):
+    torch = pytest.importorskip("torch")
+    values = torch.randn(2, 2, 2, 4).to(torch.bfloat16)
+
+    class BFloat16Extractor:
+        def extract(self, images):
+            from spectralnet_seg.features import ExtractedFeatures, token_positions
+            n = len(images)
+            return ExtractedFeatures(values[:n], np.zeros((n, 2, 2, 3), np.float32),
+                                     np.broadcast_to(token_positions(2, 2), (n, 2, 2, 2)))
+
+    extract_to_shards(BFloat16Extractor(), np.zeros((2, 8, 8, 3), np.uint8), tmp_path)
+    np.testing.assert_array_equal(np.asarray(load_shards(tmp_path)),
+                                  values.float().numpy().reshape(-1, 4))
+
+
+def test_a_dataset_of_image_mask_pairs_is_refused_clearly(tmp_path):
+    pairs = [(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))] * 2
+    with pytest.raises(ValueError, match="pass the images alone"):
+        extract_to_shards(FakeExtractor(), pairs, tmp_path)

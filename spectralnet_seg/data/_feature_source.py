@@ -156,8 +156,11 @@ class FeatureSource(abc.ABC):
             raise IndexError(f"row indices must be integers or booleans, got dtype {idx.dtype}.")
         if idx.ndim != 1:
             raise IndexError(f"row indices must be 1-D, got shape {idx.shape}.")
-        idx = idx.astype(np.int64, copy=True)
         n = len(self)
+        if idx.dtype.kind == "u" and idx.max() >= n:  # uint64 would wrap to negative in int64
+            raise IndexError(f"row index {int(idx.max())} is out of bounds for a source "
+                             f"with {n} rows.")
+        idx = idx.astype(np.int64, copy=True)
         bad = (idx < -n) | (idx >= n)
         if bad.any():
             raise IndexError(f"row index {int(idx[bad][0])} is out of bounds for a source "

@@ -139,6 +139,40 @@ def find_mmap(array) -> mmap.mmap | None:
     return base
 
 
+def _memmap_mode(array) -> str | None:
+    """The mode of the first ``np.memmap`` in ``array``'s ``.base`` chain, or None."""
+    base = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    return None if base is None else base.mode
+
+
+def _maps_same_file(buffer_address: int, path) -> bool:
+    """Whether the mapping at ``buffer_address`` is still the file now at ``path``.
+
+    A memmap keeps the file it mapped even after that file is deleted or replaced under
+    its name; reading ``path`` again would then fail or read other bytes. Checked through
+    /proc/self/maps (device and inode of the mapping); assumed where there is no /proc.
+    """
+    try:
+        with open("/proc/self/maps") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return True
+    try:
+        status = os.stat(path)
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        low, high = (int(v, 16) for v in fields[0].split("-"))
+        if low <= buffer_address < high:
+            major, minor = (int(v, 16) for v in fields[3].split(":"))
+            return (int(fields[4]) == status.st_ino
+                    and os.makedev(major, minor) == status.st_dev)
+    return True
+
+
 def memmap_row_file(array) -> RowFile | None:
     """A [`RowFile`][RowFile] reading the same bytes as the memmap ``array``, or None.
 
@@ -153,6 +187,8 @@ def memmap_row_file(array) -> RowFile | None:
     # np.memmap maps from an allocation-aligned start below its requested offset.
     map_start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
     buffer_address = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    if not _maps_same_file(buffer_address, filename):
+        return None  # deleted or replaced since it was mapped: read through the memmap
     return RowFile(filename, map_start + (array.ctypes.data - buffer_address), array.shape,
                    array.dtype)
 
@@ -160,10 +196,12 @@ def memmap_row_file(array) -> RowFile | None:
 def release_pages(array) -> None:
     """Drop the pages of ``array``'s mapping from this process's resident set.
 
-    For the memmap fallback path (no pread, copy-on-write or strided memmaps). Skipped on
-    private (mode "c") mappings, where MADV_DONTNEED would discard the user's edits.
+    For the memmap fallback path (no pread, copy-on-write or strided memmaps). Only for a
+    mapping that an ``np.memmap`` in ``array``'s ``.base`` chain opened shared (modes "r",
+    "r+", "w+"): on a private one (mode "c", also behind a plain ndarray view of it) or one
+    of unknown kind, MADV_DONTNEED would discard the user's in-memory edits.
     """
-    if getattr(array, "mode", None) == "c":
+    if _memmap_mode(array) not in ("r", "r+", "w+"):
         return
     mm = find_mmap(array)
     if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
-from .._utils import progress, stable_description, user_stacklevel
+from .._utils import as_numpy, progress, stable_description, user_stacklevel
 from ..features._base import shared_input_size
 from .shards import (
     KINDS,
@@ -86,12 +86,6 @@ def list_image_files(paths, *, recursive: bool = False) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- identity
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _hash_images(images, image_ids) -> str:
     """SHA-256 of the image list: ids or paths when given, pixel data otherwise."""
     sha = hashlib.sha256()
@@ -117,7 +111,7 @@ def _image_bytes(image) -> bytes:
         except OSError:  # a missing file is reported when it is read
             version = ""
         return f"path:{os.fspath(image)}{version}".encode()
-    array = np.ascontiguousarray(_to_numpy(image))
+    array = np.ascontiguousarray(as_numpy(image))
     return f"{array.shape}{array.dtype.str}".encode() + array.tobytes()
 
 
@@ -142,7 +136,7 @@ def _subset(images, start: int, stop: int):
 
 def _write_shard(directory: Path, index: int, start: int, stop: int, result,
                  manifest: ShardManifest) -> ShardInfo:
-    features = _to_numpy(result.features)
+    features = as_numpy(result.features)
     if features.ndim != 4 or features.shape[0] != stop - start:
         raise ValueError(f"extractor.extract returned features of shape {features.shape} for "
                          f"{stop - start} images; expected (n_images, h, w, d).")
@@ -166,7 +160,7 @@ def _write_shard(directory: Path, index: int, start: int, stop: int, result,
     for kind, width in (("colors", 3), ("positions", 2)):
         side = getattr(result, kind, None)
         if side is not None:
-            side = _to_numpy(side)
+            side = as_numpy(side)
             if side.shape != (n_img, h, w, width):  # e.g. channels-first, or no channel axis
                 raise ValueError(f"extractor.extract returned {kind} of shape {side.shape}; "
                                  f"expected {(n_img, h, w, width)} like its features.")
@@ -180,7 +174,7 @@ def _write_shard(directory: Path, index: int, start: int, stop: int, result,
     return ShardInfo(index=index, image_start=start, image_stop=stop, n_rows=n_img * h * w,
                      grid=[int(h), int(w)],
                      image_sizes=([] if sizes is None
-                                  else stable_description(_to_numpy(sizes).tolist())),
+                                  else stable_description(as_numpy(sizes).tolist())),
                      files=files, nbytes=nbytes, sha256=sha)
 
 
@@ -276,6 +270,9 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
     if len(images) == 0:
         raise ValueError("images is empty; there is nothing to extract.")
+    if isinstance(images[0], tuple):  # a SegmentationDataset's (image, mask) items
+        raise ValueError("images holds tuples (a dataset of (image, mask) pairs?); pass the "
+                         "images alone, e.g. [image for image, _ in dataset].")
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     identity = json.loads(json.dumps({
@@ -313,7 +310,8 @@ def extract_to_shards(extractor, images, out_dir, *, shard_size: int = 64,
     else:
         manifest = ShardManifest(directory=directory, **identity)
     for leftover in directory.glob("*.tmp"):  # a write cut short by the interruption
-        leftover.unlink()
+        if _OWN_FILE.fullmatch(leftover.name[:-4]) or leftover.name == f"{MANIFEST_NAME}.tmp":
+            leftover.unlink()  # only this extraction's own files: a user's *.tmp stays
 
     done = {s.index for s in manifest.shards}
     # One input size for every shard (a batch array has one already): an image's features

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._utils import accepts_keyword, is_integer, is_real
+from .._utils import accepts_keyword, as_numpy, is_integer, is_real
 
 __all__ = ["ExtractedFeatures", "FeatureExtractor", "token_positions", "cell_means",
            "resize_image"]
@@ -54,9 +54,9 @@ class ExtractedFeatures:
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self):
-        self.features = np.ascontiguousarray(self.features, dtype=np.float32)
-        self.colors = np.ascontiguousarray(self.colors, dtype=np.float32)
-        self.positions = np.ascontiguousarray(self.positions, dtype=np.float32)
+        self.features = np.ascontiguousarray(as_numpy(self.features), dtype=np.float32)
+        self.colors = np.ascontiguousarray(as_numpy(self.colors), dtype=np.float32)
+        self.positions = np.ascontiguousarray(as_numpy(self.positions), dtype=np.float32)
         if self.features.ndim != 4:
             raise ValueError(
                 f"features must have shape (n_images, h, w, d); got {self.features.shape}")
