@@ -45,10 +45,15 @@ def scores_from_confusion(confusion: np.ndarray, matching: str = "majority") -> 
         ``per_class_iou`` (ndarray of shape (n_classes,), NaN for absent classes) and
         ``mapping`` (ndarray of shape (n_clusters,), -1 = unmatched cluster).
     """
-    confusion = np.asarray(confusion, dtype=np.int64)
+    confusion = np.asarray(confusion)
     if confusion.ndim != 2:
         raise ValueError(f"confusion must have shape (n_classes, n_clusters), got "
                          f"{confusion.shape}")
+    if confusion.dtype.kind not in "iuf" or (confusion.size and (
+            not np.isfinite(confusion).all() or confusion.min() < 0)):
+        raise ValueError("confusion must hold finite, non-negative (pixel) counts.")
+    if confusion.dtype.kind != "f":  # float (weighted) counts are kept, not truncated
+        confusion = confusion.astype(np.int64)
     if matching not in ("majority", "hungarian"):
         raise ValueError(f"matching must be 'majority' or 'hungarian', got {matching!r}")
     return scores_with_mapping(confusion, _match(confusion, matching))

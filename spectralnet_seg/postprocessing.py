@@ -75,6 +75,9 @@ def upsample_scores(scores: np.ndarray, size: tuple[int, int], *, mode: str = "b
     if scores.ndim != 3 or 0 in scores.shape:
         raise ValueError(f"scores must have shape (h, w, K) with no empty axis, got "
                          f"{scores.shape}")
+    if not np.isfinite(scores).all():  # one NaN would spread over the whole image
+        raise ValueError("scores hold NaN or inf; pass finite scores (e.g. probabilities "
+                         "rather than log-probabilities with -inf).")
     h, w, K = scores.shape
     from .features._base import check_image_size
 
@@ -122,8 +125,9 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, **params) -> np.ndar
 
     Parameters
     ----------
-    image : ndarray of shape (H, W, 3), uint8
-        The image (its colours drive the bilateral term).
+    image : ndarray of shape (H, W, 3), path or PIL image
+        The image (its colours drive the bilateral term), read by
+        [`load_image`][spectralnet_seg.images.load_image] (uint8 RGB; floats in [0, 1]).
     probabilities : ndarray of shape (H, W, K)
         Per-pixel label probabilities (rows need not be normalised exactly).
     **params
@@ -141,6 +145,13 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, **params) -> np.ndar
                          f"{sorted(CRF_DEFAULTS)}")
     p = {**CRF_DEFAULTS, **params}
     dcrf, unary_from_softmax = _import_densecrf()
+    from .images import load_image
+
+    image = load_image(image)  # uint8 RGB: a float image in [0, 1] is not cast to black
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 3 or probabilities.shape[:2] != image.shape[:2]:
+        raise ValueError(f"probabilities must have shape (H, W, K) with the image's (H, W) "
+                         f"{image.shape[:2]}, got {probabilities.shape}.")
     H, W, K = probabilities.shape
     prob = np.clip(probabilities.transpose(2, 0, 1), 1e-6, None)
     prob = prob / prob.sum(axis=0, keepdims=True)

@@ -273,3 +273,35 @@ def test_matching_inputs_are_checked():
             match(np.ones(3))  # were IndexError / AxisError
         with pytest.raises(ValueError, match="non-negative counts"):
             match(np.array([[1, -1], [0, 2]]))
+
+
+def test_a_cluster_seen_only_under_ignored_pixels_keeps_its_column():
+    # The mapping fitted on a prediction must apply back to that prediction.
+    t = np.array([[0, 0, 1], [1, 255, 255]])
+    p = np.array([[0, 0, 1], [1, 2, 2]])
+    assert confusion_matrix(t, p).shape == (2, 3)
+    mapping = match_clusters(t, p)
+    assert_array_equal(apply_mapping(p, mapping)[0], [0, 0, 1])
+
+
+@pytest.mark.parametrize("ignore_index", ["255", 255.5, True])
+def test_an_ignore_index_that_is_not_an_integer_is_refused(ignore_index):
+    # "255" compared unequal to every pixel: nothing was ignored.
+    with pytest.raises(ValueError, match="ignore_index must be an integer"):
+        pixel_accuracy([0, 255], [0, 1], ignore_index=ignore_index)
+    with pytest.raises(ValueError, match="ignore_index must be an integer"):
+        confusion_matrix([0, 255], [0, 1], ignore_index=ignore_index)
+
+
+def test_float_counts_are_scored_as_they_are():
+    from spectralnet_seg.evaluation import scores_from_confusion
+    from spectralnet_seg.metrics import scores_with_mapping
+    confusion = np.array([[0.6, 0.4], [0.1, 0.9]])  # a row-normalised confusion
+    # By hand: accuracy (0.6 + 0.9) / 2; IoU .6 / (1 + .7 - .6) and .9 / (1 + 1.3 - .9).
+    expected_iou = np.mean([0.6 / 1.1, 0.9 / 1.4])
+    for scores in (scores_from_confusion(confusion, "hungarian"),
+                   scores_with_mapping(confusion, np.array([0, 1]))):
+        assert_allclose(scores["pixel_accuracy"], 0.75)
+        assert_allclose(scores["mean_iou"], expected_iou)
+    with pytest.raises(ValueError, match="non-negative"):
+        scores_from_confusion(-confusion)

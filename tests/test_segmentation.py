@@ -278,6 +278,45 @@ def test_dense_crf_rejects_unknown_parameters():
         dense_crf(two_colour_image(), np.ones((32, 32, 2)) / 2, n_iterations=3)
 
 
+def test_dense_crf_gets_the_image_as_uint8_rgb(monkeypatch):
+    # A float image in [0, 1] used to be cast to uint8 as all zeros: no colour edge left.
+    from spectralnet_seg import postprocessing
+    seen = {}
+
+    class FakeCRF:
+        def __init__(self, W, H, K):
+            self.K, self.H, self.W = K, H, W
+
+        def setUnaryEnergy(self, unary):
+            pass
+
+        def addPairwiseGaussian(self, **kwargs):
+            pass
+
+        def addPairwiseBilateral(self, *, rgbim, **kwargs):
+            seen["rgbim"] = rgbim
+
+        def inference(self, n_iter):
+            return np.ones((self.K, self.H * self.W), dtype=np.float32)
+
+    fake = type("dcrf", (), {"DenseCRF2D": FakeCRF})
+    monkeypatch.setattr(postprocessing, "_import_densecrf",
+                        lambda: (fake, lambda p: -np.log(p).reshape(p.shape[0], -1)))
+    image = two_colour_image(32, 32)
+    dense_crf(image.astype(np.float32) / 255, np.ones((32, 32, 2)) / 2)
+    np.testing.assert_array_equal(seen["rgbim"], image)
+    with pytest.raises(ValueError, match="image's"):
+        dense_crf(image, np.ones((16, 32, 2)) / 2)
+
+
+def test_upsample_scores_refuses_non_finite_scores():
+    # One NaN token made the whole image NaN in its channel and took every pixel's argmax.
+    scores = np.full((4, 4, 3), 0.3, dtype=np.float32)
+    scores[1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        upsample_scores(scores, (16, 16))
+
+
 def test_dense_crf_snaps_blurry_scores_to_the_colour_edge():
     pytest.importorskip("pydensecrf.densecrf", reason="the optional 'crf' extra is not installed")
     image = two_colour_image(32, 32)

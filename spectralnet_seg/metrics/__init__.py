@@ -10,7 +10,9 @@ by
 
 Label maps may have any shape (``(n,)``, ``(h, w)``, ``(n_images, h, w)``), or be lists of
 maps of different sizes; pixels whose ground truth equals ``ignore_index`` (255 by
-default) are left out everywhere. NMI and ARI are re-exported from scikit-learn.
+default) are left out by every function of this package. NMI and ARI are scikit-learn's,
+re-exported unchanged: they score every pixel they are given, so drop the ignored ones
+first (``keep = y_true != 255``).
 
 [`normalized_cut`][normalized_cut] scores a partition of a graph instead of against ground truth:
 the

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["confusion_matrix"]
+__all__ = ["check_ignore_index", "confusion_matrix"]
 
 
 def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +36,16 @@ def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y_true.ravel().astype(np.int64), y_pred.ravel().astype(np.int64)
 
 
+def check_ignore_index(ignore_index) -> int | None:
+    """``ignore_index`` as an int, or None; anything else would silently ignore nothing."""
+    from .._utils import is_integer
+
+    if ignore_index is not None and not is_integer(ignore_index):
+        raise ValueError(f"ignore_index must be an integer label or None, got "
+                         f"{ignore_index!r}.")
+    return None if ignore_index is None else int(ignore_index)
+
+
 def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
                      n_clusters: int | None = None, ignore_index: int | None = 255
                      ) -> np.ndarray:
@@ -50,7 +60,8 @@ def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
     n_classes : int, optional
         Number of classes (rows); ``max(y_true) + 1`` over non-ignored pixels by default.
     n_clusters : int, optional
-        Number of clusters (columns); ``max(y_pred) + 1`` by default.
+        Number of clusters (columns); ``max(y_pred) + 1`` by default, over every pixel
+        (a cluster seen only under ignored pixels still gets its column).
     ignore_index : int or None, default=255
         Ground-truth value of pixels to leave out; None keeps every pixel.
 
@@ -66,13 +77,14 @@ def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
            [1, 0]])
     """
     t, p = _flatten_pair(y_true, y_pred)
+    ignore_index = check_ignore_index(ignore_index)
+    if n_clusters is None:  # before dropping pixels: every cluster of y_pred gets a column
+        n_clusters = int(p.max()) + 1 if p.size else 0
     if ignore_index is not None:
         keep = t != ignore_index
         t, p = t[keep], p[keep]
     if n_classes is None:
         n_classes = int(t.max()) + 1 if t.size else 0
-    if n_clusters is None:
-        n_clusters = int(p.max()) + 1 if p.size else 0
     if t.size and (t.min() < 0 or t.max() >= n_classes):
         raise ValueError(
             f"y_true has labels outside [0, {n_classes}) (min {t.min()}, max {t.max()}); "

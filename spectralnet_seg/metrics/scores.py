@@ -12,13 +12,13 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from .._utils import user_stacklevel
-from .confusion import _flatten_pair, confusion_matrix
+from .confusion import _flatten_pair, check_ignore_index, confusion_matrix
 from .matching import _match
 
 __all__ = ["mean_iou", "pixel_accuracy", "scores_with_mapping", "segmentation_scores"]
 
 
-def _warn_nothing_to_score(n_pixels: int) -> None:
+def _warn_nothing_to_score(n_pixels: float) -> None:
     if n_pixels == 0:
         warnings.warn("no ground-truth pixel to score (every pixel is ignore_index, or the "
                       "input is empty): pixel accuracy and IoU are NaN.",
@@ -128,9 +128,11 @@ def scores_with_mapping(confusion: np.ndarray, mapping: np.ndarray) -> dict:
     n_classes = confusion.shape[0]
     # Class×class confusion: sum the columns of the clusters mapped to each class.
     matched = mapping >= 0
-    class_conf = np.zeros((n_classes, n_classes), dtype=np.int64)
+    # Counts keep their dtype: weighted (float) counts are not truncated.
+    class_conf = np.zeros((n_classes, n_classes),
+                          dtype=np.result_type(confusion.dtype, np.int64))
     np.add.at(class_conf.T, mapping[matched], confusion[:, matched].T)
-    _warn_nothing_to_score(int(confusion.sum()))
+    _warn_nothing_to_score(float(confusion.sum()))
     accuracy, iou = _scores_from_class_confusion(class_conf, confusion.sum(axis=1))
     return {
         "pixel_accuracy": accuracy,
@@ -156,6 +158,7 @@ def pixel_accuracy(y_true, y_pred, *, ignore_index: int | None = 255) -> float:
     float
     """
     t, p = _flatten_pair(y_true, y_pred)
+    ignore_index = check_ignore_index(ignore_index)
     if ignore_index is not None:
         keep = t != ignore_index
         t, p = t[keep], p[keep]
@@ -189,7 +192,7 @@ def mean_iou(y_true, y_pred, n_classes: int, *, ignore_index: int | None = 255,
     t, p = _flatten_pair(y_true, y_pred)
     p = np.where((p >= 0) & (p < n_classes), p, n_classes)  # extra "no class" column
     conf = confusion_matrix(t, p, n_classes, n_classes + 1, ignore_index)
-    _warn_nothing_to_score(int(conf.sum()))
+    _warn_nothing_to_score(float(conf.sum()))
     _, iou = _scores_from_class_confusion(conf[:, :n_classes], conf.sum(axis=1))
     miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
     return (miou, iou) if return_per_class else miou
