@@ -175,6 +175,25 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(X, reference, 
     assert _step_of(path) == MAX_ITER  # rewritten, readable again
 
 
+def test_a_flipped_byte_inside_a_weight_is_caught_by_the_archive_crc(X, reference, tmp_path):
+    # torch.load does not check CRCs: the damaged weight used to be resumed from silently.
+    import zipfile
+    _make(checkpoint_dir=tmp_path).fit(X)
+    path = _only_checkpoint(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename),
+                     key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = np.frombuffer(
+        bytes(data[record.header_offset + 26:record.header_offset + 30]), dtype="<u2")
+    data[record.header_offset + 30 + name_length + extra_length + 3] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.warns(CheckpointWarning, match="truncated or not a checkpoint.*Resumed from "
+                      "the previous checkpoint"):
+        resumed = _make(checkpoint_dir=tmp_path).fit(X)
+    _assert_same_fit(resumed, reference)
+
+
 def test_unusable_checkpoint_without_fallback_is_one_clear_error(X, tmp_path):
     _make(checkpoint_dir=tmp_path, max_iter=EVERY).fit(X)
     path = _only_checkpoint(tmp_path)
@@ -312,6 +331,7 @@ def test_unreadable_checkpoint_is_not_called_damaged(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(_checkpoints.torch, "load", denied)
+    monkeypatch.setattr(_checkpoints.zipfile, "ZipFile", denied)  # the first reader
     with pytest.raises(_checkpoints.CheckpointError, match="cannot be read .permission"):
         _checkpoints.load_checkpoint(path)
 

@@ -183,6 +183,56 @@ def test_partial_fit_streams_chunks(blobs):
         est.partial_fit(np.zeros((10, 3)))
 
 
+@pytest.mark.parametrize("Estimator", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
+def test_partial_fit_after_fit_trains_at_the_current_learning_rate(blobs, Estimator):
+    # fit anneals its rate to 0; the stored Adam state used to carry that 0 into the stream,
+    # which then changed no weight while n_iter_ grew.
+    X, _ = blobs
+    est = Estimator(3, hidden_layer_sizes=(16,), batch_size=64, max_iter=20, tol=0.0,
+                    random_state=0).fit(X)
+    before = [w.detach().clone() for w in est.network_.parameters()]
+    est.partial_fit(X)
+    changed = [not torch.equal(a, b)
+               for a, b in zip(before, est.network_.parameters(), strict=True)]
+    assert all(changed)
+    assert est._optimizer_state["param_groups"][0]["lr"] == est.learning_rate
+
+
+def test_an_interrupted_partial_fit_leaves_the_model_as_it_was(blobs, monkeypatch):
+    # The stream trained network_ itself: an interrupt left new weights beside old labels.
+    from spectralnet_seg.cluster._neural_training import TrainingLoopMixin
+    X, _ = blobs
+    est = _small(max_iter=10).fit(X)
+    embedding, weights = est.transform(X), [w.detach().clone() for w in est.network_.parameters()]
+    update, steps = TrainingLoopMixin._update_statistics, []
+
+    def interrupted(self, run, *args):
+        steps.append(run.step)
+        if len(steps) == 3:  # after two optimiser steps
+            raise KeyboardInterrupt
+        return update(self, run, *args)
+
+    monkeypatch.setattr(TrainingLoopMixin, "_update_statistics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        est.partial_fit(X)
+    monkeypatch.undo()
+    assert all(torch.equal(a, b) for a, b in zip(weights, est.network_.parameters(), strict=True))
+    assert_array_equal(est.transform(X), embedding)
+    assert est.n_iter_ == 10 and est.sampler_ == "graph"
+
+
+def test_partial_fit_after_a_graph_fit_and_changed_outputs_are_refused(blobs):
+    X, _ = blobs
+    W = KNNKernel(n_neighbors=8).graph(X)
+    with pytest.raises(ValueError, match="fitted with graph="):
+        _small(max_iter=5).fit(X, graph=W).partial_fit(X)
+    est = _small(max_iter=5).fit(X).set_params(n_clusters=4)
+    for method in (est.transform, est.predict, est.partial_fit):
+        with pytest.raises(ValueError, match="fitted with 3 outputs, but its n_clusters is "
+                                             "now 4"):
+            method(X)
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -229,6 +230,12 @@ def load_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
+        # torch.load does not check the archive's CRCs: a flipped byte in a weight would be
+        # resumed from silently. zipfile does (and reads the whole file once).
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise zipfile.BadZipFile(f"CRC mismatch in {damaged}")
         with warnings.catch_warnings():  # torch's warnings about garbage bytes: reported below
             warnings.simplefilter("ignore")
             # weights_only=True: a checkpoint file can never run code.

@@ -199,7 +199,25 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         -------
         self : object
         """
+        # As for fit: a call stopped by an exception leaves the estimator as it was (the
+        # run trains a copy of the network, see _resume_run).
+        before = dict(self.__dict__)
+        try:
+            return self._partial_fit(X, context=context)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _partial_fit(self, X, *, context=None):
         first = not hasattr(self, "network_")
+        if not first:
+            self._check_outputs_unchanged()
+            if self.kernel_ is None:
+                raise ValueError(
+                    f"partial_fit continues training on in-batch graphs of a feature kernel, "
+                    f"but this {type(self).__name__} was fitted with graph=...: it has no "
+                    "kernel for new rows. Refit with fit(X, graph=W) instead.")
         X = io.validate_rows(self, X, reset=first, min_samples=2)
         if first and self.checkpoint_dir is not None:
             warnings.warn("partial_fit writes no checkpoints (checkpoint_dir is used by fit "
@@ -293,12 +311,19 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
     def _resume_run(self, X) -> _TrainingRun:
         """Rebuild the run of previous ``partial_fit`` calls from the stored CPU state."""
         device = self._training_device()
-        network = self.network_.to(device)
+        # Copies: on the CPU .to() is the same object, and training it in place would leave
+        # an interrupted call's weights beside the old labels and output map.
+        network = copy.deepcopy(self.network_).to(device)
         optimizer = self._new_optimizer(network)
         optimizer.load_state_dict(self._optimizer_state)
+        for group in optimizer.param_groups:
+            # The stored state holds the last learning rate of the run before: after fit,
+            # its annealed 0, which would leave the network unchanged. The stream trains at
+            # the current parameters' constant rate.
+            group["lr"], group["weight_decay"] = self.learning_rate, self.weight_decay
         generator = torch.Generator()
         generator.set_state(self._generator_state)
-        return _TrainingRun(network=network, normalizer=self.normalizer_.to(device),
+        return _TrainingRun(network=network, normalizer=copy.deepcopy(self.normalizer_).to(device),
                             optimizer=optimizer, generator=generator, device=device,
                             batch_size=min(self.batch_size_, X.shape[0]),
                             n_samples=X.shape[0], learning_rate=self.learning_rate,
@@ -416,7 +441,17 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
 
     def _validated(self, X):
         check_is_fitted(self)
+        self._check_outputs_unchanged()
         return io.validate_rows(self, X, reset=False)
+
+    def _check_outputs_unchanged(self) -> None:
+        """Refuse a fitted model whose output count was changed by ``set_params``."""
+        fitted = self.normalizer_.running_second_moment.shape[0]
+        if self._n_outputs() != fitted:
+            raise ValueError(
+                f"this {type(self).__name__} was fitted with {fitted} outputs, but its "
+                f"{self._outputs_name()} is now {self._n_outputs()}: refit it (fit) after "
+                "changing the number of outputs.")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
