@@ -127,7 +127,7 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, **params) -> np.ndar
     ----------
     image : ndarray of shape (H, W, 3), path or PIL image
         The image (its colours drive the bilateral term), read by
-        [`load_image`][spectralnet_seg.images.load_image] (uint8 RGB; floats in [0, 1]).
+        ``spectralnet_seg.images.load_image`` (uint8 RGB; floats in [0, 1]).
     probabilities : ndarray of shape (H, W, K)
         Per-pixel label probabilities (rows need not be normalised exactly).
     **params

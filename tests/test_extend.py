@@ -10,6 +10,7 @@ that the package's callers accept the new names like built-in ones.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -34,18 +35,31 @@ REGISTERED = [(KERNELS, "radius"), (EXTRACTORS, "cell_color"),
 
 
 @pytest.fixture(scope="module")
-def plugins():
-    """The namespace of the docs page after running its code blocks in order."""
+def plugins(tmp_path_factory):
+    """The namespace of the docs page's usage blocks, run in order after its plug-in blocks
+    (``# my_plugins/NAME.py``) were saved as the files of a package, as a user would."""
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
     assert len(blocks) >= 5
+    root = tmp_path_factory.mktemp("plugins")
+    (root / "my_plugins").mkdir()
+    (root / "my_plugins" / "__init__.py").write_text("")
+    for block in blocks:
+        header = re.match(r"# (my_plugins/\w+\.py)\n", block)
+        if header:
+            (root / header.group(1)).write_text(block)
+    sys.path.insert(0, str(root))
     namespace: dict = {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the two-colour graphs are disconnected
             for block in blocks:
-                exec(compile(block, str(PAGE), "exec"), namespace)
+                if not block.startswith("# my_plugins/"):
+                    exec(compile(block, str(PAGE), "exec"), namespace)
         yield namespace
     finally:
+        sys.path.remove(str(root))
+        for module in [m for m in sys.modules if m.split(".")[0] == "my_plugins"]:
+            del sys.modules[module]
         for registry, name in REGISTERED:
             if name in registry:
                 registry.unregister(name)
@@ -65,7 +79,7 @@ def test_a_plugin_name_cannot_be_registered_twice(plugins):
     from spectralnet_seg.kernels import register_kernel
 
     with pytest.raises(ValueError, match="a kernel named 'radius' is already registered"):
-        register_kernel("radius")(plugins["RadiusKernel"])
+        register_kernel("radius")(sys.modules["my_plugins.radius_kernel"].RadiusKernel)
 
 
 def test_eigsh_takes_the_plugin_kernel_by_name_and_predicts_through_its_cross(plugins):
