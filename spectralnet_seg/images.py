@@ -17,7 +17,8 @@ fully transparent pixels happen to store, which is arbitrary and would show up a
 segments. Opaque pixels are unchanged.
 
 EXIF orientation tags are deliberately *not* applied: dataset masks are stored in the raw
-pixel order of their images, and rotating one without the other would misalign them.
+pixel order of their images, and rotating one without the other would misalign them. A file
+whose tag says it is displayed rotated or flipped gets a ``UserWarning`` saying so.
 
 >>> import numpy as np
 >>> from spectralnet_seg.images import load_image
@@ -162,10 +163,26 @@ def _read_file(path: Path, *, background) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decode now so truncated files fail here, not later
+            _warn_exif_orientation(img, path)
             return _pil_to_rgb(img, background=background)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {path}: it is corrupt or not an image "
                          f"({err}).") from err
+
+
+def _warn_exif_orientation(img, path: Path) -> None:
+    """Say so when a photo is displayed rotated: its label map follows the stored pixels."""
+    orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
+    if orientation not in (0, 1):
+        import warnings
+
+        from ._utils import user_stacklevel
+
+        warnings.warn(
+            f"{path} has EXIF orientation {orientation}: viewers show it rotated or "
+            "flipped, but it is read (and its label map made) in its stored pixel order. "
+            "To segment it as displayed, pass PIL.ImageOps.exif_transpose(Image.open(path)).",
+            UserWarning, stacklevel=user_stacklevel())
 
 
 def _pil_to_rgb(img, *, background) -> np.ndarray:
@@ -177,8 +194,11 @@ def _pil_to_rgb(img, *, background) -> np.ndarray:
         return _composite(np.asarray(img.convert("RGBA")), background)
     if mode.startswith("I;16"):
         # 16-bit greyscale: Pillow's convert("RGB") clips instead of rescaling.
-        return _array_to_rgb(np.asarray(img).astype(np.uint16), background=background,
-                             name="image")
+        grey = np.asarray(img).astype(np.uint16)
+        if "transparency" in img.info:  # a 16-bit colour key (PNG tRNS): composite it
+            alpha = np.where(grey == img.info["transparency"], 0, 65535).astype(np.uint16)
+            grey = np.stack([grey, grey, grey, alpha], axis=-1)
+        return _array_to_rgb(grey, background=background, name="image")
     if mode in ("I", "F"):
         # 32-bit integer / float greyscale (e.g. TIFF): convert("RGB") clips them to 0/255
         # and turns NaN into 0; the array rules scale [0, 1] floats and refuse the rest.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,3 +163,43 @@ def test_mappings_and_sets_of_images_are_refused(images):
     order for the label maps to follow."""
     with pytest.raises(TypeError, match="images must be a list"):
         load_images(images)
+
+
+def test_a_16_bit_colour_key_is_composited_like_an_8_bit_one(tmp_path):
+    # The I;16 branch dropped the tRNS key: transparent pixels kept their stored black.
+    from PIL import Image
+    grey = np.zeros((4, 4), np.uint16)
+    grey[:2] = 65535  # the bottom half holds the key value 0: transparent
+    Image.fromarray(grey).save(tmp_path / "g16.png", transparency=0)
+    Image.fromarray((grey // 257).astype(np.uint8)).save(tmp_path / "g8.png", transparency=0)
+    eight, sixteen = load_image(tmp_path / "g8.png"), load_image(tmp_path / "g16.png")
+    assert (eight[2:] == 255).all()  # Pillow's own 8-bit compositing, the reference
+    np.testing.assert_array_equal(sixteen, eight)
+
+
+def test_a_photo_displayed_rotated_is_read_as_stored_with_a_warning(tmp_path):
+    from PIL import Image
+    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    image.save(tmp_path / "portrait.jpg", exif=exif)
+    image.save(tmp_path / "plain.jpg")
+    with pytest.warns(UserWarning, match="EXIF orientation 6.*exif_transpose"):
+        assert load_image(tmp_path / "portrait.jpg").shape == (48, 64, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(tmp_path / "plain.jpg")
+
+
+def test_resize_refuses_an_unknown_interpolation():
+    from spectralnet_seg.features import resize_image
+    image = np.zeros((8, 8, 3), np.uint8)
+    assert resize_image(image, (4, 4), interpolation="box").shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        resize_image(image, (4, 4), interpolation="bicubc")
+
+
+def test_pixel_features_of_a_one_pixel_wide_image_are_refused_clearly():
+    from spectralnet_seg.features import PixelExtractor
+    with pytest.raises(ValueError, match="minimum 2x2"):
+        PixelExtractor(stride=1).extract([np.zeros((1, 40, 3), np.uint8)])

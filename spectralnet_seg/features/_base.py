@@ -292,7 +292,11 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int],
     if tuple(image.shape[:2]) == tuple(size_hw):
         return image
     methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-               "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
-    resample = methods.get(interpolation, Image.BILINEAR)
+               "nearest": Image.NEAREST, "lanczos": Image.LANCZOS, "box": Image.BOX,
+               "hamming": Image.HAMMING}  # every name timm's configs use
+    if interpolation not in methods:  # a typo must not silently become bilinear
+        raise ValueError(f"interpolation must be one of {sorted(methods)}, got "
+                         f"{interpolation!r}.")
+    resample = methods[interpolation]
     out = Image.fromarray(image).resize((int(size_hw[1]), int(size_hw[0])), resample)
     return np.asarray(out)

@@ -219,9 +219,10 @@ shape (n_images, H, W, 3)
         if self.sigma_max < self.sigma_min:
             raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min "
                              f"({self.sigma_min})")
-        check_input_size(self.image_size, self.stride, name="image_size")
-        loaded = load_images(images, min_size=self.stride)  # names a too-small image first
-        check_input_size(size, self.stride, name="size")
+        minimum = max(self.stride, 2)  # the texture filters' gradients need 2 pixels a side
+        check_input_size(self.image_size, minimum, name="image_size")
+        loaded = load_images(images, min_size=minimum)  # names a too-small image first
+        check_input_size(size, minimum, name="size")
         size = common_size(loaded, self.image_size, size)
         self._check_memory(size, len(loaded))
         grid = (max(1, size[0] // self.stride), max(1, size[1] // self.stride))
