@@ -96,7 +96,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-iter", type=_positive_int, default=None,
                        help="largest number of training steps of the neural estimators; "
                             "they stop earlier when their eigenvalue estimates settle "
-                            f"[{_defaults_text('max_iter')}]")
+                            f"[{_defaults_text('max_iter')}] (k-means: its iterations)")
     group.add_argument("--batch-size", type=_positive_int, default=None,
                        help="graph pairs (or minibatch tokens) per training step of the "
                             f"neural estimators [{_defaults_text('batch_size')}]")
@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         "segment", help="segment image files; writes label maps + overlays",
         description="Fits one clustering over all the images (a single photo: its own "
                     "regions) and writes, per image, NAME_labels.png (cluster ids, 8/16-bit "
-                    "grey), NAME_labels_color.png (the same ids as a palette picture) and "
-                    "NAME_overlay.png. Inputs sharing a file name get NAME-2, NAME-3, ...")
+                    "grey), NAME_labels_color.png (the same ids as a palette picture; an "
+                    "RGB picture when K > 256) and NAME_overlay.png. Inputs sharing a file "
+                    "name get NAME-2, NAME-3, ...")
     seg.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
                      help="image files and/or folders of images (all are used to fit)")
     seg.add_argument("--out", required=True, help="output folder")

@@ -43,6 +43,9 @@ def _make_extractor(args):
 
     params = {}
     random_init = getattr(args, "random_init", False)
+    if args.checkpoint_path is not None and random_init:  # the checkpoint would win silently
+        raise ValueError("--checkpoint-path and --random-init exclude each other: the first "
+                         "loads weights from a file, the second keeps random ones")
     if args.checkpoint_path is not None or random_init:
         if not args.extractor.startswith("timm:"):
             raise ValueError("--checkpoint-path and --random-init only apply to timm "
@@ -144,10 +147,17 @@ def _cmd_segment(args) -> int:
     from .images import load_image
     from .plotting import save_label_map, save_overlay
 
-    images = checked_image_files(args.images)  # folders expanded, every file readable
-    names = output_names(images)
     out = check_output_folder(args.out)
     suffixes = ("_labels.png", "_labels_color.png", "_overlay.png")
+    images = checked_image_files(args.images)  # folders expanded, every file readable
+    # With --out inside an input folder, an earlier run's outputs are not new inputs.
+    images = [path for path in images
+              if not (Path(path).resolve().parent == out.resolve()
+                      and Path(path).name.endswith(suffixes))]
+    if not images:
+        raise ValueError(f"the only images in {args.images} are this command's own outputs "
+                         f"in {out}; pass the photos to segment.")
+    names = output_names(images)
     if not args.overwrite:
         refuse([out / f"{name}{suffix}" for name in names for suffix in suffixes])
     segmenter = _make_segmenter(args, single_image=len(images) == 1)

@@ -114,6 +114,23 @@ def test_segment_takes_a_folder_of_images(mosaic_files, tmp_path, capsys):
     assert "3 images into 3 clusters" in capsys.readouterr().out
 
 
+def test_segment_into_its_input_folder_does_not_fit_its_own_outputs(mosaic_files, tmp_path,
+                                                                     capsys):
+    # A rerun with --overwrite fitted the earlier label maps and overlays as new photos.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(mosaic_files[0], folder)
+    argv = ["segment", str(folder), "--estimator", "kmeans", "--n-clusters", "3", "--seed",
+            "0", "--out", str(folder)]
+    assert main(argv) == 0
+    first = read_png(folder / "mosaic0_labels.png")
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    assert "on 1 image(s)" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_png(folder / "mosaic0_labels.png"), first)
+    assert not list(folder.glob("*_labels_labels.png"))
+
+
 def test_segment_one_photo_with_defaults_shows_progress_unless_quiet(mosaic_files, tmp_path,
                                                                      capsys):
     assert main(["segment", mosaic_files[0], "--out", str(tmp_path / "a")]) == 0
@@ -231,6 +248,10 @@ def test_segment_reports_user_errors_without_a_traceback(mosaic_files, tmp_path,
                    "--out", str(tmp_path)])
     assert status == 2
     assert "only apply to timm extractors" in one_line_error(capsys)
+    status = main(["segment", *mosaic_files, "--extractor", "timm:vit_tiny_patch16_224",
+                   "--checkpoint-path", "w.pth", "--random-init", "--out", str(tmp_path)])
+    assert status == 2  # the checkpoint used to win silently
+    assert "exclude each other" in one_line_error(capsys)
     status = main(["segment", *mosaic_files, "--extractor", "sift", "--out", str(tmp_path)])
     assert status == 2
     assert "unknown extractor" in one_line_error(capsys)
