@@ -208,8 +208,10 @@ def _write_scores(out: Path, scores: dict, dataset: str) -> None:
 
 def _cmd_evaluate(args) -> int:
     from ._cli_checks import check_output_folder, refuse_existing
+    from .datasets._base import DATASETS
     from .evaluation import evaluate
 
+    DATASETS.entry(args.dataset)  # a misspelt name is named as such, before asking for --root
     if args.dataset != "mosaics" and args.root is None:
         raise ValueError(f"--root is required for dataset {args.dataset!r}")
     if args.dataset == "mosaics":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,9 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
         out.mkdir(parents=True, exist_ok=True)
         files = _write_tables(out, rows, test.class_names)
         files += _write_pictures(out, test, results, eigenmaps, n_show=min(4, cfg.n_test))
+        for stale in out.glob("image*_*.png"):  # a larger earlier run's extra pictures
+            if re.fullmatch(r"image\d+_\w+\.png", stale.name) and stale not in files:
+                stale.unlink()
         say(f"\nwrote {len(files)} files to {out}")
     return {"rows": rows, "table": table, "files": files, "config": cfg}
 

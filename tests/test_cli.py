@@ -378,6 +378,8 @@ def test_evaluate_needs_a_root_for_folder_datasets(tmp_path, capsys):
     assert "--root is required" in one_line_error(capsys, "evaluate")
     assert main(["evaluate", "--dataset", "ade20k", "--root", str(tmp_path / "none")]) == 2
     one_line_error(capsys, "evaluate")
+    assert main(["evaluate", "--dataset", "mosaic"]) == 2  # a typo, not a missing root
+    assert "unknown dataset 'mosaic'" in one_line_error(capsys, "evaluate")
 
 
 def test_resolve_device_rejects_unknown_and_unavailable_devices():

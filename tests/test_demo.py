@@ -120,3 +120,17 @@ def test_results_csv_writes_absent_classes_as_nan_not_zero(tmp_path):
     with open(tmp_path / "results.csv") as fh:
         (row,) = list(csv.DictReader(fh))
     assert (row["iou_a"], row["iou_b"], row["iou_c"]) == ("0.5000", "nan", "0.5000")
+
+
+def test_a_smaller_rerun_leaves_no_stale_pictures_of_the_earlier_run(tmp_path):
+    # The same folder, first with 3 test images shown, then with 1: image1_* and image2_*
+    # of the first run used to stay beside the second run's results.
+    config = dict(n_train=2, image_size=32, methods=("kmeans",), n_clusters=4)
+    run_demo(tmp_path, config=DemoConfig(n_test=3, **config), verbose=False)
+    assert (tmp_path / "image2_kmeans.png").exists()
+    (tmp_path / "image9_notes.txt").write_text("the user's")  # not a demo picture: kept
+    result = run_demo(tmp_path, config=DemoConfig(n_test=1, **config), verbose=False)
+    pictures = sorted(p.name for p in tmp_path.glob("image*.png"))
+    assert pictures == ["image0_ground_truth.png", "image0_kmeans.png"]
+    assert set(pictures) <= {p.name for p in result["files"]}
+    assert (tmp_path / "image9_notes.txt").exists()
