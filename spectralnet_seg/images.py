@@ -83,10 +83,10 @@ def load_image(image, *, min_size: int = 1, background=(255, 255, 255),
 
     _check_background(background)
     if isinstance(image, (str, os.PathLike)):
-        array = _read_file(Path(image), background=background)
         name = f"{name} ({os.fspath(image)})"
+        array = _read_file(Path(image), background=background, name=name)
     elif isinstance(image, Image.Image):
-        array = _pil_to_rgb(image, background=background)
+        array = _pil_to_rgb(image, background=background, name=name)
     elif isinstance(image, np.ndarray):
         array = _array_to_rgb(image, background=background, name=name)
     else:
@@ -153,7 +153,7 @@ def load_images(images, *, min_size: int = 1, background=(255, 255, 255)) -> lis
 
 
 # ---------------------------------------------------------------------------- helpers
-def _read_file(path: Path, *, background) -> np.ndarray:
+def _read_file(path: Path, *, background, name: str = "image") -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
@@ -164,7 +164,7 @@ def _read_file(path: Path, *, background) -> np.ndarray:
         with Image.open(path) as img:
             img.load()  # decode now so truncated files fail here, not later
             _warn_exif_orientation(img, path)
-            return _pil_to_rgb(img, background=background)
+            return _pil_to_rgb(img, background=background, name=name)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {path}: it is corrupt or not an image "
                          f"({err}).") from err
@@ -185,7 +185,7 @@ def _warn_exif_orientation(img, path: Path) -> None:
             UserWarning, stacklevel=user_stacklevel())
 
 
-def _pil_to_rgb(img, *, background) -> np.ndarray:
+def _pil_to_rgb(img, *, background, name: str = "image") -> np.ndarray:
     mode = img.mode
     if mode in ("1", "L", "P", "RGB") and "transparency" in img.info:
         # A palette index or a colour key (PNG tRNS) marks the transparent pixels.
@@ -198,11 +198,11 @@ def _pil_to_rgb(img, *, background) -> np.ndarray:
         if "transparency" in img.info:  # a 16-bit colour key (PNG tRNS): composite it
             alpha = np.where(grey == img.info["transparency"], 0, 65535).astype(np.uint16)
             grey = np.stack([grey, grey, grey, alpha], axis=-1)
-        return _array_to_rgb(grey, background=background, name="image")
+        return _array_to_rgb(grey, background=background, name=name)
     if mode in ("I", "F"):
         # 32-bit integer / float greyscale (e.g. TIFF): convert("RGB") clips them to 0/255
         # and turns NaN into 0; the array rules scale [0, 1] floats and refuse the rest.
-        return _array_to_rgb(np.asarray(img), background=background, name="image")
+        return _array_to_rgb(np.asarray(img), background=background, name=name)
     return np.asarray(img.convert("RGB"))
 
 

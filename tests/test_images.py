@@ -90,6 +90,9 @@ def test_32_bit_tiff_files_are_scaled_or_refused(tmp_path):
         Image.fromarray(array).save(tmp_path / name)
         with pytest.raises(ValueError, match=match):
             load_image(tmp_path / name)
+    # The error names the file and its place in the list (it said "image").
+    with pytest.raises(ValueError, match=r"images\[1\] \(.*over\.tif\)"):
+        load_images([tmp_path / "float.tif", tmp_path / "over.tif"])
 
 
 def test_missing_corrupt_and_directory_files(tmp_path):
