@@ -24,6 +24,7 @@ IVF_RECALL_SLACK = 0.05
 FIT_NMI_SLACK = 0.1
 MIN_DISTRIBUTED_NMI = 0.9
 MAX_FEATURE_RELATIVE_DIFF = 1e-2
+MIN_RELOAD_AGREEMENT = 0.99
 
 BOUNDS_NOTE = (
     f"Bounds for `ok`: exact kNN recall@k >= {MIN_EXACT_RECALL} and distances within "
@@ -34,7 +35,9 @@ BOUNDS_NOTE = (
     f"page-locked when pinned. Distributed: the requested backend, an exact all-reduce, "
     f"DDP gradients within 1e-5 of the plain backward, NMI >= {MIN_DISTRIBUTED_NMI} to the "
     f"single-process fit. Features: within {MAX_FEATURE_RELATIVE_DIFF:g} of the CPU's "
-    "largest magnitude. Fit times follow a warm-up fit on each device (CUDA context, "
+    "largest magnitude. Saved models: a neural fit and a timm extractor made on the device, "
+    "saved with joblib and loaded in a process without a GPU, give at least "
+    f"{MIN_RELOAD_AGREEMENT} of the same labels and features within the same bound. Fit times follow a warm-up fit on each device (CUDA context, "
     "cuBLAS); kNN times are medians of `--repeats` searches, each of which builds its "
     "index (and, on the GPU, its faiss GPU resources).")
 """What a check must show to be ``ok``, in words (the report's notes)."""
@@ -373,6 +376,69 @@ def features_check(*, device: str, n_images: int, size: int, model_kwargs: dict)
               "relative_diff": relative}
     failures = [] if relative <= MAX_FEATURE_RELATIVE_DIFF else [
         f"features differ by {relative:.3g} of their largest magnitude"]
+    return _require(values, failures)
+
+
+_LOAD_WITHOUT_GPU = """
+import sys, warnings
+import joblib, numpy as np, torch
+assert not torch.cuda.is_available()
+estimator, extractor, X, images = joblib.load(sys.argv[1])
+estimator.set_params(device="cpu")  # it was asked for the GPU, which this process lacks
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    features = extractor.extract(images).features
+np.savez(sys.argv[2], labels=estimator.predict(X), features=features,
+         warned=any("runs on the CPU" in str(w.message) for w in caught))
+"""
+
+
+def persistence_check(X, *, device: str, cfg: dict, model_kwargs: dict,
+                      workdir: Path) -> dict:
+    """A neural fit and a timm extractor made on ``device``, saved with joblib and loaded in
+    a process that sees no GPU (``CUDA_VISIBLE_DEVICES=""``): the same labels and features."""
+    import os
+    import subprocess
+    import sys
+    import warnings
+
+    import joblib
+    import torch
+    from sklearn.exceptions import ConvergenceWarning
+
+    from spectralnet_seg.features import TimmExtractor
+
+    estimator = build_estimator("neural", device, cfg)
+    with warnings.catch_warnings():  # a fixed number of steps, by design
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(X)
+    torch.manual_seed(0)
+    extractor = TimmExtractor("vit_tiny_patch16_224", pretrained=False,
+                              model_kwargs=model_kwargs, device=device)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+    features = np.asarray(extractor.extract(images).features, dtype=np.float64)
+    saved, loaded = workdir / "saved.joblib", workdir / "loaded.npz"
+    joblib.dump((estimator, extractor, X, images), saved)
+    done = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_GPU, str(saved), str(loaded)],
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise CheckFailed({}, "loading without a GPU failed: "
+                          + done.stderr.strip().splitlines()[-1][:300])
+    result = np.load(loaded)
+    agreement = float(np.mean(result["labels"] == estimator.predict(X)))
+    relative = float(np.abs(result["features"] - features).max()
+                     / max(float(np.abs(features).max()), 1e-12))
+    values = {"labels_agree": agreement, "relative_diff": relative,
+              "cpu_fallback_warned": bool(result["warned"])}
+    failures = []
+    if agreement < MIN_RELOAD_AGREEMENT:
+        failures.append(f"{agreement:.3f} of the labels agree after reloading")
+    if relative > MAX_FEATURE_RELATIVE_DIFF:
+        failures.append(f"reloaded features differ by {relative:.3g} of their largest "
+                        "magnitude")
+    if device == "cuda" and not result["warned"]:
+        failures.append("the extractor saved with device='cuda' did not say it runs on the CPU")
     return _require(values, failures)
 
 

@@ -23,6 +23,9 @@ checks themselves live in ``_gpu_checks.py``, with the bounds a row must meet to
   (:func:`spectralnet_seg.distributed.run_local`), an all-reduce and a
   ``DistributedDataParallel`` backward on the device, against the single-process fit.
 * ``features`` — ``TimmExtractor`` (random weights, no download) on the device vs the CPU.
+* ``persistence`` — a neural fit and a ``TimmExtractor`` made on the device, saved with
+  joblib and loaded in a process that sees no GPU (``CUDA_VISIBLE_DEVICES=""``): the same
+  labels and features (a model saved from a GPU run must load on a CPU-only machine).
 
 With ``--device cpu`` every check runs on the CPU instead (faiss CPU indexes, gloo instead of
 NCCL, ``pin_memory=False``), so the script is known to run before a GPU is lent. A failing
@@ -63,6 +66,8 @@ LOADER_COLUMNS = ["case", "device", "status", "pin_memory", "pinned", "num_worke
 DISTRIBUTED_COLUMNS = ["case", "device", "status", "backend", "world_size", "nmi_vs_single",
                        "identical_labels", "all_reduce_ok", "ddp_grad_max_diff"]
 FEATURE_COLUMNS = ["case", "device", "status", "shape", "max_abs_diff", "relative_diff"]
+PERSISTENCE_COLUMNS = ["case", "device", "status", "labels_agree", "relative_diff",
+                       "cpu_fallback_warned"]
 # ----------------------------------------------------------------------------- report
 def plot(fit_rows: list[dict], knn_rows: list[dict], device: str):
     """Seconds on the CPU and on ``device``: fits and kNN searches side by side."""
@@ -127,7 +132,7 @@ def run_checks(args, workdir: Path) -> dict[str, list[dict]]:
     manifold = manifold_clusters(args.fit_n or (1_000 if quick else 20_000), seed=seed)
     tables: dict[str, list[dict]] = {k: [] for k in
                                      ("device", "knn", "fit", "loader", "distributed",
-                                      "features")}
+                                      "features", "persistence")}
 
     def add(kind: str, case: str, fn: Callable[[], dict]) -> None:
         tables[kind].append(checks.run_check(kind, case, device, fn))
@@ -160,6 +165,10 @@ def run_checks(args, workdir: Path) -> dict[str, list[dict]]:
     add("features", "timm vit_tiny (random weights)", lambda: checks.features_check(
         device=device, n_images=2 if quick else 8, size=64 if quick else 224,
         model_kwargs=vit))
+    add("persistence", "joblib: saved on the device, loaded without a GPU",
+        lambda: checks.persistence_check(digits[0][:500], device=device, cfg=cfg,
+                                         model_kwargs=dict(depth=2, embed_dim=32, num_heads=2),
+                                         workdir=workdir))
     return tables
 
 
@@ -198,7 +207,9 @@ def main(argv=None) -> dict:
                 ("_loader", tables["loader"], LOADER_COLUMNS, "Loading batches to the device"),
                 ("_distributed", tables["distributed"], DISTRIBUTED_COLUMNS,
                  "One-rank process group vs one process"),
-                ("_features", tables["features"], FEATURE_COLUMNS, "timm features")],
+                ("_features", tables["features"], FEATURE_COLUMNS, "timm features"),
+                ("_persistence", tables["persistence"], PERSISTENCE_COLUMNS,
+                 "Saved models loaded without a GPU")],
         notes=notes, figures=[(f"{NAME}.png", figure)])
     common.publish(files, args.docs_dir, NAME, quick=args.quick)
     print(f"\n{verdict}\nwrote {', '.join(str(p) for p in files)}")

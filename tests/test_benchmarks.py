@@ -420,13 +420,13 @@ def test_gpu_check_cpu_quick(bench, tmp_path):
     result = gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "o"),
                              "--docs-dir", str(docs)])
     md = _check_outputs(tmp_path / "o", "gpu_check", csv_suffixes=(
-        "", "_device", "_knn", "_fit", "_loader", "_distributed", "_features"))
+        "", "_device", "_knn", "_fit", "_loader", "_distributed", "_features", "_persistence"))
     assert (docs / "gpu_check_quick" / "gpu_check.md").read_text() == md
     assert "torch 1, faiss 1" in md  # --quick runs one CPU thread unless told otherwise
     columns, rows = _csv(tmp_path / "o" / "gpu_check.csv")
     assert columns == gpu_check.SUMMARY_COLUMNS
     assert {r["check"] for r in rows} == {"device", "knn", "fit", "loader", "distributed",
-                                          "features"}
+                                          "features", "persistence"}
     assert all(r["status"] == "ok" and r["device"] == "cpu" for r in rows), rows
     assert result["failed"] == []
     tables = result["tables"]
@@ -450,7 +450,10 @@ def test_gpu_check_cpu_quick(bench, tmp_path):
     assert distributed["identical_labels"] and distributed["all_reduce_ok"]
     assert distributed["ddp_grad_max_diff"] == 0.0
     assert tables["features"][0]["max_abs_diff"] == 0.0
-    assert "13 of 13 checks ok" in md and "This is the CPU run" in md
+    # Saved and loaded in a process without a GPU: the same labels and features, exactly.
+    (saved,) = tables["persistence"]
+    assert saved["labels_agree"] == 1.0 and saved["relative_diff"] == 0.0
+    assert "14 of 14 checks ok" in md and "This is the CPU run" in md
 
 
 def test_gpu_check_records_failures_and_skips(bench):

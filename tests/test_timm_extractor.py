@@ -237,3 +237,22 @@ def test_errors(tmp_path):
         with pytest.raises(ValueError, match="CUDA is not available"):
             TimmExtractor("vit_tiny_patch16_224", pretrained=False, device="cuda",
                           model_kwargs=TINY_VIT).extract(_images(1))
+
+
+def test_a_pickled_extractor_extracts_the_same_and_loads_on_a_machine_without_its_device():
+    import pickle
+    images = _images(2)
+    ex = _vit()
+    expected = ex.extract(images).features
+    loaded = pickle.loads(pickle.dumps(ex))
+    np.testing.assert_array_equal(loaded.extract(images).features, expected)
+    assert all(p.device.type == "cpu" for p in loaded.model_.parameters())
+    if torch.cuda.is_available():
+        pytest.skip("the fallback is for machines without CUDA")
+    # Saved where CUDA was asked for, loaded here: it runs on the CPU, and says so.
+    ex.device = "cuda"
+    ex._built_key = ex._build_key()  # as if it had been built there
+    with pytest.warns(UserWarning, match="runs on the CPU"):
+        moved = pickle.loads(pickle.dumps(ex))
+    assert moved.device_.type == "cpu"
+    np.testing.assert_array_equal(moved.extract(images).features, expected)

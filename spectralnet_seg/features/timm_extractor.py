@@ -18,7 +18,9 @@ resamples position embeddings.
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -170,6 +172,28 @@ class TimmExtractor(FeatureExtractor):
     def _build_key(self) -> tuple:
         return (self.model_name, self.pretrained, str(self.checkpoint_path),
                 repr(self.pretrained_cfg_overlay), repr(self.model_kwargs), str(self.device))
+
+    def __getstate__(self):
+        # The backbone is pickled on the CPU: a model saved from a GPU run must load on a
+        # machine without CUDA (torch cannot unpickle CUDA tensors there).
+        state = super().__getstate__()
+        model = state.get("model_")
+        if model is not None and any(t.device.type != "cpu"
+                                     for t in (*model.parameters(), *model.buffers())):
+            state["model_"] = copy.deepcopy(model).cpu()
+        return state
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if "model_" in self.__dict__:  # fitted: the backbone goes to this machine's device
+            try:
+                self.device_ = resolve_device(self.device)
+            except ValueError as err:  # e.g. saved with device="cuda", loaded without CUDA
+                warnings.warn(f"{err} The loaded TimmExtractor runs on the CPU; set "
+                              "device='cpu' (or 'auto') to silence this.", UserWarning,
+                              stacklevel=2)
+                self.device_ = resolve_device("cpu")
+            self.model_ = self.model_.to(self.device_)
 
     def _build(self) -> None:
         """Create the backbone (once per set of model parameters)."""
