@@ -32,6 +32,8 @@ import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, validate_params
 
 from ._base import Kernel, KernelTags
+from ._checks import _as_batch
+from ._graph_ops import _centred
 from ._registry import register_kernel
 from ._token_context import TokenContext, as_token_context
 
@@ -219,6 +221,7 @@ class SpatialColorKernel(Kernel):
         """
         import torch
 
+        X_batch = _as_batch(X_batch)  # a numpy batch too, as KNNKernel.batch takes
         b = int(X_batch.shape[0])
         ctx = as_token_context(context, b, owner=type(self).__name__)
         pairs = self._pairs()
@@ -232,7 +235,9 @@ class SpatialColorKernel(Kernel):
             W = torch.zeros((b, b), device=device, dtype=torch.bool)
             rows = torch.arange(b, device=device)[:, None]
             for k, lam in pairs:
-                emb = torch.cat([colors, lam * positions], dim=1)  # (b, 5)
+                # Centred: bright, nearly flat colours (~0.95, distances ~1e-3) would
+                # otherwise lose their neighbour order in cdist's float32 |a|²+|b|²-2ab.
+                emb = _centred(torch.cat([colors, lam * positions], dim=1))  # (b, 5)
                 dist = torch.cdist(emb, emb).masked_fill(~same_image, float("inf"))
                 k_b = min(k, b - 1)
                 if k_b < 1:
