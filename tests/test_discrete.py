@@ -151,6 +151,25 @@ def test_defaults_match_eigsh_on_digits_and_use_every_cluster():
     assert DiscreteNeuralEigenClustering(400)._discrete_objective().orthogonality_weight == 0.05
 
 
+def test_rejected_fine_tuning_leaves_the_state_of_no_fine_tuning(blobs, monkeypatch):
+    # The weights were reverted, but the tuned run's Adam moments, column statistics and
+    # diffusion time stayed, for a later partial_fit to continue from.
+    from spectralnet_seg.cluster import _discrete_fine_tuning
+    X = blobs[0]
+    reference = _small(max_iter=40, fine_tune_iter=0).fit(X)
+    monkeypatch.setattr(_discrete_fine_tuning, "_fine_tuning_helps", lambda *args: False)
+    rejected = _small(max_iter=40, fine_tune_iter=10).fit(X)
+    assert not rejected.fine_tuned_ and rejected.n_iter_ == reference.n_iter_ + 10
+    for a, b in zip(rejected.network_.state_dict().values(),
+                    reference.network_.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert_array_equal(rejected.labels_, reference.labels_)
+    assert rejected.diffusion_steps_ == reference.diffusion_steps_
+    assert torch.equal(rejected.normalizer_.running_second_moment,
+                       reference.normalizer_.running_second_moment)
+    assert rejected._optimizer_state["state"] == {}  # fresh moments, as without fine-tuning
+
+
 def test_fine_tuning_that_empties_clusters_is_not_kept():
     # A normalised cut is a sum over clusters, so merging clusters always lowers it: judged
     # by the cut alone, fine-tuning that merged coins' 12 regions into 1 passed as an

@@ -365,3 +365,20 @@ def test_int_random_state_seeds_an_unseeded_ivf_index():
     seeded = KNNKernel(10, index="ivf", index_params={"n_probe": 1, "random_state": 5})
     est = EigshSpectralClustering(3, kernel=seeded, random_state=0).fit(X)
     assert est.kernel_.index_params["random_state"] == 5  # the kernel's own seed wins
+
+
+def test_discretize_labels_a_graph_with_an_isolated_node():
+    # discretize normalised the isolated node's zero row to NaN: 30 "SVD did not converge"
+    # retries, then a LinAlgError. It now joins the cluster k-means gives it.
+    import warnings
+
+    from spectralnet_seg.cluster import spectral_clustering
+    W = np.kron(np.eye(3), np.ones((5, 5))) + 0.01  # 3 dense groups of 5
+    np.fill_diagonal(W, 0)
+    W = np.pad(W, ((0, 1), (0, 1)))  # node 15: no edges at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the graph is disconnected, and says so
+        kmeans = spectral_clustering(W, 3, assign_labels="kmeans", random_state=0)
+        discretized = spectral_clustering(W, 3, assign_labels="discretize", random_state=0)
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 5), discretized[:15]) == 1.0
+    assert adjusted_rand_score(kmeans, discretized) == 1.0

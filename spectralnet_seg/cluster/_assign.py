@@ -81,7 +81,19 @@ def _discretize(vectors: np.ndarray, random_state) -> np.ndarray:
     # well tested, so reuse it (imported lazily: it is a private module).
     from sklearn.cluster._spectral import discretize
 
-    return discretize(vectors, random_state=random_state)
+    # Rows of isolated points are 0 (see normalize_embedding): they have no direction, and
+    # discretize's row normalisation would turn them into NaN (an SVD that never converges).
+    # The others are discretised; the isolated ones join the cluster whose mean is nearest
+    # the origin, where k-means puts them too.
+    nonzero = np.linalg.norm(vectors, axis=1) > 0
+    if nonzero.all():
+        return discretize(vectors, random_state=random_state)
+    labels = np.zeros(len(vectors), dtype=np.int64)
+    if nonzero.sum() > vectors.shape[1]:
+        labels[nonzero] = discretize(vectors[nonzero], random_state=random_state)
+        means = _label_means(vectors[nonzero], labels[nonzero], vectors.shape[1])
+        labels[~nonzero] = np.nanargmin(np.linalg.norm(means, axis=1))
+    return labels
 
 
 def _label_means(E: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:

@@ -89,17 +89,21 @@ class DiscreteFineTuningMixin:
         network.eval().cpu()
         self.n_iter_ += tune.step
         self.loss_curve_ += tune.loss_curve
+        self._generator_state = tune.generator.get_state()  # its draws were made either way
+        if not _fine_tuning_helps(graph, start_labels, self._argmax(X)):
+            # The discrete objective made it worse: back to the start, and to the start's
+            # training state, as with fine_tune_iter=0 (the tuned run's Adam moments and
+            # statistics would otherwise meet the reverted weights in a later partial_fit).
+            network.load_state_dict(start_state)
+            self._optimizer_state = self._new_optimizer(network).state_dict()
+            return
         # What a later partial_fit continues from: the fine-tuned network's training state.
         self._eigenvalue_ema = tune.eigenvalues
         self._optimizer_state = io.to_cpu(tune.optimizer.state_dict())
-        self._generator_state = tune.generator.get_state()
         self.normalizer_ = tune.normalizer.eval().cpu()
         self.diffusion_steps_ = 1
         run.eigenvalues, run.diffusion_steps = tune.eigenvalues, 1
         self.fine_tuned_ = True
-        if not _fine_tuning_helps(graph, start_labels, self._argmax(X)):
-            network.load_state_dict(start_state)  # the discrete objective made it worse
-            self.fine_tuned_ = False
 
     def _argmax(self, X) -> np.ndarray:
         return self._raw_outputs(X).numpy().argmax(axis=1)
