@@ -370,6 +370,12 @@ def test_extractor_by_name_and_images_smaller_than_a_patch():
     assert type(seg.extractor_).__name__ == "PixelExtractor"
     with pytest.raises(ValueError, match="smaller than the minimum 8x8"):
         seg.predict([np.zeros((6, 6, 3), np.uint8)])
+    # The error names the image by its place in the caller's list (it said images[0]).
+    image = two_colour_image()
+    for batch_size in (1, 8):
+        seg.set_params(batch_size=batch_size)
+        with pytest.raises(ValueError, match=r"images\[2\] is 6x6 pixels"):
+            seg.predict([image, image, np.zeros((6, 6, 3), np.uint8)])
 
 
 def test_segmenter_with_crf_refines_full_resolution_labels():

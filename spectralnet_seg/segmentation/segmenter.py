@@ -8,6 +8,7 @@ says how), optionally refined by a dense CRF.
 from __future__ import annotations
 
 import itertools
+import re
 from numbers import Integral
 
 import numpy as np
@@ -24,6 +25,19 @@ from ..postprocessing import _import_densecrf, dense_crf, upsample_scores
 from ._inputs import _as_image_list
 
 __all__ = ["Segmenter"]
+
+
+def _extract_numbered(extractor, images: list, offset: int, **kwargs):
+    """``extractor.extract(images, **kwargs)``; an error naming ``images[j]`` of this call
+    names it by its place in the caller's list (``images[offset + j]``) instead."""
+    try:
+        return extractor.extract(images, **kwargs)
+    except ValueError as err:
+        if offset == 0:
+            raise
+        message = re.sub(r"\bimages\[(\d+)\]",
+                         lambda m: f"images[{offset + int(m.group(1))}]", str(err))
+        raise ValueError(message) from err
 
 
 class Segmenter(BaseEstimator):
@@ -295,15 +309,18 @@ class Segmenter(BaseEstimator):
         for s in progress(starts, verbose=self.verbose, desc=desc, total=len(starts)):
             chunk = images[s:s + self.batch_size]
             if getattr(self, "input_size_", None) is None:
-                extracted = self.extractor_.extract(chunk)
+                extracted = _extract_numbered(self.extractor_, chunk, s)
                 self._check_extracted(extracted)
                 yield chunk, extracted
                 continue
             chunk = [load_image(image, name=f"images[{s + i}]")
                      for i, image in enumerate(chunk)]
-            for _, run in itertools.groupby(chunk, key=lambda image: image.shape[:2]):
-                run = list(run)
-                extracted = self.extractor_.extract(run, size=run[0].shape[:2])
+            runs = itertools.groupby(enumerate(chunk), key=lambda item: item[1].shape[:2])
+            for _, group in runs:
+                group = list(group)
+                first, run = group[0][0], [image for _, image in group]
+                extracted = _extract_numbered(self.extractor_, run, s + first,
+                                              size=run[0].shape[:2])
                 self._check_extracted(extracted)
                 yield run, extracted
 
