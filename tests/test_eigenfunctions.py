@@ -387,3 +387,14 @@ def test_orthogonality_error():
     assert orthogonality_error(psi, weights=d) < 1e-10
     with pytest.raises(ValueError, match="weights must be 30 finite non-negative"):
         orthogonality_error(psi, weights=-d)
+
+
+def test_diffusion_time_must_be_a_positive_integer():
+    # steps=0 returned 0.333 for 0.5 and steps=-1 returned 0.172, both silently.
+    from spectralnet_seg.eigenfunctions import diffusion_eigenvalues, eigenvalues_from_diffusion
+    assert eigenvalues_from_diffusion([0.28125], np.int64(3)).round(6).tolist() == [0.5]
+    for steps in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="diffusion time"):
+            eigenvalues_from_diffusion([0.5], steps)
+        with pytest.raises(ValueError, match="diffusion time"):
+            diffusion_eigenvalues([0.5], steps)

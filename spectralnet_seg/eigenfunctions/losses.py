@@ -56,7 +56,17 @@ def diffusion_eigenvalues(eigenvalues, steps: int):
     array([1.     , 0.28125])
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    return lam * ((1.0 + lam) / 2.0) ** (int(steps) - 1)
+    return lam * ((1.0 + lam) / 2.0) ** (_check_steps(steps) - 1)
+
+
+def _check_steps(steps) -> int:
+    """A diffusion time t ≥ 1 (0 or -1 used to give silently wrong eigenvalues)."""
+    from .._utils import is_integer
+
+    if not is_integer(steps) or steps < 1:
+        raise ValueError(f"steps (the diffusion time t) must be an integer >= 1, got "
+                         f"{steps!r}.")
+    return int(steps)
 
 
 def eigenvalues_from_diffusion(rayleigh, steps: int):
@@ -82,6 +92,7 @@ def eigenvalues_from_diffusion(rayleigh, steps: int):
     >>> eigenvalues_from_diffusion([1.0, 0.28125], 3).round(6)
     array([1. , 0.5])
     """
+    steps = _check_steps(steps)
     if isinstance(rayleigh, torch.Tensor):
         rayleigh = rayleigh.detach().cpu().double().numpy()
     mu = np.clip(np.asarray(rayleigh, dtype=np.float64), 0.0, 1.0)
