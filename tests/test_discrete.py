@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from numpy.testing import assert_array_equal
+from sklearn.base import clone
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -99,6 +100,10 @@ def test_predict_is_argmax_and_proba_uses_the_final_temperature(blobs, fitted):
     expected = np.exp(logits / 0.3 - (logits / 0.3).max(1, keepdims=True))
     np.testing.assert_allclose(proba, expected / expected.sum(1, keepdims=True), rtol=1e-6)
     assert_array_equal(proba.argmax(1), fitted.predict(X))
+    # The fit's temperature, not a parameter changed after it (no refit).
+    changed = clone(fitted).set_params(temperature_end=5.0)
+    changed.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    np.testing.assert_allclose(changed.predict_proba(X), proba)
     assert normalized_mutual_info_score(y, fitted.labels_) >= 0.9
     assert fitted.n_active_clusters_ == 3
     assert_array_equal(fitted.cluster_sizes_, np.bincount(fitted.labels_, minlength=3))

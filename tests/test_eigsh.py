@@ -382,3 +382,16 @@ def test_discretize_labels_a_graph_with_an_isolated_node():
         discretized = spectral_clustering(W, 3, assign_labels="discretize", random_state=0)
     assert adjusted_rand_score(np.repeat([0, 1, 2], 5), discretized[:15]) == 1.0
     assert adjusted_rand_score(kmeans, discretized) == 1.0
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(n_components=0), "n_components"),  # was silently n_clusters
+    (dict(n_clusters="3"), "n_clusters"),
+    (dict(n_init=0), "n_init"),
+    (dict(assign_labels="foo"), "assign_labels"),
+])
+def test_spectral_clustering_checks_its_own_parameters(params, name):
+    from sklearn.utils._param_validation import InvalidParameterError
+    W = np.kron(np.eye(2), np.ones((3, 3))) + 0.01
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of spectral_clustering"):
+        spectral_clustering(W, **{"n_clusters": 2, **params})

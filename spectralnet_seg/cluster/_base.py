@@ -56,6 +56,19 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     # ------------------------------------------------------------------ validation
+    def set_params(self, **params):
+        """Set parameters; ``kernel__<name>`` needs ``kernel`` to be a kernel object."""
+        kernel = params.get("kernel", getattr(self, "kernel", None))
+        nested = sorted(key for key in params if key.startswith("kernel__"))
+        if nested and isinstance(kernel, str):  # sklearn would fail on str.set_params
+            raise ValueError(
+                f"cannot set {nested[0]}: kernel is the name {kernel!r}, which has no "
+                f"parameters. Pass a kernel object instead, e.g. kernel=make_kernel("
+                f"{kernel!r}), then set its parameters (in a grid search: search over "
+                f"kernel=[make_kernel({kernel!r}, n_neighbors=5), ...] or set the object "
+                "first).")
+        return super().set_params(**params)
+
     def _validate_fit_input(self, X) -> np.ndarray:
         """Validate training data and record ``n_features_in_``.
 

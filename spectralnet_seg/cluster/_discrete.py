@@ -268,6 +268,9 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
     def _finalize(self, X, run: _TrainingRun, graph: sp.csr_matrix | None) -> None:
         if self._phase == "eigenfunctions":
             self._fine_tune(X, run, graph)
+        # The temperature training ended at: predict_proba describes the fitted model even
+        # if set_params changes temperature_end afterwards.
+        self.temperature_end_ = self.temperature_end
         logits = self._raw_outputs(X).double().numpy()
         self.embedding_ = logits
         self.labels_ = logits.argmax(axis=1).astype(np.int32)
@@ -309,7 +312,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         return self.transform(X).argmax(axis=1).astype(np.int32)
 
     def predict_proba(self, X):
-        """Soft assignments ``softmax(z / temperature_end)``.
+        """Soft assignments ``softmax(z / temperature_end_)`` (the fit's final temperature).
 
         Parameters
         ----------
@@ -321,7 +324,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
             Rows sum to one.
         """
         logits = torch.from_numpy(self.transform(X))
-        return torch.softmax(logits / self.temperature_end, dim=1).numpy()
+        return torch.softmax(logits / self.temperature_end_, dim=1).numpy()
 
 
 def _normalized_associations(graph, labels: np.ndarray, n_clusters: int) -> np.ndarray:

@@ -82,15 +82,28 @@ class SumKernel(Kernel):
         return params
 
     def set_params(self, **params) -> SumKernel:
-        """Set parameters, members' included as ``kernels__<i>__<name>=value``."""
+        """Set parameters, members' included as ``kernels__<i>__<name>=value`` (and a member
+        itself as ``kernels__<i>=kernel``)."""
         members: dict[int, dict] = {}
+        replaced: dict[int, object] = {}
         for key in [k for k in params if k.startswith("kernels__")]:
             index, _, name = key[len("kernels__"):].partition("__")
-            if not index.isdigit() or not name:
+            if not index.isdigit():
                 raise ValueError(f"Invalid parameter {key!r} for SumKernel: use "
-                                 "kernels__<index>__<parameter>.")
-            members.setdefault(int(index), {})[name] = params.pop(key)
+                                 "kernels__<index> or kernels__<index>__<parameter>.")
+            if name:
+                members.setdefault(int(index), {})[name] = params.pop(key)
+            else:  # kernels__<i> itself, as get_params(deep=True) lists it
+                replaced[int(index)] = params.pop(key)
         super().set_params(**params)  # a new member list first, then its members' settings
+        if replaced:
+            kernels = list(self.kernels)
+            for index, member in replaced.items():
+                if index >= len(kernels):
+                    raise ValueError(f"Invalid parameter kernels__{index}: SumKernel has "
+                                     f"{len(kernels)} members.")
+                kernels[index] = member
+            self.kernels = kernels
         for index, member_params in members.items():
             if index >= len(self.kernels):
                 raise ValueError(f"Invalid parameter kernels__{index}__...: SumKernel has "

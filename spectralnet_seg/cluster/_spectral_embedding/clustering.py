@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from .._assign import cluster_embedding
+from .._assign import ASSIGN_METHODS, cluster_embedding
 from .._base import check_n_clusters
+from .._eigensolvers import EIGEN_SOLVERS
 from .affinity import check_affinity
 from .embedding import spectral_embedding
 
 __all__ = ["spectral_clustering"]
 
 
+@validate_params(
+    {
+        "affinity": "no_validation",  # check_affinity says what is wrong with it
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
+        "eigen_tol": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
+        "assign_labels": [StrOptions(set(ASSIGN_METHODS))],
+        "embedding_norm": [StrOptions({"row", "degree", "auto"}), None],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "return_embedding": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spectral_clustering(
     affinity,
     n_clusters: int = 8,
@@ -82,7 +101,7 @@ def spectral_clustering(
     check_n_clusters(n_clusters, W.shape[0])
     rs = check_random_state(random_state)
     values, vectors = spectral_embedding(
-        W, n_components or n_clusters, eigen_solver=eigen_solver, eigen_tol=eigen_tol,
+        W, n_clusters if n_components is None else n_components, eigen_solver=eigen_solver, eigen_tol=eigen_tol,
         random_state=rs)
     degree = np.asarray(W.sum(axis=1)).ravel()
     labels, _, _ = cluster_embedding(vectors, degree, n_clusters, norm=embedding_norm,
