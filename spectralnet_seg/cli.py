@@ -264,9 +264,14 @@ def _cmd_extract(args) -> int:
     # Every file checked before any shard is written (or deleted).
     files = checked_image_files(args.images, recursive=args.recursive)
     check_output_folder(args.out)
-    manifest = extract_to_shards(_make_extractor(args), files, args.out,
-                                 shard_size=args.shard_size, resume=not args.no_resume,
-                                 overwrite=args.overwrite, dtype=args.dtype, verbose=True)
+    try:
+        manifest = extract_to_shards(_make_extractor(args), files, args.out,
+                                     shard_size=args.shard_size, resume=not args.no_resume,
+                                     overwrite=args.overwrite, dtype=args.dtype, verbose=True)
+    except ValueError as err:  # the library's advice, in this command's options
+        message = (str(err).replace("overwrite=True", "--overwrite")
+                   .replace("pass resume=True to continue it", "drop --no-resume to continue it"))
+        raise ValueError(message) from err
     print(f"extracted {manifest.n_rows} tokens of {manifest.n_images} images "
           f"({manifest.n_features} features) into {manifest.n_shards} shards in {args.out}")
     return 0

@@ -343,6 +343,14 @@ def test_cli_extract_errors(tmp_path, capsys):
                  "1"]) == 2
     assert "img3.png is not a readable image" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() or not list((tmp_path / "o2").iterdir())
+    # The library's advice is given in the command's options, not as Python arguments.
+    (folder / "img3.png").unlink()
+    argv = ["extract", str(folder), "--out", str(tmp_path / "o3"), "--extractor", "pixel"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--no-resume"]) == 2
+    error = capsys.readouterr().err
+    assert "drop --no-resume" in error and "--overwrite" in error and "=True" not in error
 
 
 class _Returns(BaseEstimator):

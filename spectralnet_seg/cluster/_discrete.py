@@ -125,7 +125,8 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
         The trained logit network (on the CPU).
     normalizer_ : ColumnNormalization
         Per-output scaling to unit second moment, with its running estimate from training
-        (applied after ``network_`` at inference).
+        (used in training only: the logits of ``transform`` and ``predict`` are ``network_``'s
+        raw outputs, whose argmax a per-column scaling would change).
     kernel_ : Kernel or None
         The kernel that built the training graph.
     labels_ : ndarray of shape (n_samples,), int32
