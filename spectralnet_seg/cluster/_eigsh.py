@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import time
 import warnings
-from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._utils import check_numeric, user_stacklevel
 from ..kernels import kernel_tags
 from ..metrics import normalized_cut
-from ._assign import ASSIGN_METHODS, cluster_embedding, nearest_centroid, normalize_embedding
+from ._assign import cluster_embedding, nearest_centroid, normalize_embedding
 from ._base import BaseSpectralClustering, check_n_clusters, check_n_components
 from ._registry import register_estimator
 from ._spectral_embedding import (
-    EIGEN_SOLVERS,
     check_affinity,
     nystrom_extension,
     spectral_embedding,
 )
+from ._spectral_embedding.clustering import SPECTRAL_CLUSTERING_CONSTRAINTS
 
 __all__ = ["EigshSpectralClustering"]
 
@@ -183,12 +181,7 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
 
     _parameter_constraints: dict = {
         **BaseSpectralClustering._base_constraints,
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
-        "eigen_tol": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
-        "assign_labels": [StrOptions(set(ASSIGN_METHODS))],
-        "embedding_norm": [StrOptions({"row", "degree", "auto"}), None],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
+        **SPECTRAL_CLUSTERING_CONSTRAINTS,
         "verbose": ["verbose"],
     }
 

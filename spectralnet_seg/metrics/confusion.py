@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._utils import is_integer
+
 __all__ = ["check_ignore_index", "confusion_matrix"]
 
 
@@ -38,12 +40,20 @@ def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 def check_ignore_index(ignore_index) -> int | None:
     """``ignore_index`` as an int, or None; anything else would silently ignore nothing."""
-    from .._utils import is_integer
-
     if ignore_index is not None and not is_integer(ignore_index):
         raise ValueError(f"ignore_index must be an integer label or None, got "
                          f"{ignore_index!r}.")
     return None if ignore_index is None else int(ignore_index)
+
+
+def _drop_ignored(t: np.ndarray, p: np.ndarray, ignore_index
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of flattened ``(y_true, y_pred)`` whose truth is not ``ignore_index``."""
+    ignore_index = check_ignore_index(ignore_index)
+    if ignore_index is None:
+        return t, p
+    keep = t != ignore_index
+    return t[keep], p[keep]
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
@@ -77,12 +87,9 @@ def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
            [1, 0]])
     """
     t, p = _flatten_pair(y_true, y_pred)
-    ignore_index = check_ignore_index(ignore_index)
     if n_clusters is None:  # before dropping pixels: every cluster of y_pred gets a column
         n_clusters = int(p.max()) + 1 if p.size else 0
-    if ignore_index is not None:
-        keep = t != ignore_index
-        t, p = t[keep], p[keep]
+    t, p = _drop_ignored(t, p, ignore_index)
     if n_classes is None:
         n_classes = int(t.max()) + 1 if t.size else 0
     if t.size and (t.min() < 0 or t.max() >= n_classes):

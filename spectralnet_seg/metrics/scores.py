@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from .._utils import user_stacklevel
-from .confusion import _flatten_pair, check_ignore_index, confusion_matrix
+from .confusion import _drop_ignored, _flatten_pair, confusion_matrix
 from .matching import _match
 
 __all__ = ["mean_iou", "pixel_accuracy", "scores_with_mapping", "segmentation_scores"]
@@ -157,11 +157,7 @@ def pixel_accuracy(y_true, y_pred, *, ignore_index: int | None = 255) -> float:
     -------
     float
     """
-    t, p = _flatten_pair(y_true, y_pred)
-    ignore_index = check_ignore_index(ignore_index)
-    if ignore_index is not None:
-        keep = t != ignore_index
-        t, p = t[keep], p[keep]
+    t, p = _drop_ignored(*_flatten_pair(y_true, y_pred), ignore_index)
     _warn_nothing_to_score(t.size)
     return float(np.mean(t == p)) if t.size else float("nan")
 

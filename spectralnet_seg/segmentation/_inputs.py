@@ -37,4 +37,3 @@ def _as_image_list(images) -> list:
     if not images:
         raise ValueError("no images were given; pass at least one image.")
     return images
-

@@ -17,7 +17,6 @@ One module per step; this package gathers their names:
 - ``clustering`` — spectral clustering of a precomputed affinity: embedding, then labels.
 """
 
-from .._eigensolvers import EIGEN_SOLVERS as EIGEN_SOLVERS  # _eigsh imports it from here
 from .._eigensolvers import EigenSolverConvergenceError
 from .affinity import (
     DisconnectedGraphWarning,

@@ -17,16 +17,22 @@ from .embedding import spectral_embedding
 __all__ = ["spectral_clustering"]
 
 
+# The constraints of the parameters spectral_clustering shares with EigshSpectralClustering.
+SPECTRAL_CLUSTERING_CONSTRAINTS: dict = {
+    "n_components": [Interval(Integral, 1, None, closed="left"), None],
+    "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
+    "eigen_tol": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
+    "assign_labels": [StrOptions(set(ASSIGN_METHODS))],
+    "embedding_norm": [StrOptions({"row", "degree", "auto"}), None],
+    "n_init": [Interval(Integral, 1, None, closed="left")],
+}
+
+
 @validate_params(
     {
         "affinity": "no_validation",  # check_affinity says what is wrong with it
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
-        "eigen_tol": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
-        "assign_labels": [StrOptions(set(ASSIGN_METHODS))],
-        "embedding_norm": [StrOptions({"row", "degree", "auto"}), None],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
+        **SPECTRAL_CLUSTERING_CONSTRAINTS,
         "random_state": ["random_state"],
         "return_embedding": ["boolean"],
     },
