@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -54,6 +55,41 @@ def resolve_device(device: str | None = "auto"):
                          f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
                          f"cuda:{torch.cuda.device_count() - 1}).")
     return device
+
+
+def loaded_model_device(device, owner: str):
+    """The device a fitted, possibly unpickled, model runs on: ``device``, or the CPU where
+    that device is missing here (a model fitted on a GPU and loaded on a machine without
+    one), with a warning.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        The owner's ``device`` parameter.
+    owner : str
+        Its class name, for the warning.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a torch device name at all (a typo stays an error).
+    """
+    import torch
+
+    try:
+        return resolve_device(device)
+    except ValueError as err:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise err from None
+        warnings.warn(f"{err} The fitted {owner} runs on the CPU; set device='cpu' (or "
+                      "'auto') to silence this.", UserWarning, stacklevel=user_stacklevel())
+        return torch.device("cpu")
 
 
 def available_cores() -> int:

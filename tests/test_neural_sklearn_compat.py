@@ -134,3 +134,29 @@ def test_pickle_holds_only_cpu_tensors(blobs):
     assert devices == {"cpu"}
     loaded = pickle.loads(pickle.dumps(est))
     assert next(loaded.network_.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("make", [_neural, _discrete], ids=["neural", "discrete"])
+def test_fitted_on_a_gpu_predicts_on_a_machine_without_one(make, blobs):
+    if torch.cuda.is_available():
+        pytest.skip("the fallback is for machines without CUDA")
+    X, _ = blobs
+    est = make().fit(X[:200])
+    expected = est.predict(X[200:]), est.transform(X[200:])
+    est.device = "cuda"  # as if fitted with device="cuda" on a GPU machine, loaded here
+    loaded = joblib.load(_dumped(est))
+    with pytest.warns(UserWarning, match="CUDA is not available.*runs on the CPU"):
+        assert_array_equal(loaded.predict(X[200:]), expected[0])
+    with pytest.warns(UserWarning, match="runs on the CPU"):
+        np.testing.assert_array_equal(loaded.transform(X[200:]), expected[1])
+    # A typo is not a missing device: it stays an error.
+    loaded.device = "cdua"
+    with pytest.raises(ValueError, match="not a torch device"):
+        loaded.predict(X[200:])
+
+
+def _dumped(est) -> io.BytesIO:
+    buffer = io.BytesIO()
+    joblib.dump(est, buffer)
+    buffer.seek(0)
+    return buffer

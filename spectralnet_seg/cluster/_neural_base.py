@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import distributed as dist_utils
-from .._utils import resolve_device, stable_description, user_stacklevel
+from .._utils import loaded_model_device, stable_description, user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from . import _neural_io as io
 from ._base import BaseSpectralClustering, check_n_clusters, check_n_components
@@ -425,8 +425,12 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         return copy.deepcopy(self.network_).to(device)
 
     def _raw_outputs(self, X) -> torch.Tensor:
-        """Network outputs for all rows of a validated ``X``, chunk by chunk, on the CPU."""
-        device = resolve_device(self.device)
+        """Network outputs for all rows of a validated ``X``, chunk by chunk, on the CPU.
+
+        A network fitted on a GPU and loaded where there is none runs on the CPU, with a
+        warning (``fit`` has already refused a missing device, so this is inference only).
+        """
+        device = loaded_model_device(self.device, type(self).__name__)
         network = self._network_on(device)
         network.eval()
         # Filled in place: small per-chunk outputs kept alive between the chunks' large

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._utils import is_integer, progress, resolve_device
+from .._utils import is_integer, loaded_model_device, progress, resolve_device
 from ..images import load_images
 from ._base import (
     ExtractedFeatures,
@@ -186,13 +185,7 @@ class TimmExtractor(FeatureExtractor):
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
         if "model_" in self.__dict__:  # fitted: the backbone goes to this machine's device
-            try:
-                self.device_ = resolve_device(self.device)
-            except ValueError as err:  # e.g. saved with device="cuda", loaded without CUDA
-                warnings.warn(f"{err} The loaded TimmExtractor runs on the CPU; set "
-                              "device='cpu' (or 'auto') to silence this.", UserWarning,
-                              stacklevel=2)
-                self.device_ = resolve_device("cpu")
+            self.device_ = loaded_model_device(self.device, type(self).__name__)
             self.model_ = self.model_.to(self.device_)
 
     def _build(self) -> None:
