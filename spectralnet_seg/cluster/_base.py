@@ -106,6 +106,10 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        if tags.transformer_tags is not None:
+            # transform gives float64 whatever the input's dtype (ClusterMixin's default of
+            # [] would claim that not even float64 input keeps its dtype)
+            tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
 
 
