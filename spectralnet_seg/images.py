@@ -186,6 +186,14 @@ def _warn_exif_orientation(img, path: Path) -> None:
 
 
 def _pil_to_rgb(img, *, background, name: str = "image") -> np.ndarray:
+    try:
+        img.load()  # decodes a lazily opened file; a no-op once its pixels are in memory
+    except (AssertionError, ValueError) as err:
+        # Pillow says "assert self.fp is not None" or "Operation on closed image".
+        raise ValueError(
+            f"{name} is a closed PIL image whose pixels cannot be read (an image opened "
+            "in a `with Image.open(...)` block is closed at its end); keep a copy made "
+            "inside the block (img.copy()) or pass the file path.") from err
     mode = img.mode
     if mode in ("1", "L", "P", "RGB") and "transparency" in img.info:
         # A palette index or a colour key (PNG tRNS) marks the transparent pixels.

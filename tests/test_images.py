@@ -206,3 +206,15 @@ def test_pixel_features_of_a_one_pixel_wide_image_are_refused_clearly():
     from spectralnet_seg.features import PixelExtractor
     with pytest.raises(ValueError, match="minimum 2x2"):
         PixelExtractor(stride=1).extract([np.zeros((1, 40, 3), np.uint8)])
+
+
+def test_a_closed_pil_image_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(_rgb(16, 16)).save(path)
+    with Image.open(path) as image:  # opened lazily, closed before its pixels were read
+        pass
+    with pytest.raises(ValueError, match=r"images\[0\] is a closed PIL image.*img.copy\(\)"):
+        load_images([image])
+    with Image.open(path) as image:
+        kept = image.copy()
+    np.testing.assert_array_equal(load_image(kept), _rgb(16, 16))
