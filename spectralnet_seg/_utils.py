@@ -14,6 +14,10 @@ import numpy as np
 T = TypeVar("T")
 
 
+class DeviceUnavailableError(ValueError):
+    """A valid torch device that this machine lacks (no CUDA / MPS, or too few GPUs)."""
+
+
 def resolve_device(device: str | None = "auto"):
     """Return a ``torch.device`` for ``device``.
 
@@ -29,8 +33,10 @@ def resolve_device(device: str | None = "auto"):
     Raises
     ------
     ValueError
-        If the name is not a torch device, or a CUDA or MPS device is requested but not
-        available in this build or on this machine.
+        If the name is not a torch device.
+    DeviceUnavailableError
+        A ValueError: a CUDA or MPS device is requested but not available in this build or
+        on this machine.
     """
     import torch
 
@@ -45,15 +51,16 @@ def resolve_device(device: str | None = "auto"):
                  "mps": lambda: torch.backends.mps.is_available()}
     if device.type in available and not available[device.type]():
         name = "CUDA" if device.type == "cuda" else "MPS (Apple GPU)"
-        raise ValueError(
+        raise DeviceUnavailableError(
             f"device={str(device)!r} was requested but {name} is not available; "
             "use device='cpu' or device='auto'."
         )
     if device.type == "cuda" and device.index is not None and (
             device.index >= torch.cuda.device_count()):
-        raise ValueError(f"device={str(device)!r} was requested but this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
-                         f"cuda:{torch.cuda.device_count() - 1}).")
+        raise DeviceUnavailableError(
+            f"device={str(device)!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}).")
     return device
 
 
@@ -76,17 +83,14 @@ def loaded_model_device(device, owner: str):
     Raises
     ------
     ValueError
-        If ``device`` is not a torch device name at all (a typo stays an error).
+        If ``device`` is not a torch device name at all (a typo stays an error; only a
+        [`DeviceUnavailableError`][DeviceUnavailableError] falls back).
     """
     import torch
 
     try:
         return resolve_device(device)
-    except ValueError as err:
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError):
-            raise err from None
+    except DeviceUnavailableError as err:
         warnings.warn(f"{err} The fitted {owner} runs on the CPU; set device='cpu' (or "
                       "'auto') to silence this.", UserWarning, stacklevel=user_stacklevel())
         return torch.device("cpu")

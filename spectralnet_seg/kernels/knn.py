@@ -131,8 +131,9 @@ class KNNKernel(Kernel):
     -----
     [`batch`][batch] over a whole data set equals [`graph`][graph] (both are exact with
     ``index="flat"``), up to the choice among exactly tied neighbours (identical rows, e.g.
-    the tokens of a flat image region), which faiss and ``torch.topk`` break differently. Inside a minibatch the neighbours are those *in the batch*, so the batch
-    graph is the kNN graph of the sample, not a sub-block of the full graph.
+    the tokens of a flat image region), which faiss and ``torch.topk`` break differently.
+    Inside a minibatch the neighbours are those *in the batch*, so the batch graph is the
+    kNN graph of the sample, not a sub-block of the full graph.
     [`cross`][cross] does not exclude exact matches: a training point passed to ``cross`` finds
     itself as its first neighbour.
 
