@@ -142,6 +142,13 @@ def available_memory_bytes() -> int:
 
 
 # ----------------------------------------------------------------------------- timing
+def default_threads(requested: int | None) -> int:
+    """Threads a benchmark gives each operation: ``requested``, else ``OMP_NUM_THREADS``,
+    else every core this process may run on."""
+    return requested or int(os.environ.get("OMP_NUM_THREADS", 0) or 0) or len(
+        os.sched_getaffinity(0))
+
+
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
     """Run ``fn`` ``repeats`` times; return the median seconds, all times, the last result."""
     times, result = [], None
@@ -293,10 +300,16 @@ def run_isolated(fn: Callable[..., dict], kwargs: dict, *, timeout: float | None
         ``fn``'s result, or a message.
     """
     if not isolate:
+        import torch
+
+        # Measurements set torch's thread count; the caller's (a test worker's) is restored.
+        previous_threads = torch.get_num_threads()
         try:
             return "ok", fn(**kwargs)
         except Exception as err:  # a failing method must not stop the other measurements
             return "error", f"{type(err).__name__}: {err}"
+        finally:
+            torch.set_num_threads(previous_threads)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, fn, kwargs), daemon=True)

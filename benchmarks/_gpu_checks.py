@@ -307,9 +307,9 @@ def distributed_rank(device: str, cfg: dict) -> dict:
 
     from spectralnet_seg import distributed as dist_utils
 
-    set_threads(cfg["threads"])  # a fresh process: torch's default threads again
-    X, _ = digits_data()
-    labels, _ = fit_labels("neural", X, device, cfg)
+    with cpu_threads(cfg["threads"]):  # a fresh process: torch's default threads again
+        X, _ = digits_data()
+        labels, _ = fit_labels("neural", X, device, cfg)
     local = dist_utils.local_device() if device == "cuda" else torch.device("cpu")
     total = torch.arange(8, dtype=torch.float32, device=local)
     tdist.all_reduce(total)  # the package's helpers skip the collective for one rank
@@ -442,11 +442,19 @@ def persistence_check(X, *, device: str, cfg: dict, model_kwargs: dict,
     return _require(values, failures)
 
 
-def set_threads(threads: int | None) -> None:
-    """torch's and faiss's CPU threads (``None``: leave them as they are)."""
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's and faiss's CPU threads inside the block (``None``: leave them as they are);
+    the caller's counts are restored afterwards."""
     import faiss
     import torch
 
+    previous = torch.get_num_threads(), faiss.omp_get_max_threads()
     if threads:
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        faiss.omp_set_num_threads(previous[1])

@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -179,8 +178,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     quick = args.quick
     reps = common.repeats(args, quick_default=3, full_default=5)
-    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or len(
-        os.sched_getaffinity(0))
+    threads = common.default_threads(args.threads)
     n = args.n or (20_000 if quick else 200_000)
     n_queries = args.n_queries or (1_000 if quick else 10_000)
     info = common.machine_info()

@@ -399,7 +399,8 @@ def parse_args(argv):
                              "a larger manifold size that extrapolates past it is skipped "
                              "(default 1800; 120 with --quick)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads in each fit (default: available cores)")
+                        help="torch threads in each fit (default: OMP_NUM_THREADS, else the "
+                             "available cores)")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of the existing table in the output folder and "
                              "replace (or add) only the (data, method) rows of this run")
@@ -411,15 +412,13 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     """Run the benchmark; return ``{"rows", "wins", "labels", "files"}``."""
-    import os
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     data = args.data or list(QUICK_DATA if args.quick else FULL_DATA)
     methods = args.methods or list(METHODS)
     cfg = {"seeds": args.seeds or (1 if args.quick else 3),
            "time_limit": args.time_limit or (120.0 if args.quick else 1800.0),
-           "threads": args.threads or len(os.sched_getaffinity(0)),
+           "threads": common.default_threads(args.threads),
            "isolate": (args.isolate or ("no" if args.quick else "yes")) == "yes"}
     info = common.machine_info()
     earlier = read_rows(common.output_dir(args, NAME) / f"{NAME}.csv") if args.update else []

@@ -36,7 +36,6 @@ Usage::
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -401,7 +400,8 @@ def parse_args(argv):
                              "128 128; 64 64 with --quick)")
     parser.add_argument("--device", default="auto", help="device of the neural methods")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads in each worker (default: available cores)")
+                        help="torch threads in each worker (default: OMP_NUM_THREADS, else the "
+                             "available cores)")
     parser.add_argument("--features", default=None, help="real features, .npy (n, d)")
     parser.add_argument("--labels", default=None, help="labels of --features rows, .npy (n,)")
     parser.add_argument("--isolate", choices=("yes", "no"), default=None,
@@ -422,7 +422,7 @@ def main(argv=None) -> dict:
         "max_iter": args.max_iter, "batch_size": args.batch_size,
         "hidden": args.hidden or ([64, 64] if quick else None),
         "eval_every": args.eval_every,
-        "threads": args.threads or len(os.sched_getaffinity(0)),
+        "threads": common.default_threads(args.threads),
         "features": args.features, "labels": args.labels,
     }
     # The reference first: each later row gets its time to quality as soon as it is measured.

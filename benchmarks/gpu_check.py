@@ -176,10 +176,10 @@ def main(argv=None) -> dict:
     """Run every check; return ``{"rows", "tables", "failed", "files"}``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    checks.set_threads(args.threads)
-    info = common.machine_info()
-    with tempfile.TemporaryDirectory(prefix="gpu_check_") as workdir:
-        tables = run_checks(args, Path(workdir))
+    with checks.cpu_threads(args.threads):
+        info = common.machine_info()
+        with tempfile.TemporaryDirectory(prefix="gpu_check_") as workdir:
+            tables = run_checks(args, Path(workdir))
     rows = [row for kind in tables.values() for row in kind]
     failed = [r for r in rows if r["status"] == "failed"]
     skipped = [r for r in rows if r["status"] == "skipped"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -289,6 +290,30 @@ def test_common_isolation_and_errors(bench, tmp_path):
     args = common.base_parser("x", "test").parse_args(["--repeats", "0"])
     with pytest.raises(SystemExit, match="at least 1"):
         common.repeats(args)
+
+
+def _three_torch_threads() -> int:
+    torch.set_num_threads(3)
+    return torch.get_num_threads()
+
+
+def test_in_process_measurements_leave_the_callers_thread_counts(bench, monkeypatch):
+    # Quick runs measure in the test's process: bench_peers and bench_scaling set torch to
+    # every core and kept it, so each later test on that pytest-xdist worker ran 2 threads
+    # beside the other worker's (4x slower on 2 cores).
+    import faiss
+
+    common, checks = bench("_common"), bench("_gpu_checks")
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    assert common.run_isolated(_three_torch_threads, {}, timeout=None,
+                               isolate=False) == ("ok", 3)
+    with checks.cpu_threads(3):
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (3, 3)
+    assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert (common.default_threads(None), common.default_threads(4)) == (1, 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert common.default_threads(None) == len(os.sched_getaffinity(0))
 
 
 def test_coins_graph_is_scikit_learns_pixel_graph(bench):

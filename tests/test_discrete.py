@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from numpy.testing import assert_array_equal
 from sklearn.base import clone
-from sklearn.datasets import load_digits, make_blobs
+from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from spectralnet_seg import metrics
@@ -141,11 +141,12 @@ def test_more_clusters_than_classes_map_back_by_majority_vote(blobs):
     assert accuracy >= 0.95
 
 
-def test_defaults_match_eigsh_on_digits_and_use_every_cluster():
+@pytest.mark.xdist_group("digits_defaults")
+def test_defaults_match_eigsh_on_digits_and_use_every_cluster(digits, digits_discrete_defaults):
     # Issue 10: with its defaults (no argument but n_clusters and random_state) the discrete
     # estimator scores at least 0.95 x eigsh's NMI on the same (default) kernel.
-    X, y = load_digits(return_X_y=True)
-    est = DiscreteNeuralEigenClustering(10, random_state=0).fit(X)
+    X, y = digits
+    est = digits_discrete_defaults
     eigsh = EigshSpectralClustering(10, random_state=0).fit(X)
     discrete_nmi = normalized_mutual_info_score(y, est.labels_)
     eigsh_nmi = normalized_mutual_info_score(y, eigsh.labels_)
