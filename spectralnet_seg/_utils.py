@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 import warnings
@@ -96,12 +97,45 @@ def loaded_model_device(device, owner: str):
         return torch.device("cpu")
 
 
+# cgroup v2's "quota period" file, then v1's two files: a container's CPU quota (docker
+# --cpus, Kubernetes CPU limits), which the affinity mask does not show.
+_CGROUP_CPU_FILES: tuple[tuple[str, ...], ...] = (
+    ("/sys/fs/cgroup/cpu.max",),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup CPU quota grants, or None where there is no quota."""
+    for files in _CGROUP_CPU_FILES:
+        fields: list[str] = []
+        try:
+            for name in files:
+                with open(name) as fh:
+                    fields += fh.read().split()
+        except OSError:
+            continue
+        if len(fields) < 2 or fields[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = float(fields[0]), float(fields[1])
+        except ValueError:
+            return None
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    """CPU cores this process may run on: its affinity mask (all cores where there is none),
+    at most its cgroup CPU quota rounded up (a 2-CPU container on a 64-core host: 2)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return cores
 
 
 def progress(iterable: Iterable[T], *, verbose: bool | int, desc: str, total: int | None = None,

@@ -1,6 +1,7 @@
 """Suite-wide settings and fixtures.
 
-``pytest`` runs the suite on one worker process per core (``-n auto`` in pyproject.toml).
+``pytest`` runs the suite on one worker process per core (``-n auto`` in pyproject.toml; at
+most 8, and no more than a container's CPU quota allows).
 The estimators train small networks, whose operations gain almost nothing from a second
 torch thread (a default digits fit: 4.6 s for 400 steps on 2 threads, 5.0 s on 1) while
 an idle OpenMP thread busy-waits on a core another worker needs; so each worker computes
@@ -17,6 +18,16 @@ import pytest
 # Read by OpenMP, OpenBLAS and MKL when they load, and inherited by the subprocesses
 # that tests start (CLI runs, distributed ranks); a test may still set its own.
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """``-n auto``: the cores this process may use, counting a container's CPU quota (xdist
+    counts the host's), at most 8 (each worker holds its own torch)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    from spectralnet_seg._utils import available_cores
+
+    return min(available_cores(), 8)
 
 
 def pytest_configure(config) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import faiss
 import numpy as np
 import pytest
@@ -188,6 +190,26 @@ def test_threads_restored_and_verbose(small, capsys):
     assert faiss.omp_get_max_threads() == before
     assert neighbors._search_work(400, 400, 16, "flat", None, 16, 128, 32) < 2e9  # 1 thread
     assert "GiB estimated" in capsys.readouterr().err
+
+
+def test_available_cores_honour_a_containers_cpu_quota(tmp_path, monkeypatch):
+    # faiss's threads (and the test workers) are capped by the cores this process may use:
+    # the affinity mask showed a 2-CPU container on a 64-core host all 64 cores.
+    from spectralnet_seg import _utils
+
+    affinity = len(os.sched_getaffinity(0))
+    v2, quota, period = tmp_path / "cpu.max", tmp_path / "quota", tmp_path / "period"
+    monkeypatch.setattr(_utils, "_CGROUP_CPU_FILES", ((str(v2),), (str(quota), str(period))))
+    assert _utils.available_cores() == affinity  # no cgroup files: the affinity mask
+    quota.write_text("50000\n")
+    period.write_text("100000\n")
+    assert _utils.available_cores() == 1  # cgroup v1: half a CPU still gets one thread
+    v2.write_text("max 100000\n")
+    assert _utils.available_cores() == affinity  # v2 is read first; "max": no quota
+    v2.write_text("150000 100000\n")
+    assert _utils.available_cores() == min(affinity, 2)  # 1.5 CPUs, rounded up
+    v2.write_text("nonsense\n")
+    assert _utils.available_cores() == affinity
 
 
 def test_memory_estimate_and_refusal(small):
