@@ -12,6 +12,7 @@ a fresh subprocess per measurement (:func:`run_isolated`), which also enforces a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import multiprocessing as mp
@@ -100,17 +101,14 @@ def machine_info() -> dict[str, str]:
     import torch
 
     import spectralnet_seg
+    from spectralnet_seg._utils import available_cores
 
     gpu = "none"
     if torch.cuda.is_available():
         gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": f"{cpu_model()} ({cores} cores available)",
+        "cpu": f"{cpu_model()} ({available_cores()} cores available)",
         "threads": (f"torch {torch.get_num_threads()}, faiss {faiss.omp_get_max_threads()}, "
                     f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"),
         "gpu": gpu,
@@ -144,9 +142,28 @@ def available_memory_bytes() -> int:
 # ----------------------------------------------------------------------------- timing
 def default_threads(requested: int | None) -> int:
     """Threads a benchmark gives each operation: ``requested``, else ``OMP_NUM_THREADS``,
-    else every core this process may run on."""
-    return requested or int(os.environ.get("OMP_NUM_THREADS", 0) or 0) or len(
-        os.sched_getaffinity(0))
+    else every core this process may run on (a container's CPU quota counted)."""
+    from spectralnet_seg._utils import available_cores
+
+    return requested or int(os.environ.get("OMP_NUM_THREADS", 0) or 0) or available_cores()
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's and faiss's CPU threads inside the block (``None``: leave them as they are);
+    the caller's counts are restored afterwards (measurements run in a test's process)."""
+    import faiss
+    import torch
+
+    previous = torch.get_num_threads(), faiss.omp_get_max_threads()
+    if threads:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        faiss.omp_set_num_threads(previous[1])
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
@@ -300,16 +317,12 @@ def run_isolated(fn: Callable[..., dict], kwargs: dict, *, timeout: float | None
         ``fn``'s result, or a message.
     """
     if not isolate:
-        import torch
-
-        # Measurements set torch's thread count; the caller's (a test worker's) is restored.
-        previous_threads = torch.get_num_threads()
-        try:
-            return "ok", fn(**kwargs)
-        except Exception as err:  # a failing method must not stop the other measurements
-            return "error", f"{type(err).__name__}: {err}"
-        finally:
-            torch.set_num_threads(previous_threads)
+        # Measurements set their thread counts; the caller's (a test worker's) come back.
+        with cpu_threads(None):
+            try:
+                return "ok", fn(**kwargs)
+            except Exception as err:  # a failing method must not stop the other measurements
+                return "error", f"{type(err).__name__}: {err}"
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, fn, kwargs), daemon=True)

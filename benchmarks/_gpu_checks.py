@@ -307,7 +307,7 @@ def distributed_rank(device: str, cfg: dict) -> dict:
 
     from spectralnet_seg import distributed as dist_utils
 
-    with cpu_threads(cfg["threads"]):  # a fresh process: torch's default threads again
+    with common.cpu_threads(cfg["threads"]):  # a fresh process: torch's default threads again
         X, _ = digits_data()
         labels, _ = fit_labels("neural", X, device, cfg)
     local = dist_utils.local_device() if device == "cuda" else torch.device("cpu")
@@ -440,21 +440,3 @@ def persistence_check(X, *, device: str, cfg: dict, model_kwargs: dict,
     if device == "cuda" and not result["warned"]:
         failures.append("the extractor saved with device='cuda' did not say it runs on the CPU")
     return _require(values, failures)
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int | None):
-    """torch's and faiss's CPU threads inside the block (``None``: leave them as they are);
-    the caller's counts are restored afterwards."""
-    import faiss
-    import torch
-
-    previous = torch.get_num_threads(), faiss.omp_get_max_threads()
-    if threads:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        faiss.omp_set_num_threads(previous[1])

@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
     """Run every check; return ``{"rows", "tables", "failed", "files"}``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    with checks.cpu_threads(args.threads):
+    with common.cpu_threads(args.threads):
         info = common.machine_info()
         with tempfile.TemporaryDirectory(prefix="gpu_check_") as workdir:
             tables = run_checks(args, Path(workdir))

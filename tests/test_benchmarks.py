@@ -297,23 +297,31 @@ def _three_torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def test_in_process_measurements_leave_the_callers_thread_counts(bench, monkeypatch):
+def test_in_process_measurements_leave_the_callers_thread_counts(bench, monkeypatch,
+                                                                 tmp_path):
     # Quick runs measure in the test's process: bench_peers and bench_scaling set torch to
     # every core and kept it, so each later test on that pytest-xdist worker ran 2 threads
     # beside the other worker's (4x slower on 2 cores).
     import faiss
 
-    common, checks = bench("_common"), bench("_gpu_checks")
+    from spectralnet_seg import _utils
+
+    common = bench("_common")
     before = torch.get_num_threads(), faiss.omp_get_max_threads()
     assert common.run_isolated(_three_torch_threads, {}, timeout=None,
                                isolate=False) == ("ok", 3)
-    with checks.cpu_threads(3):
+    with common.cpu_threads(3):
         assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (3, 3)
     assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert (common.default_threads(None), common.default_threads(4)) == (1, 4)
     monkeypatch.delenv("OMP_NUM_THREADS")
+    quota = tmp_path / "cpu.max"  # cgroup v2: no quota, then one CPU's worth
+    monkeypatch.setattr(_utils, "_CGROUP_CPU_FILES", ((str(quota),),))
+    quota.write_text("max 100000\n")
     assert common.default_threads(None) == len(os.sched_getaffinity(0))
+    quota.write_text("100000 100000\n")
+    assert common.default_threads(None) == 1
 
 
 def test_coins_graph_is_scikit_learns_pixel_graph(bench):
