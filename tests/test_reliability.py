@@ -10,9 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 from _forked import run_in_child
-from sklearn.datasets import make_blobs
-from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.datasets import make_blobs, make_moons
+from sklearn.exceptions import DataConversionWarning, UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from spectralnet_seg.cluster import (
     DiscreteNeuralEigenClustering,
@@ -151,6 +152,85 @@ def test_eigsh_on_an_empty_graph_points_at_the_scale(blobs):
         EigshSpectralClustering(3, kernel=RBFKernel(), random_state=0).fit(blobs[0] * 1e20)
     with pytest.raises(ValueError, match="no edges"):
         EigshSpectralClustering(3, kernel=RBFKernel(gamma=1e9), random_state=0).fit(blobs[0])
+
+
+# ----------------------------------------------------------------------------- offset
+@pytest.fixture(scope="module")
+def unit_normal_points():
+    # 2e4 points: faiss's exact search switches to its BLAS expansion at this size.
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(20000, 8)), rng.normal(size=(300, 8))
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("offset", [1e3, 1e6])
+def test_knn_search_finds_float64_neighbours_under_a_large_common_offset(
+        unit_normal_points, index, offset):
+    """faiss's exact search computes |x|^2 + |y|^2 - 2xy in float32: shifted by 1e3 (~250x the
+    points' spread), the flat index found 44 % of the true neighbours. The same
+    neighbours as scikit-learn's float64 search are expected, in the graph and across sets."""
+    X, Y = unit_normal_points
+    reference = NearestNeighbors(n_neighbors=10).fit(X)
+    ref_dist, ref_ind = reference.kneighbors()
+    ref_dist_y, ref_ind_y = reference.kneighbors(Y)
+    dist, ind = knn_search(X + offset, n_neighbors=10, index=index, random_state=0)
+    dist_y, ind_y = knn_search(X + offset, Y + offset, n_neighbors=10, index=index,
+                               random_state=0)
+    exact = index == "flat"
+    assert _recall(ind, ref_ind) >= (0.999 if exact else 0.95)
+    assert _recall(ind_y, ref_ind_y) >= (0.999 if exact else 0.95)
+    if exact:
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-4)
+        np.testing.assert_allclose(dist_y, ref_dist_y, rtol=1e-4)
+
+
+def _recall(found: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, true, strict=True)]))
+
+
+def test_knn_graph_under_an_offset_is_scikit_learns_graph_of_the_float32_data(
+        unit_normal_points):
+    """The kernel converts X to float32, then must find those values' neighbours: scikit-learn's
+    symmetrised ``kneighbors_graph`` of the float32 values (computed in float64), also when
+    they are shifted by 1e3, ~250x their spread (the old graph kept 44 % of its edges).
+    faiss's float32 arithmetic may swap a neighbour tied to ~1e-7: at most 1 edge in 10^4."""
+    for offset in (0.0, 1e3):
+        X32 = (unit_normal_points[0] + offset).astype(np.float32)
+        A = kneighbors_graph(X32.astype(np.float64), 10, include_self=False)
+        expected = ((A + A.T) * 0.5).tocsr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataConversionWarning)  # nothing is lost: silent
+            W = KNNKernel().graph(unit_normal_points[0] + offset)
+        assert (abs(W - expected) > 0).nnz <= 1e-4 * expected.nnz
+
+
+def test_float32_rounding_of_an_extreme_offset_is_reported():
+    """Projected map coordinates (offset 1e7, spread ~1) keep one significant bit in
+    float32: the default graph split the moons at random (ARI 0.02), silently."""
+    X, _ = make_moons(600, noise=0.05, random_state=0)
+    with pytest.warns(DataConversionWarning, match=r"Centre X first \(X - X.mean\(axis=0\)\)"):
+        KNNKernel().graph(X + 1e7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConversionWarning)
+        KNNKernel().graph(X + 1e3)  # rounded by 1e-4 of the spread: no warning
+        KNNKernel().graph((X + 1e7).astype(np.float32))  # already float32: nothing to report
+
+
+def test_small_offsets_keep_the_plain_float32_rows():
+    """Centring only where it matters: data whose offset is within a few times its spread
+    (standardised data, pixel features, the published benchmarks' data) are searched as
+    plain float32 rows, bit for bit."""
+    from spectralnet_seg.neighbors._rows import _check_rows, _l2_rescaling, _rows_f32
+
+    rng = np.random.default_rng(0)
+    for offset in (0.0, 1.0, 3.0):  # unit-normal columns span about +-3.5
+        X = rng.normal(size=(500, 4)) + offset
+        rescaling = _l2_rescaling(_check_rows(X, "l2", "X"))
+        assert rescaling.shift is None
+        np.testing.assert_array_equal(_rows_f32(X, 0, 500, "l2", "X", rescaling=rescaling),
+                                      X.astype(np.float32))
+    shifted = _l2_rescaling(_check_rows(rng.normal(size=(500, 4)) + 100.0, "l2", "X"))
+    assert shifted.shift is not None and np.all(np.abs(shifted.shift - 100.0) < 1.0)
 
 
 # ----------------------------------------------------------------------------- index_params

@@ -2,13 +2,16 @@
 
 Full-graph input as float32 without copying float32 memmaps, a minibatch as a finite
 floating torch tensor (and the dtype its distances are computed in), the "call ``graph``
-first" check of ``cross``, and enough points for the neighbours asked.
+first" check of ``cross``, and enough points for the neighbours asked; a warning when the
+float32 conversion rounds wide data's values to a visible fraction of their spread.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 
 from ..neighbors import _as_2d
 
@@ -20,8 +23,40 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
     """
     X = _as_2d(X, name)
     if X.dtype != np.float32 or not X.flags.c_contiguous:
+        if X.dtype.itemsize > 4 or X.dtype.kind in "iu":
+            _warn_if_float32_rounds_the_spread(X, name)
         X = np.ascontiguousarray(X, dtype=np.float32)
     return X
+
+
+# Warn when float32's rounding step at a column's offset exceeds this fraction of the
+# column's half-range (an offset ~16,000x the spread): nearest neighbours of dense data start
+# to move. Smaller offsets are harmless: the kNN search centres the float32 rows itself.
+_ROUNDING_TO_SPREAD = 2.0**-10
+
+
+def _warn_if_float32_rounds_the_spread(X: np.ndarray, name: str) -> None:
+    """``DataConversionWarning`` when converting ``X`` to float32 loses its columns' detail.
+
+    The kNN search is exact under any common offset of float32 rows (it centres them), but
+    the conversion itself rounds a value ``v`` to a multiple of ``|v| * 2**-24``: projected
+    map coordinates (offset 1e7, spread 1) keep one significant bit.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        low = np.asarray(X.min(axis=0), dtype=np.float64)
+        high = np.asarray(X.max(axis=0), dtype=np.float64)
+    half_range = 0.5 * (high - low)
+    step = np.maximum(np.abs(low), np.abs(high)) * 2.0**-24
+    varying = half_range > 0
+    if not np.any(step[varying] > _ROUNDING_TO_SPREAD * half_range[varying]):
+        return
+    worst = float(np.max(step[varying] / half_range[varying]))
+    warnings.warn(
+        f"{name} is converted to float32 for the kNN search, and its columns' offset is up to "
+        f"{worst * 2.0**24:.3g} times their half-range: float32 rounds their values by up "
+        f"to {100 * worst:.2g} % of that range, so close neighbours can swap or coincide. "
+        f"Centre {name} first ({name} - {name}.mean(axis=0)) or rescale those columns.",
+        DataConversionWarning, stacklevel=3)
 
 
 def _as_batch(X_batch, name: str = "X_batch"):

@@ -80,11 +80,14 @@ class KNNKernel(Kernel):
     symmetrised. There are no self-loops: scikit-learn's
     ``SpectralClustering(affinity="nearest_neighbors")`` builds almost the same graph, but
     counts each point as one of its own 10 neighbours and keeps that self-loop (its
-    ``affinity_matrix_`` equals ``KNNKernel(9).graph(X) + I``). Distances are computed in
-    float32: centre data whose columns share a large offset relative to their spread (e.g.
-    projected map coordinates: ``X - X.mean(axis=0)``) before fitting, or neighbours are lost
-    to rounding. Exact duplicates among the rows can lower the recall of ``index="hnsw"`` on
-    the other points; the exact and IVF indices are not affected.
+    ``affinity_matrix_`` equals ``KNNKernel(9).graph(X) + I``). ``X`` is converted to
+    float32, and the search finds the neighbours of those values whatever their common offset
+    (it centres them first, see [`knn_search`][spectralnet_seg.neighbors.knn_search]). The
+    conversion itself rounds a value ``v`` to a multiple of ``|v| 2^-24``: data whose offset
+    is some 10⁴ times their spread or more (projected map coordinates) lose detail, which a
+    ``DataConversionWarning`` reports; centre them (``X - X.mean(axis=0)``) before fitting.
+    Exact duplicates among the rows can lower the recall of ``index="hnsw"`` on the other
+    points; the exact and IVF indices are not affected.
 
     Parameters
     ----------

@@ -11,16 +11,16 @@ import numpy as np
 
 from .._utils import progress
 from ._plan import _SearchPlan
-from ._rows import _chunk_rows, _rows_f32
+from ._rows import NO_RESCALING, L2Rescaling, _chunk_rows, _rows_f32
 
 
-def _exact_rows(faiss, X, queries, k, metric, exponent=0):
+def _exact_rows(faiss, X, queries, k, metric, rescaling: L2Rescaling = NO_RESCALING):
     """Exact search of a few queries, streaming over the database (fallback for -1 results)."""
     heap = faiss.ResultHeap(queries.shape[0], k, keep_max=metric == "cosine")
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     step = _chunk_rows(X)
     for start in range(0, X.shape[0], step):
-        block = _rows_f32(X, start, start + step, metric, "X", exponent=exponent)
+        block = _rows_f32(X, start, start + step, metric, "X", rescaling=rescaling)
         kb = min(k, block.shape[0])
         dist, ind = faiss.knn(queries, block, kb, metric=faiss_metric)
         if kb < k:
@@ -44,7 +44,8 @@ def _drop_self(dist: np.ndarray, ind: np.ndarray, first_query: int):
     return dist[keep].reshape(-1, k), ind[keep].reshape(-1, k)
 
 
-def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str, exponent: int,
+def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
+                    rescaling: L2Rescaling,
                     verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """Search the queries in batches; distances as documented in [`knn_search`][knn_search]."""
     n_q = Y.shape[0]
@@ -53,17 +54,17 @@ def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str, exponent
     starts = range(0, n_q, plan.batch)
     for start in progress(starts, verbose=verbose, desc="kNN search", total=len(starts)):
         stop = min(start + plan.batch, n_q)
-        queries = _rows_f32(Y, start, stop, metric, "Y", exponent=exponent)
+        queries = _rows_f32(Y, start, stop, metric, "Y", rescaling=rescaling)
         dist, ind = built.search(queries, plan.n_search)
         missing = (ind < 0).any(axis=1)
         if missing.any():  # approximate index found too few candidates for these rows
             dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing],
-                                                      plan.n_search, metric, exponent)
+                                                      plan.n_search, metric, rescaling)
         _check_results(dist, ind, start)
         if metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))
-            if exponent:
-                dist = np.ldexp(dist, exponent)
+            if rescaling.exponent:
+                dist = np.ldexp(dist, rescaling.exponent)
         else:  # similarity -> distance; rounding can make a self-match slightly negative
             dist = np.maximum(1.0 - dist, 0.0)
         if plan.exclude_self:

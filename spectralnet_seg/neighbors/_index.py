@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._backend import _to_gpu, faiss_gpu_count
-from ._rows import _chunk_rows, _rows_f32
+from ._rows import NO_RESCALING, L2Rescaling, _chunk_rows, _rows_f32
 
 _INDEXES = ("flat", "hnsw", "ivf")
 # faiss warns (and clusters badly) with fewer than 39 training points per IVF list.
@@ -25,7 +25,7 @@ def _default_n_lists(n_database: int) -> int:
 
 
 def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_probe,
-                 random_state, n_search, exponent=0):
+                 random_state, n_search, rescaling: L2Rescaling = NO_RESCALING):
     d = X.shape[1]
     n = X.shape[0]
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
@@ -48,7 +48,7 @@ def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_pro
             # Keep a Python reference: faiss only stores a raw pointer to the clustering index.
             clustering = _to_gpu(faiss, faiss.IndexFlatL2(d), gpu)
             built.clustering_index = clustering
-        built.train(_rows_f32(X[train_ids], 0, n_train, metric, "X", exponent=exponent))
+        built.train(_rows_f32(X[train_ids], 0, n_train, metric, "X", rescaling=rescaling))
         if clustering is not None:
             built.clustering_index = None
     # A database sharded across GPUs (faiss IndexShards with successive ids) takes a single
@@ -58,7 +58,7 @@ def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_pro
         built = _to_gpu(faiss, built, gpu)
     step = _chunk_rows(X)
     for start in range(0, n, step):
-        built.add(_rows_f32(X, start, start + step, metric, "X", exponent=exponent))
+        built.add(_rows_f32(X, start, start + step, metric, "X", rescaling=rescaling))
     if sharded:
         built = _to_gpu(faiss, built, gpu)
     return built
