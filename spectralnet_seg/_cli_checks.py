@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CommandError", "check_device", "check_extractor", "check_image_files",
+__all__ = ["CommandError", "check_crf", "check_device", "check_extractor", "check_image_files",
            "check_output_folder", "checked_image_files", "output_names", "refuse_existing"]
 
 
@@ -112,6 +112,21 @@ def check_device(device: str | None) -> None:
     from ._utils import resolve_device
 
     resolve_device(device)  # raises ValueError for unknown or unavailable devices
+
+
+def check_crf(crf: bool) -> None:
+    """``--crf`` has its optional package (the Python message would say ``crf=None``)."""
+    if not crf:
+        return
+    from .postprocessing import _import_densecrf
+
+    try:
+        _import_densecrf()
+    except ImportError:
+        raise CommandError(
+            "--crf needs the optional dense-CRF package, which is not installed: install it "
+            "with `pip install 'spectralnet-seg[crf]'` (pydensecrf2), or run without --crf"
+        ) from None
 
 
 def check_extractor(extractor, *, name: str, checkpoint_path=None) -> None:

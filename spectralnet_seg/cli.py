@@ -106,12 +106,13 @@ def _make_estimator(args, *, single_image: bool = False):
 
 def _make_segmenter(args, *, single_image: bool = False):
     """Extractor, estimator and Segmenter, each validated before any image is read."""
-    from ._cli_checks import check_device
+    from ._cli_checks import check_crf, check_device
     from .segmentation import Segmenter
 
     if args.n_neighbors is None:  # the default k is documented as capped to the tokens
         warnings.filterwarnings("ignore", message=".*exceed n_samples - 1", category=UserWarning)
     check_device(args.device)
+    check_crf(args.crf)
     estimator = _make_estimator(args, single_image=single_image)
     return Segmenter(_make_extractor(args), estimator, upsample=args.upsample,
                      crf=True if args.crf else None, verbose=not args.quiet)

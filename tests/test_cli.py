@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -263,6 +264,11 @@ def test_segment_reports_user_errors_without_a_traceback(mosaic_files, tmp_path,
     assert main(["segment", *mosaic_files, "--kernel", "knn", "--pixel-weight", "1",
                  "--out", str(tmp_path)]) == 2
     assert "--pixel-weight only applies to --kernel paper" in one_line_error(capsys)
+    if importlib.util.find_spec("pydensecrf") is None:  # the option's words, not Python's
+        assert main(["segment", *mosaic_files, "--crf", "--out", str(tmp_path)]) == 2
+        message = one_line_error(capsys)
+        assert "or run without --crf" in message and "crf=None" not in message
+        assert "pip install 'spectralnet-seg[crf]'" in message
 
 
 def test_unexpected_failures_are_one_line_too_unless_debug(mosaic_files, tmp_path, capsys,
