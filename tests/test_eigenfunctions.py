@@ -170,6 +170,18 @@ def test_pair_sampler_refuses_a_graph_without_edges():
         GraphPairSampler(sp.csr_matrix((4, 4)))
 
 
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
+def test_pair_sampler_refuses_weights_that_are_no_distribution(bad):
+    """Edges are drawn by weight: a negative or NaN weight used to corrupt the cumulative
+    sums, and pairs came out without an error."""
+    W = np.ones((3, 3)) - np.eye(3)
+    W[0, 1] = W[1, 0] = bad
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        GraphPairSampler(sp.csr_matrix(W))
+    with pytest.raises(ValueError, match="must be square"):
+        GraphPairSampler(sp.csr_matrix(np.ones((2, 3))))
+
+
 def test_rayleigh_ritz_recovers_eigenpairs_from_any_basis_of_their_span():
     W, values, f = _small_graph(9, seed=3)
     basis = f[:, :3] @ np.random.default_rng(0).normal(size=(3, 3))  # mixed and rescaled
@@ -235,6 +247,21 @@ def test_column_normalization_train_and_eval():
     torch.testing.assert_close(norm(a), a / torch.tensor([2.0, 1.0]))
     with pytest.raises(ValueError, match="momentum"):
         ColumnNormalization(2, momentum=1.0)
+
+
+def test_column_normalization_refuses_batches_it_cannot_estimate_from():
+    """An empty batch set the running second moments to NaN (every later output NaN); a 1-D
+    batch or the wrong width broadcast into a wrong scaling."""
+    norm = ColumnNormalization(2)
+    for bad in (torch.zeros(0, 2), torch.ones(2), torch.ones(4, 3)):
+        with pytest.raises(ValueError, match=r"shape \(batch, 2\)"):
+            norm(bad)
+    with pytest.raises(ValueError, match=r"weights must have shape \(3,\)"):
+        norm(torch.ones(3, 2), weights=torch.ones(2) / 2)
+    assert torch.equal(norm.running_second_moment, torch.ones(2))  # untouched
+    assert int(norm.num_batches_tracked) == 0
+    norm.eval()  # evaluation maps rows independently: any leading shape
+    assert norm(torch.ones(5, 4, 2)).shape == (5, 4, 2)
 
 
 # ---------------------------------------------------------------------------- discretisation

@@ -53,8 +53,14 @@ class GraphPairSampler:
     def __init__(self, W) -> None:
         W = sp.csr_matrix(W, dtype=np.float64)
         W.sort_indices()
+        if W.shape[0] != W.shape[1]:
+            raise ValueError(f"the affinity graph must be square, got shape {W.shape}")
         if W.nnz == 0:
             raise ValueError("the affinity graph has no edges")
+        if not np.all(np.isfinite(W.data)) or W.data.min() < 0:
+            # Sampling edges by weight needs a valid distribution: a NaN or a negative weight
+            # would corrupt the cumulative sums and draw wrong pairs without an error.
+            raise ValueError("the affinity graph's weights must be finite and non-negative")
         self.n_nodes = W.shape[0]
         self.degree = np.asarray(W.sum(axis=1)).ravel()
         # numpy, not torch: a walk step is a dozen operations on a few hundred walkers,

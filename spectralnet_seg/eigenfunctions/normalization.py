@@ -55,9 +55,21 @@ class ColumnNormalization(nn.Module):
         """Normalise ``f`` of shape (b, K) column-wise; update the running estimate in training.
 
         ``weights`` of shape (b,), summing to one, give the measure of the second moment
-        (e.g. the degree measure of a minibatch graph); uniform when None.
+        (e.g. the degree measure of a minibatch graph); uniform when None. In evaluation
+        mode ``f`` may have any leading shape (..., K).
         """
+        n_features = self.running_second_moment.numel()
+        if f.ndim == 0 or f.shape[-1] != n_features:
+            raise ValueError(f"expected outputs of shape (batch, {n_features}), got shape "
+                             f"{tuple(f.shape)}")
         if self.training:
+            if f.ndim != 2 or f.shape[0] == 0:  # an empty batch would set the moments to NaN
+                raise ValueError("training needs a non-empty batch of shape (batch, "
+                                 f"{n_features}) to estimate the second moments, got shape "
+                                 f"{tuple(f.shape)}")
+            if weights is not None and tuple(weights.shape) != (f.shape[0],):
+                raise ValueError(f"weights must have shape ({f.shape[0]},), one per row, got "
+                                 f"shape {tuple(weights.shape)}")
             squares = f.square()
             second_moment = (squares.mean(dim=0) if weights is None
                              else (weights.to(f.dtype)[:, None] * squares).sum(dim=0))  # (K,)
