@@ -270,7 +270,20 @@ def evaluate(segmenter, dataset, *, matching: str = "majority",
 
 def _prepare_item(dataset, index: int, protocol, crop_size: int):
     """Item ``index`` of ``dataset`` as arrays, checked and transformed by ``protocol``."""
-    image, mask = dataset[index]
+    item = dataset[index]
+    # An image alone (array, path) or a number would otherwise be unpacked as a pair, or fail
+    # with Python's "cannot unpack non-iterable float object".
+    if isinstance(item, np.ndarray):
+        kind = f"an array of shape {item.shape}"
+    elif isinstance(item, (str, bytes)) or not hasattr(item, "__len__"):
+        kind = type(item).__name__
+    else:
+        kind = None if len(item) == 2 else f"a sequence of {len(item)}"
+    if kind is not None:
+        raise TypeError(f"dataset item {index} must be an (image, mask) pair, got {kind}; "
+                        "pass a SegmentationDataset or a sequence of (image, mask) pairs "
+                        "(to segment images without masks, use segmenter.predict).")
+    image, mask = item
     # A path or PIL image is read as the segmenter would read it.
     image = image if isinstance(image, np.ndarray) else load_image(image, name=f"item {index}")
     mask = np.asarray(mask)

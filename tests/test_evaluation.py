@@ -156,6 +156,12 @@ def test_bad_inputs_give_clear_errors():
         evaluate(seg, [(image, mask[:-1])], protocol=None)
     with pytest.raises(ValueError, match="matching"):
         evaluate(seg, ColourDataset(), matching="vote")
+    # Items that are no (image, mask) pair: numbers, paths or images alone, wrong lengths.
+    for bad, kind in (([1.0, 2.0], "got float"), (["a.png"], "got str"),
+                      ([image], rf"got an array of shape \({image.shape[0]}, "),
+                      ([(image,)], "got a sequence of 1")):
+        with pytest.raises(TypeError, match=rf"item 0 must be an \(image, mask\) pair, {kind}"):
+            evaluate(seg, bad, protocol=None)
 
     class LowRes(ColourSegmenter):
         def predict(self, images):
