@@ -173,7 +173,10 @@ def test_knn_search_finds_float64_neighbours_under_a_large_common_offset(
     reference = NearestNeighbors(n_neighbors=10).fit(X)
     ref_dist, ref_ind = reference.kneighbors()
     ref_dist_y, ref_ind_y = reference.kneighbors(Y)
-    dist, ind = knn_search(X + offset, n_neighbors=10, index=index, random_state=0)
+    shifted = X + offset
+    untouched = shifted.copy()
+    dist, ind = knn_search(shifted, n_neighbors=10, index=index, random_state=0)
+    np.testing.assert_array_equal(shifted, untouched)  # centred in copies, not in place
     dist_y, ind_y = knn_search(X + offset, Y + offset, n_neighbors=10, index=index,
                                random_state=0)
     exact = index == "flat"
@@ -217,20 +220,51 @@ def test_float32_rounding_of_an_extreme_offset_is_reported():
 
 
 def test_small_offsets_keep_the_plain_float32_rows():
-    """Centring only where it matters: data whose offset is within a few times its spread
+    """Centring only where it matters: data whose mean is within a few times its spread
     (standardised data, pixel features, the published benchmarks' data) are searched as
     plain float32 rows, bit for bit."""
-    from spectralnet_seg.neighbors._rows import _check_rows, _l2_rescaling, _rows_f32
+    from spectralnet_seg.neighbors._rows import _check_rows, _rows_f32, faiss_rows
 
     rng = np.random.default_rng(0)
-    for offset in (0.0, 1.0, 3.0):  # unit-normal columns span about +-3.5
+    for offset in (0.0, 1.0, 3.0, 7.0):  # unit-normal columns: mean / spread = offset
         X = rng.normal(size=(500, 4)) + offset
-        rescaling = _l2_rescaling(_check_rows(X, "l2", "X"))
-        assert rescaling.shift is None
-        np.testing.assert_array_equal(_rows_f32(X, 0, 500, "l2", "X", rescaling=rescaling),
-                                      X.astype(np.float32))
-    shifted = _l2_rescaling(_check_rows(rng.normal(size=(500, 4)) + 100.0, "l2", "X"))
-    assert shifted.shift is not None and np.all(np.abs(shifted.shift - 100.0) < 1.0)
+        for metric in ("l2", "cosine"):
+            rows = faiss_rows(_check_rows(X, metric, "X"), metric)
+            assert rows.shift is None
+            plain = X.astype(np.float32)
+            if metric == "cosine":
+                plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+            np.testing.assert_array_equal(_rows_f32(X, 0, 500, metric, "X", rescaling=rows),
+                                          plain)
+    shifted = faiss_rows(_check_rows(rng.normal(size=(500, 4)) + 100.0, "l2", "X"), "l2")
+    assert shifted.shift is not None and np.all(np.abs(shifted.shift - 100.0) < 0.5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_one_outlier_does_not_hide_the_offset_of_the_others(unit_normal_points, metric):
+    """The offset test used each column's range: one row at the origin made the range as
+    large as the offset, centring was skipped and recall fell back to 0.44."""
+    X = unit_normal_points[0] + 1e3
+    X[0] = 1e-3  # (not 0: the cosine metric refuses zero rows)
+    _, ind = knn_search(X, n_neighbors=10, metric=metric)
+    reference = NearestNeighbors(n_neighbors=10, metric="euclidean" if metric == "l2"
+                                 else "cosine").fit(X)
+    assert _recall(ind, reference.kneighbors()[1]) >= 0.999
+
+
+def test_cosine_neighbours_of_rows_sharing_one_direction(unit_normal_points):
+    """Unit rows that share one direction have 1 - cos ~ 1e-6, below float32's resolution of
+    an inner product near 1: the flat cosine search found 49 % of the true neighbours of
+    unit-normal points shifted by 1e3 (scikit-learn computes in float64)."""
+    X, Y = unit_normal_points
+    X, Y = X + 1e3, Y + 1e3
+    reference = NearestNeighbors(n_neighbors=10, metric="cosine").fit(X)
+    ref_dist, ref_ind = reference.kneighbors()
+    dist, ind = knn_search(X, n_neighbors=10, metric="cosine")
+    assert _recall(ind, ref_ind) >= 0.999
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-3)
+    _, ind_y = knn_search(X, Y, n_neighbors=10, metric="cosine", index="hnsw")
+    assert _recall(ind_y, reference.kneighbors(Y)[1]) >= 0.95
 
 
 # ----------------------------------------------------------------------------- index_params

@@ -11,13 +11,14 @@ import numpy as np
 
 from .._utils import progress
 from ._plan import _SearchPlan
-from ._rows import NO_RESCALING, L2Rescaling, _chunk_rows, _rows_f32
+from ._rows import NO_RESCALING, FaissRows, _chunk_rows, _rows_f32
 
 
-def _exact_rows(faiss, X, queries, k, metric, rescaling: L2Rescaling = NO_RESCALING):
+def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING):
     """Exact search of a few queries, streaming over the database (fallback for -1 results)."""
-    heap = faiss.ResultHeap(queries.shape[0], k, keep_max=metric == "cosine")
-    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    by_l2 = rescaling.faiss_l2(metric)
+    heap = faiss.ResultHeap(queries.shape[0], k, keep_max=not by_l2)
+    faiss_metric = faiss.METRIC_L2 if by_l2 else faiss.METRIC_INNER_PRODUCT
     step = _chunk_rows(X)
     for start in range(0, X.shape[0], step):
         block = _rows_f32(X, start, start + step, metric, "X", rescaling=rescaling)
@@ -25,7 +26,7 @@ def _exact_rows(faiss, X, queries, k, metric, rescaling: L2Rescaling = NO_RESCAL
         dist, ind = faiss.knn(queries, block, kb, metric=faiss_metric)
         if kb < k:
             dist = np.pad(dist, ((0, 0), (0, k - kb)),
-                          constant_values=-np.inf if metric == "cosine" else np.inf)
+                          constant_values=np.inf if by_l2 else -np.inf)
             ind = np.pad(ind, ((0, 0), (0, k - kb)), constant_values=-1)
         heap.add_result(np.ascontiguousarray(dist, dtype=np.float32),
                         np.ascontiguousarray(np.where(ind >= 0, ind + start, -1), dtype=np.int64))
@@ -45,7 +46,7 @@ def _drop_self(dist: np.ndarray, ind: np.ndarray, first_query: int):
 
 
 def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
-                    rescaling: L2Rescaling,
+                    rescaling: FaissRows,
                     verbose: bool) -> tuple[np.ndarray, np.ndarray]:
     """Search the queries in batches; distances as documented in [`knn_search`][knn_search]."""
     n_q = Y.shape[0]
@@ -65,6 +66,8 @@ def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
             dist = np.sqrt(np.maximum(dist, 0.0))
             if rescaling.exponent:
                 dist = np.ldexp(dist, rescaling.exponent)
+        elif rescaling.faiss_l2(metric):  # centred unit rows: 1 - cos = |u - v|^2 / 2
+            dist = np.maximum(dist, 0.0) * np.float32(0.5)
         else:  # similarity -> distance; rounding can make a self-match slightly negative
             dist = np.maximum(1.0 - dist, 0.0)
         if plan.exclude_self:

@@ -1,7 +1,8 @@
 """Index choice and construction: exact ``IndexFlat``, ``IndexHNSWFlat`` or ``IndexIVFFlat``.
 
-Builds the faiss index for the chosen metric (inner product on unit rows for cosine), trains
-IVF on a seeded subsample, moves it to the GPU(s) when asked, and adds the database in
+Builds the faiss index for the chosen metric (inner product on unit rows for cosine, L2 on
+them once centred, see [`FaissRows`][spectralnet_seg.neighbors._rows.FaissRows]), trains IVF
+on a seeded subsample, moves it to the GPU(s) when asked, and adds the database in
 chunks.
 """
 
@@ -11,7 +12,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._backend import _to_gpu, faiss_gpu_count
-from ._rows import NO_RESCALING, L2Rescaling, _chunk_rows, _rows_f32
+from ._rows import NO_RESCALING, FaissRows, _chunk_rows, _rows_f32
 
 _INDEXES = ("flat", "hnsw", "ivf")
 # faiss warns (and clusters badly) with fewer than 39 training points per IVF list.
@@ -25,10 +26,11 @@ def _default_n_lists(n_database: int) -> int:
 
 
 def _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, n_lists, n_probe,
-                 random_state, n_search, rescaling: L2Rescaling = NO_RESCALING):
+                 random_state, n_search, rescaling: FaissRows = NO_RESCALING):
     d = X.shape[1]
     n = X.shape[0]
-    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    faiss_metric = (faiss.METRIC_L2 if rescaling.faiss_l2(metric)
+                    else faiss.METRIC_INNER_PRODUCT)
     if index == "flat":
         built = faiss.IndexFlat(d, faiss_metric)
     elif index == "hnsw":  # faiss has no GPU HNSW: always on the CPU

@@ -1,11 +1,12 @@
 """Reading the input: shape and dtype checks, and chunked float32 rows of arrays or memmaps.
 
 Data are never converted whole: a ``numpy.memmap`` stays on disk and is read (and checked
-for NaN / inf and, with the cosine metric, zero rows) in chunks of bounded size. For the L2
-metric the rows are mapped by an exact translation and power-of-two scaling
-([`L2Rescaling`][L2Rescaling]) that leave every nearest neighbour in place: the translation
-removes a common offset that faiss's float32 ``|x|^2 + |y|^2 - 2xy`` would otherwise cancel
-away, the scaling keeps its squares from overflowing or vanishing.
+for NaN / inf and, with the cosine metric, zero rows) in chunks of bounded size. The rows
+faiss compares (the data, or its unit rows for the cosine metric) are mapped by an exact
+translation and power-of-two scaling ([`FaissRows`][FaissRows]) that leave every nearest
+neighbour in place: the translation removes a common offset (or direction) that faiss's
+float32 ``|x|^2 + |y|^2 - 2xy`` would otherwise cancel away, the scaling keeps its squares
+from overflowing or vanishing.
 """
 
 from __future__ import annotations
@@ -47,111 +48,156 @@ def _chunk_rows(X: np.ndarray) -> int:
     return max(1, _CHUNK_BYTES // (4 * X.shape[1]))
 
 
-# Centre L2 rows whose common offset exceeds this many times their half-range. faiss's exact
-# search computes |x|^2 + |y|^2 - 2xy in float32, so its error grows with |x|^2: on 2e4
-# unit-normal points in 8-D shifted by 100 (offset/half-range ~ 8), recall@10 was 0.986, by
-# 1000 it was 0.44. Translating is exact in float64; below this ratio the gain is under ~25x
-# on an error that is already negligible, and the rows keep their plain float32 rounding.
-_CENTRE_OFFSET_RATIO = 4.0
+# Centre the rows faiss compares when their mean is more than this many times their spread
+# (root of the total variance). faiss's exact search computes |x|^2 + |y|^2 - 2xy in float32,
+# whose error grows with |x|^2: on 2e4 unit-normal points in 8-D shifted by 100 (ratio 100),
+# recall@10 was 0.986, by 1000 it was 0.44; by 10 (ratio 10) it was 0.9999. The same holds
+# for the cosine metric's unit rows when they share one direction (offset 1000: recall 0.49).
+# Translating is exact (in float64; L2 distances do not change). Below this ratio the rows
+# keep their plain float32 rounding, so that results on ordinary data do not move: the
+# published benchmarks' data reach 5.5 (the demo's per-image pixel graphs).
+_CENTRE_OFFSET_RATIO = 8.0
 
 
 @dataclass(frozen=True)
-class L2Rescaling:
-    """How rows become faiss's float32 for the L2 metric: ``(x - shift) / 2**exponent``.
+class FaissRows:
+    """How rows become faiss's float32 and which faiss metric compares them.
 
-    Both maps leave every Euclidean nearest neighbour in place; distances are scaled back by
+    L2: ``(x - shift) / 2**exponent``. Cosine: unit rows ``u``, compared by inner product, or
+    ``u - shift`` compared by L2 (``1 - cos = |u - v|^2 / 2``) when they share a direction.
+    Every map leaves each query's nearest neighbours in place; L2 distances are scaled back by
     ``2**exponent`` (the shift does not change them).
 
     Attributes
     ----------
     shift : ndarray of shape (n_features,) or None
-        Subtracted in float64 before the conversion (the midrange of each column), or None.
+        Subtracted in float64 before the conversion (the rows' mean), or None.
     exponent : int
-        Power of two the (shifted) rows are divided by (0: none).
+        Power of two the L2 rows are divided by (0: none).
     """
 
     shift: np.ndarray | None = None
     exponent: int = 0
 
+    def faiss_l2(self, metric: str) -> bool:
+        """Whether faiss compares the rows by L2 distance (else by inner product)."""
+        return metric == "l2" or self.shift is not None
 
-NO_RESCALING = L2Rescaling()
+
+NO_RESCALING = FaissRows()
 
 
 @dataclass
-class _ColumnRange:
-    """Per-column minimum and maximum of rows seen so far (float64)."""
+class _RowStatistics:
+    """Streaming statistics of the rows faiss will compare (float64 accumulators).
 
+    Attributes
+    ----------
+    n : int
+        Rows seen.
+    total : ndarray of shape (n_features,)
+        Sum of the rows.
+    total_square : float
+        Sum of their squared norms.
+    low, high : ndarray of shape (n_features,)
+        Per-column minimum and maximum.
+    """
+
+    n: int
+    total: np.ndarray
+    total_square: float
     low: np.ndarray
     high: np.ndarray
 
-    def merged(self, other: _ColumnRange | None) -> _ColumnRange:
+    @classmethod
+    def of(cls, rows: np.ndarray) -> _RowStatistics:
+        return cls(rows.shape[0], rows.sum(axis=0, dtype=np.float64),
+                   float(np.einsum("ij,ij->", rows, rows, dtype=np.float64)),
+                   rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64))
+
+    def merged(self, other: _RowStatistics | None) -> _RowStatistics:
         if other is None:
             return self
-        return _ColumnRange(np.minimum(self.low, other.low), np.maximum(self.high, other.high))
+        return _RowStatistics(self.n + other.n, self.total + other.total,
+                              self.total_square + other.total_square,
+                              np.minimum(self.low, other.low), np.maximum(self.high, other.high))
 
 
 def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
-              offset: int = 0, rescaling: L2Rescaling = NO_RESCALING) -> np.ndarray:
-    """Rows ``start:stop`` as C-contiguous float32: unit-normalised for the cosine metric,
-    mapped by ``rescaling`` (exact, see [`L2Rescaling`][L2Rescaling]) for the L2 metric."""
-    if metric == "l2" and rescaling.shift is not None:
-        rows64 = np.asarray(X[start:stop], dtype=np.float64) - rescaling.shift
+              offset: int = 0, rescaling: FaissRows = NO_RESCALING) -> np.ndarray:
+    """Rows ``start:stop`` as C-contiguous float32, mapped as ``rescaling`` says
+    (see [`FaissRows`][FaissRows]): unit-normalised for the cosine metric, then shifted and
+    scaled by powers of two."""
+    if rescaling.shift is not None:  # in float64: the shift cancels most of each value
+        rows64 = np.asarray(X[start:stop], dtype=np.float64)  # may be a view of X
+        if metric == "cosine":
+            rows64 = _unit_rows_checked(rows64, start + offset, name)
+        rows64 = rows64 - rescaling.shift  # never in place: X is the caller's
         if rescaling.exponent:
             rows64 = np.ldexp(rows64, -rescaling.exponent)
         return np.ascontiguousarray(rows64, dtype=np.float32)
     rows = np.ascontiguousarray(X[start:stop], dtype=np.float32)
     if metric == "cosine":
-        rows, zero = unit_rows(rows)
-        if zero.any():
-            bad = offset + start + int(np.flatnonzero(zero)[0])
-            raise ValueError(f"{name} row {bad} is all zeros; the cosine metric is undefined for "
-                             "zero vectors (remove them or use metric='l2').")
+        rows = _unit_rows_checked(rows, start + offset, name)
     elif rescaling.exponent:
         rows = np.ldexp(rows, -rescaling.exponent)
     return rows
 
 
-def _check_rows(X: np.ndarray, metric: str, name: str) -> _ColumnRange | None:
+def _unit_rows_checked(rows: np.ndarray, first: int, name: str) -> np.ndarray:
+    unit, zero = unit_rows(rows)
+    if zero.any():
+        bad = first + int(np.flatnonzero(zero)[0])
+        raise ValueError(f"{name} row {bad} is all zeros; the cosine metric is undefined for "
+                         "zero vectors (remove them or use metric='l2').")
+    return unit
+
+
+def _check_rows(X: np.ndarray, metric: str, name: str) -> _RowStatistics:
     """One streaming pass: finite after float32 conversion, no zero rows for cosine.
 
-    Returns each column's range for the L2 metric (what [`_l2_rescaling`][_l2_rescaling]
-    needs), None for the cosine metric.
+    Returns the statistics of the rows faiss will compare (the unit rows for the cosine
+    metric), which [`faiss_rows`][faiss_rows] needs.
     """
     step = _chunk_rows(X)
-    columns = None
+    statistics = None
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
             rows = np.asarray(X[start:start + step], dtype=np.float32)
         check_finite_rows(rows, offset=start, name=name, note=" (after conversion to float32)")
         if metric == "cosine":
-            _rows_f32(rows, 0, rows.shape[0], metric, name, offset=start)
-        else:
-            chunk = _ColumnRange(rows.min(axis=0).astype(np.float64),
-                                 rows.max(axis=0).astype(np.float64))
-            columns = chunk.merged(columns)
-    return columns
+            rows = _rows_f32(rows, 0, rows.shape[0], metric, name, offset=start)
+        statistics = _RowStatistics.of(rows).merged(statistics)
+    return statistics
 
 
-def _l2_rescaling(columns: _ColumnRange) -> L2Rescaling:
-    """The shift and power of two of [`L2Rescaling`][L2Rescaling] for rows of this range.
+def _offset_to_spread(statistics: _RowStatistics) -> float:
+    """Norm of the rows' mean over the root of their total variance (inf for equal rows)."""
+    mean = statistics.total / statistics.n
+    mean_square = float(mean @ mean)
+    variance = statistics.total_square / statistics.n - mean_square  # float64: exact enough
+    if not variance > 0:
+        return np.inf if mean_square > 0 else 0.0
+    return float(np.sqrt(mean_square / variance))
 
-    The rows are centred on each column's midrange when their common offset is more than
-    ``_CENTRE_OFFSET_RATIO`` times their half-range (see that constant for why). faiss squares
-    float32 values: beyond ~1e19 the squares overflow (neighbours come back as id -1) and
-    below ~1e-19 they vanish (every distance 0). Scaling by a power of two is exact, so the
-    neighbours are those of the original data at any scale, as long as the distances
-    themselves fit in float32.
+
+def faiss_rows(statistics: _RowStatistics, metric: str) -> FaissRows:
+    """The [`FaissRows`][FaissRows] map for rows with these statistics.
+
+    The rows are centred on their mean when it is more than ``_CENTRE_OFFSET_RATIO`` times
+    their spread (see that constant for why; the mean, unlike the range, is not moved away by
+    one outlier). For the L2 metric, faiss squares float32 values: beyond ~1e19 the squares
+    overflow (neighbours come back as id -1) and below ~1e-19 they vanish (every distance 0).
+    Scaling by a power of two is exact, so the neighbours are those of the original data at
+    any scale, as long as the distances themselves fit in float32.
     """
-    middle = 0.5 * (columns.low + columns.high)
-    half_range = 0.5 * (columns.high - columns.low)
-    centre = np.linalg.norm(middle) > _CENTRE_OFFSET_RATIO * np.linalg.norm(half_range)
-    if centre:
-        max_abs = float(half_range.max())
-        shift = middle
-    else:
-        max_abs = float(max(columns.high.max(), -columns.low.min()))
-        shift = None
-    n_features = columns.low.size
+    centre = _offset_to_spread(statistics) > _CENTRE_OFFSET_RATIO
+    shift = statistics.total / statistics.n if centre else None
+    if metric == "cosine":
+        return FaissRows(shift=shift)
+    origin = 0.0 if shift is None else shift
+    max_abs = float(max(np.max(statistics.high - origin), np.max(origin - statistics.low)))
+    n_features = statistics.low.size
     largest_distance = 2.0 * max_abs * np.sqrt(n_features)
     if largest_distance >= np.finfo(np.float32).max:
         raise ValueError(
@@ -159,4 +205,4 @@ def _l2_rescaling(columns: _ColumnRange) -> L2Rescaling:
             f"so distances up to ~{largest_distance:.3g}, above float32's "
             f"{float(np.finfo(np.float32).max):.3g}); divide X by a constant first (the kNN "
             "graph does not change) or use metric='cosine'.")
-    return L2Rescaling(shift=shift, exponent=power_of_two_exponent(max_abs))
+    return FaissRows(shift=shift, exponent=power_of_two_exponent(max_abs))

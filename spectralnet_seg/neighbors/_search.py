@@ -11,7 +11,7 @@ from ._backend import _faiss, _resolve_gpu
 from ._batches import _search_batches
 from ._index import _INDEXES, _build_index
 from ._plan import _plan_search
-from ._rows import NO_RESCALING, _as_2d, _check_rows, _l2_rescaling
+from ._rows import _as_2d, _check_rows, faiss_rows
 from ._threads import _faiss_threads, _search_work
 
 _METRICS = ("l2", "cosine")
@@ -52,9 +52,10 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     ----------
     X : array-like of shape (n_database, n_features)
         Database. A ``numpy.memmap`` is read in chunks (it is never copied whole). faiss
-        searches float32 rows; with the L2 metric, rows sharing an offset more than 4x their
-        spread are centred first (in float64; distances do not change), because faiss's
-        float32 ``|x|^2 + |y|^2 - 2xy`` would cancel such an offset away.
+        searches float32 rows; rows whose mean is more than 8x their spread (with the cosine
+        metric: unit rows sharing one direction) are centred first, in float64, because
+        faiss's float32 ``|x|^2 + |y|^2 - 2xy`` would cancel such an offset away (the
+        distances do not change; centred unit rows are compared by ``|u - v|^2 / 2``).
     Y : array-like of shape (n_queries, n_features), optional
         Queries; ``None`` means ``Y = X``.
     n_neighbors : int
@@ -123,11 +124,10 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
                         exclude_self=queries_are_database if exclude_self is None else exclude_self,
                         batch_size=batch_size, n_lists=n_lists, hnsw_m=hnsw_m,
                         max_memory_bytes=max_memory_bytes, verbose=verbose)
-    columns = _check_rows(X, metric, "X")
+    statistics = _check_rows(X, metric, "X")
     if not queries_are_database:
-        y_columns = _check_rows(Y, metric, "Y")
-        columns = columns if y_columns is None else y_columns.merged(columns)
-    rescaling = _l2_rescaling(columns) if metric == "l2" else NO_RESCALING
+        statistics = _check_rows(Y, metric, "Y").merged(statistics)
+    rescaling = faiss_rows(statistics, metric)
 
     faiss = _faiss()
     # faiss's GPU k-selection bounds both k and an IVF index's nprobe.
