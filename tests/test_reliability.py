@@ -207,16 +207,21 @@ def test_knn_graph_under_an_offset_is_scikit_learns_graph_of_the_float32_data(
         assert (abs(W - expected) > 0).nnz <= 1e-4 * expected.nnz
 
 
-def test_float32_rounding_of_an_extreme_offset_is_reported():
+@pytest.mark.parametrize("kernel", [KNNKernel(), RBFKernel(gamma=1.0), CosineKernel()],
+                         ids=["knn", "rbf", "cosine"])
+def test_float32_rounding_of_an_extreme_offset_is_reported(kernel):
     """Projected map coordinates (offset 1e7, spread ~1) keep one significant bit in
-    float32: the default graph split the moons at random (ARI 0.02), silently."""
+    float32: the default graph split the moons at random (ARI 0.02), and the RBF weights
+    were off by up to 0.87 against scikit-learn's rbf_kernel, silently."""
     X, _ = make_moons(600, noise=0.05, random_state=0)
     with pytest.warns(DataConversionWarning, match=r"Centre X first \(X - X.mean\(axis=0\)\)"):
-        KNNKernel().graph(X + 1e7)
+        kernel.graph(X + 1e7)
+    with pytest.warns(DataConversionWarning, match=r"Centre Y first"):
+        kernel.cross(X[:5] + 1e7)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataConversionWarning)
-        KNNKernel().graph(X + 1e3)  # rounded by 1e-4 of the spread: no warning
-        KNNKernel().graph((X + 1e7).astype(np.float32))  # already float32: nothing to report
+        kernel.graph(X + 1e3)  # rounded by 1e-4 of the spread: no warning
+        kernel.graph((X + 1e7).astype(np.float32))  # already float32: nothing to report
 
 
 def test_small_offsets_keep_the_plain_float32_rows():

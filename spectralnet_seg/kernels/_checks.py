@@ -29,6 +29,19 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
     return X
 
 
+def _finite_float32(X, name: str = "X") -> np.ndarray:
+    """[`check_finite_2d`][spectralnet_seg._utils.check_finite_2d] (2-D, finite, float32),
+    with the warning of [`_as_float32`][_as_float32] when float32 rounds wider data away."""
+    from .._utils import check_finite_2d
+
+    X32 = check_finite_2d(X, name=name)
+    if not (isinstance(X, np.ndarray) and X.dtype == np.float32):
+        wide = np.asarray(X) if isinstance(X, np.ndarray) else np.asarray(X, dtype=np.float64)
+        if wide.dtype.itemsize > 4 or wide.dtype.kind in "iu":
+            _warn_if_float32_rounds_the_spread(wide, name)
+    return X32
+
+
 # Warn when float32's rounding step at a column's offset exceeds this fraction of the
 # column's half-range (an offset ~16,000x the spread): nearest neighbours of dense data start
 # to move. Smaller offsets are harmless: the kNN search centres the float32 rows itself.
@@ -52,7 +65,7 @@ def _warn_if_float32_rounds_the_spread(X: np.ndarray, name: str) -> None:
         return
     worst = float(np.max(step[varying] / half_range[varying]))
     warnings.warn(
-        f"{name} is converted to float32 for the kNN search, and its columns' offset is up to "
+        f"{name} is converted to float32 by the kernel, and its columns' offset is up to "
         f"{worst * 2.0**24:.3g} times their half-range: float32 rounds their values by up "
         f"to {100 * worst:.2g} % of that range, so close neighbours can swap or coincide. "
         f"Centre {name} first ({name} - {name}.mean(axis=0)) or rescale those columns.",

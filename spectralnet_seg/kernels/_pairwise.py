@@ -18,10 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._numeric import unit_rows, unit_rows_torch
-from .._utils import check_finite_2d
 from ..neighbors import knn_search
 from ._base import Kernel
-from ._checks import _as_batch, _check_fitted, _compute_dtype
+from ._checks import _as_batch, _check_fitted, _compute_dtype, _finite_float32
 from ._graph_ops import (
     _TINY_SCALE,
     _batch_scale_floor,
@@ -123,7 +122,7 @@ class _PairwiseKernel(Kernel):
             Symmetric, non-negative, zero diagonal.
         """
         self._validate_params()
-        X = check_finite_2d(X)
+        X = _finite_float32(X)
         n = X.shape[0]
         if n < 2:
             raise ValueError(f"{type(self).__name__}.graph needs at least 2 samples, got {n}.")
@@ -173,7 +172,7 @@ class _PairwiseKernel(Kernel):
         C : scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit), float64
         """
         _check_fitted(self, "X_fit_")
-        Y = check_finite_2d(Y, name="Y")
+        Y = _finite_float32(Y, name="Y")
         if Y.shape[1] != self.n_features_in_:
             raise ValueError(f"Y has {Y.shape[1]} features but the kernel was fitted on "
                              f"{self.n_features_in_}.")
