@@ -181,6 +181,20 @@ def test_spectral_embedding_bad_arguments():
         spectral_clustering(-np.ones((4, 4)), 2)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-9])
+def test_a_directed_graph_is_refused_at_any_scale(scale):
+    """A directed kNN graph: spectral_embedding returned 'eigenvalues' above 1 without a
+    word, and spectral_clustering refused it at scale 1 but took it at 1e-9 (the asymmetry
+    tolerance was absolute below weight 1); scikit-learn symmetrises such a graph."""
+    A = kneighbors_graph(np.random.default_rng(0).normal(size=(150, 2)), 5) * scale
+    for call in (lambda: spectral_embedding(A, 3, random_state=0),
+                 lambda: spectral_clustering(A, 3, random_state=0)):
+        with pytest.raises(ValueError, match=r"must be symmetric.*\(W \+ W.T\) / 2"):
+            call()
+    values, _ = spectral_embedding((A + A.T) * 0.5, 3, random_state=0)  # symmetrised: fine
+    assert values.max() <= 1.0 + 1e-12
+
+
 def test_nystrom_extension_reproduces_training_eigenvectors(digits):
     W = _knn_affinity(digits[0][:300])
     values, vectors = spectral_embedding(W, 5, random_state=0)

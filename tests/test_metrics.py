@@ -225,6 +225,7 @@ def test_normalized_cut_matches_the_laplacian_quadratic_form():
 @pytest.mark.parametrize(("W", "labels", "match"), [
     (np.ones((3, 4)), [0, 0, 1], "square"),
     (np.triu(np.ones((3, 3))), [0, 0, 1], "symmetric"),
+    (np.triu(np.ones((3, 3))) * 1e-9, [0, 0, 1], "symmetric"),  # relative tolerance
     (-np.ones((3, 3)), [0, 0, 1], "negative"),
     (np.full((3, 3), np.nan), [0, 0, 1], "NaN"),
     (np.ones((3, 3)), [0, 1], r"shape \(3,\)"),

@@ -57,7 +57,7 @@ def normalized_cut(affinity, labels) -> float:
     if W.nnz and W.data.min() < 0:
         raise ValueError(f"affinity has negative entries (min {W.data.min():.3g}).")
     asym = abs(W - W.T)
-    if asym.nnz and asym.max() > 1e-8 * max(abs(W).max(), 1.0):
+    if asym.nnz and asym.max() > 1e-8 * abs(W).max():  # relative: any scale of weights
         raise ValueError(f"affinity must be symmetric (max |W - W.T| = {asym.max():.3g}).")
     labels = np.asarray(labels)
     if labels.shape != (n,):

@@ -60,8 +60,9 @@ def check_affinity(W, *, name: str = "affinity", symmetric: bool = True) -> sp.c
             raise ValueError(f"{name} must be square (n_samples, n_samples), got shape "
                              f"{W.shape}.")
         asym = abs(W - W.T)
-        scale = max(abs(W).max(), 1.0) if W.nnz else 1.0
-        if asym.nnz and asym.max() > 1e-8 * scale:
+        # Relative to the largest weight alone: a graph of weights ~1e-9 is as asymmetric
+        # as the same graph of weights ~1.
+        if asym.nnz and asym.max() > 1e-8 * abs(W).max():
             raise ValueError(f"{name} must be symmetric (max |W - W.T| = {asym.max():.3g}); "
                              "symmetrise it, e.g. (W + W.T) / 2.")
     return W

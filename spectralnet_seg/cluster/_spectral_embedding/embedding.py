@@ -24,7 +24,12 @@ from .._eigensolvers import (
     solve_dense,
     solve_lobpcg,
 )
-from .affinity import _check_has_edges, _n_components_and_warn, normalized_affinity
+from .affinity import (
+    _check_has_edges,
+    _n_components_and_warn,
+    check_affinity,
+    normalized_affinity,
+)
 
 __all__ = ["rayleigh_ritz", "spectral_embedding"]
 
@@ -124,7 +129,9 @@ def spectral_embedding(
     ImportError
         If ``eigen_solver="amg"`` and pyamg is not installed.
     """
-    M, degree = normalized_affinity(W)
+    # A directed graph's M is not symmetric: the solvers read one triangle (or assume
+    # symmetry) and return eigenvalues above 1 without an error.
+    M, degree = normalized_affinity(check_affinity(W, name="W"))
     n = M.shape[0]
     k = int(n_components)
     if not 1 <= k <= n:
