@@ -122,6 +122,21 @@ def test_neighbour_ids_out_of_range_never_reach_a_sparse_matrix():
         _neighbor_csr(weights, np.array([[1, 2], [0, 3], [0, 1]]), 3)
 
 
+@pytest.mark.parametrize("kernel", [KNNKernel(5, weighting="gaussian"),
+                                    RBFKernel(bandwidth="self-tuning", gamma=None)],
+                         ids=["knn-gaussian", "rbf-self-tuning"])
+@pytest.mark.parametrize("scale", [1e-25, 1e22])
+def test_self_tuned_batch_weights_ignore_the_data_scale(blobs, kernel, scale):
+    """Self-tuned Gaussian weights d^2 / (sigma_i sigma_j) do not depend on the data's
+    scale, and the full graph (float64) gets them right at any scale; the float32 batch
+    squared 1e22 into NaN and 1e-25 into 0 (every weight 1)."""
+    X = blobs[0][:64].astype(np.float64)
+    expected = kernel.graph(X).toarray()
+    np.testing.assert_allclose(kernel.graph(X * scale).toarray(), expected, atol=1e-6)
+    batch = kernel.batch(torch.from_numpy((X * scale).astype(np.float32))).numpy()
+    np.testing.assert_allclose(batch, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1e20])
 def test_tiny_and_huge_rows_are_not_called_all_zero(blobs, scale):
     """float32 squares of 1e-30 underflow to 0 and of 1e20 overflow: cosine must not care."""

@@ -76,6 +76,17 @@ def _centred(X):
     return X - X.double().mean(dim=0, keepdim=True).to(X.dtype)
 
 
+def _unit_magnitude(X):
+    """``X`` times an exact power of two that brings extreme magnitudes near 1 (else ``X``).
+
+    For weights that do not depend on the data's scale (neighbours, cosines, self-tuned
+    Gaussians ``d^2 / (sigma_i sigma_j)``): without it, float32 squares of 1e22 overflow
+    (NaN weights) and those of 1e-25 vanish (every weight 1).
+    """
+    exponent = power_of_two_exponent(float(X.abs().max()))
+    return (X.double() * 2.0**-exponent).to(X.dtype) if exponent else X
+
+
 def _batch_topk(X, k: int, metric: str):
     """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
 

@@ -29,6 +29,7 @@ from ._graph_ops import (
     _drop_diagonal,
     _neighbor_csr,
     _symmetrize_sparse,
+    _unit_magnitude,
 )
 
 _BLOCK_BYTES = 64 * 2**20  # float64 rows of the dense graph computed at a time
@@ -47,6 +48,10 @@ class _PairwiseKernel(Kernel):
     def _n_scale(self) -> int:
         """Neighbour that sets the local scale (0: no local scale)."""
         return 0
+
+    def _scale_free(self) -> bool:
+        """Whether the weights ignore the data's scale (cosine, or a self-tuned bandwidth)."""
+        return self._metric == "cosine" or self._n_scale() > 0
 
     def _fit_bandwidth(self, n_features: int) -> None:
         """Record fitted bandwidth attributes (e.g. ``gamma_``)."""
@@ -221,6 +226,8 @@ class _PairwiseKernel(Kernel):
                              "sparsify_neighbors / local_scale_neighbor.")
         with torch.no_grad():
             X = X_batch.to(_compute_dtype(X_batch))
+            if self._scale_free():
+                X = _unit_magnitude(X)
             scale = None
             if k_search:
                 dist, ind, _ = _batch_topk(X, k_search, self._metric)

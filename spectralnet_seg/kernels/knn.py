@@ -33,6 +33,7 @@ from ._graph_ops import (
     _neighbor_csr,
     _symmetrize_dense,
     _symmetrize_sparse,
+    _unit_magnitude,
 )
 from ._registry import register_kernel
 
@@ -304,7 +305,8 @@ class KNNKernel(Kernel):
         b, k = X_batch.shape[0], self.n_neighbors
         _check_neighbors_fit(self._n_search(), b, "KNNKernel.batch")
         with torch.no_grad():
-            X = X_batch.to(_compute_dtype(X_batch))
+            # Every weighting here is scale-free: compute at unit magnitude.
+            X = _unit_magnitude(X_batch.to(_compute_dtype(X_batch)))
             dist, ind, cos = _batch_topk(X, self._n_search(), self.metric)
             if self.weighting == "binary":
                 weights = torch.ones_like(dist[:, :k])
