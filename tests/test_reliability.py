@@ -13,6 +13,7 @@ from _forked import run_in_child
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.exceptions import DataConversionWarning, UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from spectralnet_seg.cluster import (
@@ -120,6 +121,34 @@ def test_neighbour_ids_out_of_range_never_reach_a_sparse_matrix():
         _neighbor_csr(weights, np.array([[1, 2], [0, -1], [0, 1]]), 3)
     with pytest.raises(ValueError, match=r"neighbour indices must lie in \[0, 3\)"):
         _neighbor_csr(weights, np.array([[1, 2], [0, 3], [0, 1]]), 3)
+
+
+@pytest.mark.parametrize("kernel", [KNNKernel(10, metric="cosine"),
+                                    CosineKernel(sparsify_neighbors=10), CosineKernel()],
+                         ids=["knn", "cosine-sparsified", "cosine-dense"])
+def test_cosine_batch_of_rows_sharing_one_direction_matches_scikit_learn(kernel):
+    """Unit rows sharing one direction: float32 inner products near 1 rounded their
+    differences away in the minibatch kernels too (the faiss graph is fixed separately).
+    The batch over all points must give scikit-learn's float64 cosine neighbours."""
+    X = np.random.default_rng(0).normal(size=(400, 8)) + 1e3
+    batch = kernel.batch(torch.from_numpy(X.astype(np.float32))).numpy()
+    X32 = X.astype(np.float32).astype(np.float64)
+    if isinstance(kernel, KNNKernel):
+        A = kneighbors_graph(X32, 10, metric="cosine", include_self=False)
+        expected = ((A + A.T) * 0.5).toarray()
+        assert np.mean((batch > 0) == (expected > 0)) >= 0.9999
+        return
+    similarity = cosine_similarity(X32)
+    np.fill_diagonal(similarity, 0.0)
+    if kernel.sparsify_neighbors:
+        kept = batch > 0
+        order = np.argsort(-similarity, axis=1)[:, :10]
+        expected = np.zeros_like(kept)
+        np.put_along_axis(expected, order, True, axis=1)
+        expected |= expected.T
+        assert np.mean(kept == expected) >= 0.9999
+    else:
+        np.testing.assert_allclose(batch, np.clip(similarity, 0, None), atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel", [KNNKernel(5, weighting="gaussian"),

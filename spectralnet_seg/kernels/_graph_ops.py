@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._numeric import power_of_two_exponent, unit_rows_torch
+from .._numeric import CENTRE_OFFSET_RATIO, power_of_two_exponent, unit_rows_torch
 
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
 # exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The full graphs
@@ -76,6 +76,24 @@ def _centred(X):
     return X - X.double().mean(dim=0, keepdim=True).to(X.dtype)
 
 
+def _half_square_distances_if_one_direction(Xn):
+    """``1 - cos`` as ``|c_i - c_j|^2 / 2`` of the centred unit rows ``c``, when the rows
+    share one direction (mean more than ``CENTRE_OFFSET_RATIO`` times the spread); else None.
+
+    Such rows have cosines so close to 1 that float32 rounds their differences away, whether
+    as ``u.v`` or as ``1 - u.v``; the centred rows keep them. Ordinary rows return None, and
+    the callers keep their plain ``Xn @ Xn.T``, bit for bit.
+    """
+    mean = Xn.double().mean(dim=0)
+    mean_square = float(mean @ mean)
+    variance = float(Xn.double().square().sum(dim=1).mean()) - mean_square
+    if variance > 0 and mean_square <= CENTRE_OFFSET_RATIO**2 * variance:
+        return None
+    C = (Xn.double() - mean).to(Xn.dtype)
+    sq = (C * C).sum(dim=1)
+    return 0.5 * (sq[:, None] + sq[None, :] - 2.0 * (C @ C.T)).clamp_min(0.0)
+
+
 def _unit_magnitude(X):
     """``X`` times an exact power of two that brings extreme magnitudes near 1 (else ``X``).
 
@@ -99,6 +117,12 @@ def _batch_topk(X, k: int, metric: str):
         if bool(zero.any()):
             raise ValueError("X_batch has an all-zero row; the cosine metric is undefined for "
                              "zero vectors (remove them or use metric='l2').")
+        half_d2 = _half_square_distances_if_one_direction(Xn)
+        if half_d2 is not None:  # rows sharing one direction: rank by the accurate 1 - cos
+            cos = 1.0 - half_d2
+            half_d2.fill_diagonal_(torch.inf)
+            dist, ind = half_d2.topk(k, dim=1, largest=False)
+            return dist, ind, cos
         cos = Xn @ Xn.T
         scores = cos.clone()
         scores.fill_diagonal_(-torch.inf)

@@ -27,6 +27,7 @@ from ._graph_ops import (
     _batch_topk,
     _centred,
     _drop_diagonal,
+    _half_square_distances_if_one_direction,
     _neighbor_csr,
     _symmetrize_sparse,
     _unit_magnitude,
@@ -263,7 +264,8 @@ def _torch_distances(X, metric: str):
         if bool(zero.any()):
             raise ValueError("the cosine kernel is undefined for all-zero rows; remove them "
                              "first.")
-        return (1.0 - Xn @ Xn.T).clamp_min(0.0)
+        half_d2 = _half_square_distances_if_one_direction(Xn)
+        return (1.0 - Xn @ Xn.T).clamp_min(0.0) if half_d2 is None else half_d2
     X = _centred(X)
     sq = (X * X).sum(dim=1)
     return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0).sqrt()

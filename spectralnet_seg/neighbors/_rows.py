@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._numeric import power_of_two_exponent, unit_rows
+from .._numeric import CENTRE_OFFSET_RATIO, power_of_two_exponent, unit_rows
 from .._utils import check_finite_rows
 
 # Rows converted at a time when validating / adding the database (bounds the float32 copies).
@@ -48,15 +48,6 @@ def _chunk_rows(X: np.ndarray) -> int:
     return max(1, _CHUNK_BYTES // (4 * X.shape[1]))
 
 
-# Centre the rows faiss compares when their mean is more than this many times their spread
-# (root of the total variance). faiss's exact search computes |x|^2 + |y|^2 - 2xy in float32,
-# whose error grows with |x|^2: on 2e4 unit-normal points in 8-D shifted by 100 (ratio 100),
-# recall@10 was 0.986, by 1000 it was 0.44; by 10 (ratio 10) it was 0.9999. The same holds
-# for the cosine metric's unit rows when they share one direction (offset 1000: recall 0.49).
-# Translating is exact (in float64; L2 distances do not change). Below this ratio the rows
-# keep their plain float32 rounding, so that results on ordinary data do not move: the
-# published benchmarks' data reach 5.5 (the demo's per-image pixel graphs).
-_CENTRE_OFFSET_RATIO = 8.0
 
 
 @dataclass(frozen=True)
@@ -184,14 +175,14 @@ def _offset_to_spread(statistics: _RowStatistics) -> float:
 def faiss_rows(statistics: _RowStatistics, metric: str) -> FaissRows:
     """The [`FaissRows`][FaissRows] map for rows with these statistics.
 
-    The rows are centred on their mean when it is more than ``_CENTRE_OFFSET_RATIO`` times
+    The rows are centred on their mean when it is more than ``CENTRE_OFFSET_RATIO`` times
     their spread (see that constant for why; the mean, unlike the range, is not moved away by
     one outlier). For the L2 metric, faiss squares float32 values: beyond ~1e19 the squares
     overflow (neighbours come back as id -1) and below ~1e-19 they vanish (every distance 0).
     Scaling by a power of two is exact, so the neighbours are those of the original data at
     any scale, as long as the distances themselves fit in float32.
     """
-    centre = _offset_to_spread(statistics) > _CENTRE_OFFSET_RATIO
+    centre = _offset_to_spread(statistics) > CENTRE_OFFSET_RATIO
     shift = statistics.total / statistics.n if centre else None
     if metric == "cosine":
         return FaissRows(shift=shift)
