@@ -7,7 +7,8 @@ inputs and fail the same way:
   [`FileNotFoundError`][FileNotFoundError], an unreadable or corrupt one [`ValueError`][ValueError];
 * a ``PIL.Image.Image`` of any mode;
 * an array of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, of dtype
-  ``uint8``, ``uint16`` (the 16-bit range is mapped onto ``0..255``), another integer
+  ``uint8``, ``uint16`` (the 16-bit range is mapped onto ``0..255``, with a warning for
+  data that use 12 bits or fewer), another integer
   dtype with values in ``[0, 255]``, ``bool``, or float with values in ``[0, 1]``.
 
 Greyscale is replicated to three channels. Images with an alpha channel (RGBA, LA, palette
@@ -29,12 +30,13 @@ whose tag says it is displayed rotated or flipped gets a ``UserWarning`` saying 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._utils import is_real
+from ._utils import is_real, user_stacklevel
 
 __all__ = ["load_image", "load_images", "is_image_like"]
 
@@ -239,6 +241,7 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint16:  # 16-bit images: map the full range onto 0..255
+        _warn_if_few_bits_used(array, name)
         return (array.astype(np.float64) * (255.0 / 65535.0)).round().astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         lo, hi = int(array.min()), int(array.max())
@@ -259,6 +262,20 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
             )
         return (array * 255.0).round().astype(np.uint8)
     raise TypeError(f"{name} has unsupported dtype {array.dtype}; use uint8 or float in [0, 1].")
+
+
+def _warn_if_few_bits_used(array: np.ndarray, name: str) -> None:
+    """Warn when a 16-bit image holds 12-bit (or smaller) data: mapped by the full 16-bit
+    range it keeps at most 17 of the 256 output levels (12-bit camera or scanner data stored
+    as uint16; 8-bit data cast to uint16)."""
+    peak = int(array.max())
+    if 0 < peak < 4096:
+        warnings.warn(
+            f"{name} is a 16-bit image whose largest value is {peak}: mapped by the full "
+            f"0..65535 range it keeps {round(peak * 255 / 65535) + 1} of 256 grey levels. If it holds "
+            f"{max(1, peak.bit_length())}-bit data, scale it first (e.g. "
+            f"image * (65535 // {2 ** peak.bit_length() - 1})) or convert it to uint8 yourself.",
+            UserWarning, stacklevel=user_stacklevel())
 
 
 def _check_background(background) -> None:

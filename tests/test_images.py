@@ -74,6 +74,23 @@ def test_dtypes_are_converted():
     np.testing.assert_array_equal(load_image(sixteen)[0, 0], (255, 255, 255))
 
 
+@pytest.mark.parametrize("bits", [8, 12])
+def test_16_bit_images_holding_fewer_bits_are_reported(bits):
+    """A 12-bit image in uint16 is mapped by the full 16-bit range onto 17 grey levels:
+    silently, it lost almost all of its contrast."""
+    peak = 2**bits - 1
+    ramp = np.linspace(0, peak, 64).astype(np.uint16).reshape(8, 8)
+    levels = round(peak * 255 / 65535) + 1  # 0 .. round(peak / 257): 2 for 8-bit, 17 for 12
+    with pytest.warns(UserWarning, match=rf"largest value is {peak}: .* keeps {levels} of 256 "
+                                         rf"grey levels. If it holds {bits}-bit data"):
+        grey = load_image(ramp)
+    assert len(np.unique(grey)) == levels  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image((ramp.astype(np.uint32) * (65535 // peak)).astype(np.uint16))  # full range
+        load_image(np.zeros((4, 4), np.uint16))  # black: nothing to report
+
+
 def test_32_bit_tiff_files_are_scaled_or_refused(tmp_path):
     """Modes F and I (float / int32 TIFFs) follow the array rules instead of being clipped."""
     ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(16, 16)
