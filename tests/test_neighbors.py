@@ -70,17 +70,26 @@ def test_approximate_recall(clustered, index, metric):
     assert np.all(np.diff(dist, axis=1) >= 0)
 
 
-def test_ivf_is_reproducible_and_never_returns_missing(clustered):
+@pytest.mark.parametrize("offset", [0.0, 1e3])  # 1e3: rows centred before faiss
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_ivf_is_reproducible_and_never_returns_missing(clustered, offset, metric, tmp_path):
     # One probe of 100 lists of ~50 points cannot supply 120 candidates for every query:
     # those rows are searched again exactly, so no -1 ever reaches the caller.
-    X = clustered[:2000]
-    kwargs = dict(n_neighbors=120, index="ivf", n_lists=40, n_probe=1, random_state=3)
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float64,
+                                  shape=(2000, clustered.shape[1]))
+    X[:] = clustered[:2000] + offset  # a memmap: read (and centred) chunk by chunk
+    kwargs = dict(n_neighbors=120, index="ivf", n_lists=40, n_probe=1, random_state=3,
+                  metric=metric)
     dist, ind = knn_search(X, **kwargs)
     dist2, ind2 = knn_search(X, **kwargs)
     np.testing.assert_array_equal(ind, ind2)
     np.testing.assert_array_equal(dist, dist2)
     assert ind.min() >= 0 and np.all(np.isfinite(dist))
     assert all(len(set(row)) == 120 for row in ind)
+    # The exact fallback's neighbours are right: the nearest one is scikit-learn's.
+    reference = NearestNeighbors(n_neighbors=1, metric="euclidean" if metric == "l2"
+                                 else "cosine").fit(np.asarray(X))
+    assert np.mean(ind[:, 0] == reference.kneighbors()[1][:, 0]) >= 0.99
 
 
 def test_batching_gives_identical_results(small):

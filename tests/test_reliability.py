@@ -262,10 +262,16 @@ def test_float32_rounding_of_an_extreme_offset_is_reported(kernel):
         kernel.graph(X + 1e7)
     with pytest.warns(DataConversionWarning, match=r"Centre Y first"):
         kernel.cross(X[:5] + 1e7)
+    with warnings.catch_warnings(record=True) as caught:  # it points at the caller's line
+        warnings.simplefilter("always", DataConversionWarning)
+        kernel.graph(X + 1e7)
+    assert [w.filename for w in caught] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataConversionWarning)
         kernel.graph(X + 1e3)  # rounded by 1e-4 of the spread: no warning
         kernel.graph((X + 1e7).astype(np.float32))  # already float32: nothing to report
+        # Integer map coordinates far from 0 that float32 holds exactly: nothing is lost.
+        kernel.graph(np.random.default_rng(0).integers(0, 600, (300, 2)) + 10**7)
 
 
 def test_small_offsets_keep_the_plain_float32_rows():
@@ -287,6 +293,17 @@ def test_small_offsets_keep_the_plain_float32_rows():
                                           plain)
     shifted = faiss_rows(_check_rows(rng.normal(size=(500, 4)) + 100.0, "l2", "X"), "l2")
     assert shifted.shift is not None and np.all(np.abs(shifted.shift - 100.0) < 0.5)
+
+
+def test_centring_keeps_the_search_in_float32_range_when_float32_cannot_see_the_spread():
+    """Values ~1e30 with a spread of 1e20 all round to the same float32 numbers; centred in
+    float64 they are ~1e20 again, but the power of two was taken from the float32 rows (0),
+    faiss's squares overflowed and the search raised "no valid neighbours"."""
+    X = np.random.default_rng(0).normal(size=(200, 3)) * 1e20 + 1e30
+    dist, ind = knn_search(X, n_neighbors=3)
+    ref_dist, ref_ind = NearestNeighbors(n_neighbors=3, algorithm="kd_tree").fit(X).kneighbors()
+    assert _recall(ind, ref_ind) == 1.0
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-3)
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])

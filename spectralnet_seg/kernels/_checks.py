@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import DataConversionWarning, NotFittedError
 
+from .._utils import user_stacklevel
 from ..neighbors import _as_2d
 
 
@@ -23,9 +24,10 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
     """
     X = _as_2d(X, name)
     if X.dtype != np.float32 or not X.flags.c_contiguous:
+        X32 = np.ascontiguousarray(X, dtype=np.float32)
         if X.dtype.itemsize > 4 or X.dtype.kind in "iu":
-            _warn_if_float32_rounds_the_spread(X, name)
-        X = np.ascontiguousarray(X, dtype=np.float32)
+            _warn_if_float32_rounds_the_spread(X, X32, name)
+        return X32
     return X
 
 
@@ -38,38 +40,46 @@ def _finite_float32(X, name: str = "X") -> np.ndarray:
     if not (isinstance(X, np.ndarray) and X.dtype == np.float32):
         wide = np.asarray(X) if isinstance(X, np.ndarray) else np.asarray(X, dtype=np.float64)
         if wide.dtype.itemsize > 4 or wide.dtype.kind in "iu":
-            _warn_if_float32_rounds_the_spread(wide, name)
+            _warn_if_float32_rounds_the_spread(wide, X32, name)
     return X32
 
 
-# Warn when float32's rounding step at a column's offset exceeds this fraction of the
-# column's half-range (an offset ~16,000x the spread): nearest neighbours of dense data start
-# to move. Smaller offsets are harmless: the kNN search centres the float32 rows itself.
+# Warn when the float32 conversion moves a column's values by more than this fraction of its
+# half-range (e.g. an offset ~16,000x the spread): nearest neighbours of dense data start to
+# move. Smaller offsets are harmless: the kNN search centres the float32 rows itself.
 _ROUNDING_TO_SPREAD = 2.0**-10
+_CHECK_CHUNK_VALUES = 2**23  # float64 values compared at a time (64 MiB)
 
 
-def _warn_if_float32_rounds_the_spread(X: np.ndarray, name: str) -> None:
-    """``DataConversionWarning`` when converting ``X`` to float32 loses its columns' detail.
+def _warn_if_float32_rounds_the_spread(X: np.ndarray, X32: np.ndarray, name: str) -> None:
+    """``DataConversionWarning`` when converting ``X`` to ``X32`` (float32) lost its
+    columns' detail: the largest change of a column's values against its half-range.
 
     The kNN search is exact under any common offset of float32 rows (it centres them), but
-    the conversion itself rounds a value ``v`` to a multiple of ``|v| * 2**-24``: projected
-    map coordinates (offset 1e7, spread 1) keep one significant bit.
+    the conversion itself rounds a value ``v`` to a multiple of up to ``|v| * 2**-24``:
+    projected map coordinates (offset 1e7, spread 1) keep one significant bit, while integers
+    that float32 holds exactly lose nothing.
     """
+    n, d = X.shape
+    step = max(1, _CHECK_CHUNK_VALUES // max(1, d))
+    error = np.zeros(d)
+    low, high = np.full(d, np.inf), np.full(d, -np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
-        low = np.asarray(X.min(axis=0), dtype=np.float64)
-        high = np.asarray(X.max(axis=0), dtype=np.float64)
+        for start in range(0, n, step):
+            rows = np.asarray(X[start:start + step], dtype=np.float64)
+            error = np.maximum(error, np.abs(rows - X32[start:start + step]).max(axis=0))
+            low, high = np.minimum(low, rows.min(axis=0)), np.maximum(high, rows.max(axis=0))
     half_range = 0.5 * (high - low)
-    step = np.maximum(np.abs(low), np.abs(high)) * 2.0**-24
     varying = half_range > 0
-    if not np.any(step[varying] > _ROUNDING_TO_SPREAD * half_range[varying]):
+    if not np.any(error[varying] > _ROUNDING_TO_SPREAD * half_range[varying]):
         return
-    worst = float(np.max(step[varying] / half_range[varying]))
+    worst = float(np.max(error[varying] / half_range[varying]))
     warnings.warn(
-        f"{name} is converted to float32 by the kernel, and its columns' offset is up to "
-        f"{worst * 2.0**24:.3g} times their half-range: float32 rounds their values by up "
-        f"to {100 * worst:.2g} % of that range, so close neighbours can swap or coincide. "
-        f"Centre {name} first ({name} - {name}.mean(axis=0)) or rescale those columns.",
-        DataConversionWarning, stacklevel=3)
+        f"{name} is converted to float32 by the kernel, which moves its values by up to "
+        f"{100 * worst:.2g} % of a column's half-range (their offset is large against their "
+        f"spread), so close neighbours can swap or coincide. Centre {name} first "
+        f"({name} - {name}.mean(axis=0)) or rescale those columns.",
+        DataConversionWarning, stacklevel=user_stacklevel())
 
 
 def _as_batch(X_batch, name: str = "X_batch"):

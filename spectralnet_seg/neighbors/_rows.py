@@ -120,6 +120,7 @@ def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
     (see [`FaissRows`][FaissRows]): unit-normalised for the cosine metric, then shifted and
     scaled by powers of two."""
     if rescaling.shift is not None:  # in float64: the shift cancels most of each value
+        # A few float64 copies of the chunk live here at once (about 6x its float32 size).
         rows64 = np.asarray(X[start:stop], dtype=np.float64)  # may be a view of X
         if metric == "cosine":
             rows64 = _unit_rows_checked(rows64, start + offset, name)
@@ -188,6 +189,13 @@ def faiss_rows(statistics: _RowStatistics, metric: str) -> FaissRows:
         return FaissRows(shift=shift)
     origin = 0.0 if shift is None else shift
     max_abs = float(max(np.max(statistics.high - origin), np.max(origin - statistics.low)))
+    if shift is not None:
+        # The range was measured on float32 rows, the shift is taken from the original (float64)
+        # ones: they may lie outside it by float32's rounding, up to |x| * 2**-24 (for 1e30 data
+        # with a spread of 1e20 that is the whole spread; without the margin the power of two
+        # came out 0 and faiss's squares overflowed).
+        peak = float(max(np.max(np.abs(statistics.low)), np.max(np.abs(statistics.high))))
+        max_abs += peak * 2.0**-23
     n_features = statistics.low.size
     largest_distance = 2.0 * max_abs * np.sqrt(n_features)
     if largest_distance >= np.finfo(np.float32).max:

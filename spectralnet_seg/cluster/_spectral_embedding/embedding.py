@@ -124,6 +124,9 @@ def spectral_embedding(
 
     Raises
     ------
+    ValueError
+        If ``W`` is not square, symmetric (relative to its largest weight), finite and
+        non-negative.
     EigenSolverConvergenceError
         If the iterative solver does not converge; the message names the knobs to turn.
     ImportError
