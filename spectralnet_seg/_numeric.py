@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-__all__ = ["CENTRE_OFFSET_RATIO", "power_of_two_exponent", "unit_rows", "unit_rows_torch"]
+__all__ = ["CENTRE_OFFSET_RATIO", "Float32Rounding", "power_of_two_exponent", "unit_rows",
+           "unit_rows_torch"]
 
 # Norms inside this band come from sums of squares with no overflow and no loss to underflow
 # in float32 (tiny is 1.2e-38, max 3.4e38): they are trusted as computed.
@@ -128,3 +129,61 @@ def power_of_two_exponent(max_abs: float) -> int:
     if max_abs == 0 or _PLAIN_MAGNITUDES[0] <= max_abs <= _PLAIN_MAGNITUDES[1]:
         return 0
     return math.floor(math.log2(max_abs))
+
+
+class Float32Rounding:
+    """How far a conversion to float32 moves each column's values, measured chunk by chunk.
+
+    float32 rounds a value ``v`` to a multiple of up to ``|v| 2^-24``: columns whose offset is
+    large against their spread (projected map coordinates: offset 1e7, spread 1) keep one
+    significant bit, while integers that float32 holds exactly lose nothing. The kNN search
+    is exact under any common offset of float32 rows (it centres them), so the conversion
+    itself is what to report.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of columns.
+    """
+
+    # Report when the conversion moves a column's values by more than this fraction of its
+    # half-range (e.g. an offset ~16,000x the spread): nearest neighbours of dense data start
+    # to move.
+    TOLERANCE = 2.0**-10
+
+    def __init__(self, n_features: int) -> None:
+        self.error = np.zeros(n_features)
+        self.low = np.full(n_features, np.inf)
+        self.high = np.full(n_features, -np.inf)
+
+    def add(self, rows, rows32) -> None:
+        """Account for ``rows`` (any real dtype) converted to ``rows32``, both (m, n_features)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            rows = np.asarray(rows, dtype=np.float64)
+            self.error = np.maximum(self.error, np.abs(rows - rows32).max(axis=0, initial=0.0))
+            self.low = np.minimum(self.low, rows.min(axis=0, initial=np.inf))
+            self.high = np.maximum(self.high, rows.max(axis=0, initial=-np.inf))
+
+    def worst(self) -> float:
+        """Largest change of a varying column's values over its half-range (0: none)."""
+        half_range = 0.5 * (self.high - self.low)
+        varying = half_range > 0
+        return float(np.max(self.error[varying] / half_range[varying], initial=0.0))
+
+    def warn(self, name: str) -> None:
+        """``DataConversionWarning`` at the caller's line when ``worst()`` exceeds the
+        tolerance."""
+        import warnings
+
+        from sklearn.exceptions import DataConversionWarning
+
+        from ._utils import user_stacklevel
+
+        worst = self.worst()
+        if worst > self.TOLERANCE:
+            warnings.warn(
+                f"{name} is converted to float32, which moves its values by up to "
+                f"{100 * worst:.2g} % of a column's half-range (their offset is large against "
+                f"their spread), so close neighbours can swap or coincide. Centre {name} first "
+                f"({name} - {name}.mean(axis=0)) or rescale those columns.",
+                DataConversionWarning, stacklevel=user_stacklevel())

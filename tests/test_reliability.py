@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 from _forked import run_in_child
 from sklearn.datasets import make_blobs, make_moons
-from sklearn.exceptions import DataConversionWarning, UndefinedMetricWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
@@ -273,6 +273,22 @@ def test_float32_rounding_of_an_extreme_offset_is_reported(kernel):
         kernel.graph((X + 1e7).astype(np.float32))  # already float32: nothing to report
         # Integer map coordinates far from 0 that float32 holds exactly: nothing is lost.
         kernel.graph(np.random.default_rng(0).integers(0, 600, (300, 2)) + 10**7)
+
+
+@pytest.mark.parametrize("sampler", ["graph", "minibatch"])
+def test_neural_estimators_report_an_extreme_offset_once_whatever_the_sampler(sampler):
+    """The network and the minibatch kernels see float32 rows: with sampler="minibatch" no
+    kernel converted X, and the rounding went unreported. One warning, at the caller's
+    fit line (the graph's kernel says the same words there)."""
+    X, _ = make_moons(200, noise=0.05, random_state=0)
+    est = NeuralEigenClustering(2, sampler=sampler, max_iter=20, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's default: once per text and line
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X + 1e7)
+    rounding = [w for w in caught if issubclass(w.category, DataConversionWarning)]
+    assert len(rounding) == 1 and rounding[0].filename == __file__
+    assert "Centre X first" in str(rounding[0].message)
 
 
 def test_small_offsets_keep_the_plain_float32_rows():

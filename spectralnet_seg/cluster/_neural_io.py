@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
+from .._numeric import Float32Rounding
 from .._utils import check_finite_rows, check_numeric, is_path_list
 from ..data._feature_source import (  # noqa: F401 - one chunk size for every sequential pass
     CHUNK_BYTES,
@@ -127,7 +128,7 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
                       reset=reset, ensure_min_samples=min_samples)
     if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
-        _check_float32_rows(X, note=_FLOAT32_NOTE)
+        _check_float32_rows(X, note=_FLOAT32_NOTE, report_rounding=reset)
     return X
 
 
@@ -140,17 +141,25 @@ def _wider_than_float32(X) -> bool:
     return X.dtype.kind == "f" and X.dtype.itemsize > 4
 
 
-def _check_float32_rows(X, *, note: str) -> None:
+def _check_float32_rows(X, *, note: str, report_rounding: bool = False) -> None:
     """Refuse NaN, inf and values that become infinite in float32, chunk by chunk.
 
     Without the float32 view, values beyond ~3.4e38 would turn into inf in the minibatches
-    and into NaN outputs (or labels of NaN scores) in ``transform`` / ``predict``.
+    and into NaN outputs (or labels of NaN scores) in ``transform`` / ``predict``. With
+    ``report_rounding``, also warn when float32 rounds the columns' detail away (the network
+    and the minibatch kernels see float32 rows; see
+    [`Float32Rounding`][spectralnet_seg._numeric.Float32Rounding]).
     """
     step = chunk_rows(X.shape[1])
+    rounding = Float32Rounding(X.shape[1]) if report_rounding else None
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # overflow is what is being looked for
             rows = np.asarray(X[start:start + step], dtype=np.float32)
         check_finite_rows(rows, offset=start, note=note)
+        if rounding is not None:
+            rounding.add(X[start:start + step], rows)
+    if rounding is not None:
+        rounding.warn("X")
 
 
 def gather_rows(X: np.ndarray, indices: np.ndarray) -> torch.Tensor:

@@ -8,12 +8,10 @@ float32 conversion rounds wide data's values to a visible fraction of their spre
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from sklearn.exceptions import DataConversionWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 
-from .._utils import user_stacklevel
+from .._numeric import Float32Rounding
 from ..neighbors import _as_2d
 
 
@@ -44,42 +42,18 @@ def _finite_float32(X, name: str = "X") -> np.ndarray:
     return X32
 
 
-# Warn when the float32 conversion moves a column's values by more than this fraction of its
-# half-range (e.g. an offset ~16,000x the spread): nearest neighbours of dense data start to
-# move. Smaller offsets are harmless: the kNN search centres the float32 rows itself.
-_ROUNDING_TO_SPREAD = 2.0**-10
 _CHECK_CHUNK_VALUES = 2**23  # float64 values compared at a time (64 MiB)
 
 
 def _warn_if_float32_rounds_the_spread(X: np.ndarray, X32: np.ndarray, name: str) -> None:
-    """``DataConversionWarning`` when converting ``X`` to ``X32`` (float32) lost its
-    columns' detail: the largest change of a column's values against its half-range.
-
-    The kNN search is exact under any common offset of float32 rows (it centres them), but
-    the conversion itself rounds a value ``v`` to a multiple of up to ``|v| * 2**-24``:
-    projected map coordinates (offset 1e7, spread 1) keep one significant bit, while integers
-    that float32 holds exactly lose nothing.
-    """
+    """[`Float32Rounding`][spectralnet_seg._numeric.Float32Rounding] of ``X`` converted to
+    ``X32``, measured in chunks, and its warning."""
     n, d = X.shape
     step = max(1, _CHECK_CHUNK_VALUES // max(1, d))
-    error = np.zeros(d)
-    low, high = np.full(d, np.inf), np.full(d, -np.inf)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start in range(0, n, step):
-            rows = np.asarray(X[start:start + step], dtype=np.float64)
-            error = np.maximum(error, np.abs(rows - X32[start:start + step]).max(axis=0))
-            low, high = np.minimum(low, rows.min(axis=0)), np.maximum(high, rows.max(axis=0))
-    half_range = 0.5 * (high - low)
-    varying = half_range > 0
-    if not np.any(error[varying] > _ROUNDING_TO_SPREAD * half_range[varying]):
-        return
-    worst = float(np.max(error[varying] / half_range[varying]))
-    warnings.warn(
-        f"{name} is converted to float32 by the kernel, which moves its values by up to "
-        f"{100 * worst:.2g} % of a column's half-range (their offset is large against their "
-        f"spread), so close neighbours can swap or coincide. Centre {name} first "
-        f"({name} - {name}.mean(axis=0)) or rescale those columns.",
-        DataConversionWarning, stacklevel=user_stacklevel())
+    rounding = Float32Rounding(d)
+    for start in range(0, n, step):
+        rounding.add(X[start:start + step], X32[start:start + step])
+    rounding.warn(name)
 
 
 def _as_batch(X_batch, name: str = "X_batch"):
