@@ -28,8 +28,9 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool) -> np
     if array.shape[:2] == (height, width):
         return array.copy()
     if nearest:
-        # Index arithmetic instead of PIL: masks may hold values > 255 or int64 dtypes, and
-        # pixel-centre sampling matches PIL's NEAREST.
+        # Index arithmetic instead of PIL: masks may hold values > 255 or int64 dtypes.
+        # Pixel-centre sampling, as PIL's NEAREST, except where a centre falls exactly on a
+        # cell border: this takes the upper cell, PIL the lower (both are equally near).
         rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(int),
                           array.shape[0] - 1)
         cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(int),
