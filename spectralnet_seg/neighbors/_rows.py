@@ -120,13 +120,14 @@ def _rows_f32(X: np.ndarray, start: int, stop: int, metric: str, name: str,
     (see [`FaissRows`][FaissRows]): unit-normalised for the cosine metric, then shifted and
     scaled by powers of two."""
     if rescaling.shift is not None:  # in float64: the shift cancels most of each value
-        # A few float64 copies of the chunk live here at once (about 6x its float32 size).
-        rows64 = np.asarray(X[start:stop], dtype=np.float64)  # may be a view of X
+        # One float64 copy of the chunk (a second for the cosine's unit rows), worked on in
+        # place; np.array copies even a float64 X, which is the caller's and stays untouched.
+        rows64 = np.array(X[start:stop], dtype=np.float64)
         if metric == "cosine":
             rows64 = _unit_rows_checked(rows64, start + offset, name)
-        rows64 = rows64 - rescaling.shift  # never in place: X is the caller's
+        rows64 -= rescaling.shift
         if rescaling.exponent:
-            rows64 = np.ldexp(rows64, -rescaling.exponent)
+            np.ldexp(rows64, -rescaling.exponent, out=rows64)
         return np.ascontiguousarray(rows64, dtype=np.float32)
     rows = np.ascontiguousarray(X[start:stop], dtype=np.float32)
     if metric == "cosine":
