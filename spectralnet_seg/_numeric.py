@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-__all__ = ["CENTRE_OFFSET_RATIO", "Float32Rounding", "power_of_two_exponent", "unit_rows",
-           "unit_rows_torch"]
+__all__ = ["CENTRE_OFFSET_RATIO", "Float32Rounding", "power_of_two_exponent", "share_an_offset",
+           "unit_rows", "unit_rows_torch"]
 
 # Norms inside this band come from sums of squares with no overflow and no loss to underflow
 # in float32 (tiny is 1.2e-38, max 3.4e38): they are trusted as computed.
@@ -37,6 +37,23 @@ _PLAIN_MAGNITUDES = (2.0**-32, 2.0**32)
 # results on ordinary data do not move: the published benchmarks' data reach 5.5 (the demo's
 # per-image pixel graphs).
 CENTRE_OFFSET_RATIO = 8.0
+
+
+def share_an_offset(mean_square: float, variance: float) -> bool:
+    """Whether rows are to be centred: the norm of their mean is more than
+    ``CENTRE_OFFSET_RATIO`` times the root of their total variance (equal rows away from the
+    origin count as offset; rows all at the origin do not).
+
+    Parameters
+    ----------
+    mean_square : float
+        Squared norm of the rows' mean.
+    variance : float
+        Their total variance, ``E|x|^2 - |E x|^2`` (rounding may make it <= 0).
+    """
+    if not variance > 0:
+        return mean_square > 0
+    return mean_square > CENTRE_OFFSET_RATIO**2 * variance
 
 
 def unit_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

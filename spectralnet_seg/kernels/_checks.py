@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from .._numeric import Float32Rounding
+from ..data._feature_source import chunk_rows
 from ..neighbors import _as_2d
 
 
@@ -23,8 +24,7 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
     X = _as_2d(X, name)
     if X.dtype != np.float32 or not X.flags.c_contiguous:
         X32 = np.ascontiguousarray(X, dtype=np.float32)
-        if X.dtype.itemsize > 4 or X.dtype.kind in "iu":
-            _warn_if_float32_rounds_the_spread(X, X32, name)
+        _warn_if_float32_rounds_the_spread(X, X32, name)
         return X32
     return X
 
@@ -37,19 +37,18 @@ def _finite_float32(X, name: str = "X") -> np.ndarray:
     X32 = check_finite_2d(X, name=name)
     if not (isinstance(X, np.ndarray) and X.dtype == np.float32):
         wide = np.asarray(X) if isinstance(X, np.ndarray) else np.asarray(X, dtype=np.float64)
-        if wide.dtype.itemsize > 4 or wide.dtype.kind in "iu":
-            _warn_if_float32_rounds_the_spread(wide, X32, name)
+        _warn_if_float32_rounds_the_spread(wide, X32, name)
     return X32
-
-
-_CHECK_CHUNK_VALUES = 2**23  # float64 values compared at a time (64 MiB)
 
 
 def _warn_if_float32_rounds_the_spread(X: np.ndarray, X32: np.ndarray, name: str) -> None:
     """[`Float32Rounding`][spectralnet_seg._numeric.Float32Rounding] of ``X`` converted to
-    ``X32``, measured in chunks, and its warning."""
+    ``X32``, measured in chunks, and its warning; nothing to measure when ``X`` had no more
+    precision than float32 (float16/32, bool)."""
+    if X.dtype.itemsize <= 4 and X.dtype.kind not in "iu":
+        return
     n, d = X.shape
-    step = max(1, _CHECK_CHUNK_VALUES // max(1, d))
+    step = chunk_rows(d)
     rounding = Float32Rounding(d)
     for start in range(0, n, step):
         rounding.add(X[start:start + step], X32[start:start + step])

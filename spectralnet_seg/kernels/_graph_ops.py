@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._numeric import CENTRE_OFFSET_RATIO, power_of_two_exponent, unit_rows_torch
+from .._numeric import power_of_two_exponent, share_an_offset, unit_rows_torch
 
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
 # exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The full graphs
@@ -78,7 +78,8 @@ def _centred(X):
 
 def _half_square_distances_if_one_direction(Xn):
     """``1 - cos`` as ``|c_i - c_j|^2 / 2`` of the centred unit rows ``c``, when the rows
-    share one direction (mean more than ``CENTRE_OFFSET_RATIO`` times the spread); else None.
+    share one direction ([`share_an_offset`][spectralnet_seg._numeric.share_an_offset]);
+    else None.
 
     Such rows have cosines so close to 1 that float32 rounds their differences away, whether
     as ``u.v`` or as ``1 - u.v``; the centred rows keep them. Ordinary rows return None, and
@@ -87,7 +88,7 @@ def _half_square_distances_if_one_direction(Xn):
     mean = Xn.double().mean(dim=0)
     mean_square = float(mean @ mean)
     variance = float(Xn.double().square().sum(dim=1).mean()) - mean_square
-    if variance > 0 and mean_square <= CENTRE_OFFSET_RATIO**2 * variance:
+    if not share_an_offset(mean_square, variance):
         return None
     C = (Xn.double() - mean).to(Xn.dtype)
     sq = (C * C).sum(dim=1)
@@ -95,14 +96,15 @@ def _half_square_distances_if_one_direction(Xn):
 
 
 def _unit_magnitude(X):
-    """``X`` times an exact power of two that brings extreme magnitudes near 1 (else ``X``).
+    """``(X / 2**e, e)``: ``X`` divided by the exact power of two that brings extreme
+    magnitudes near 1 (``e = 0`` and ``X`` itself for ordinary ones).
 
-    For weights that do not depend on the data's scale (neighbours, cosines, self-tuned
-    Gaussians ``d^2 / (sigma_i sigma_j)``): without it, float32 squares of 1e22 overflow
-    (NaN weights) and those of 1e-25 vanish (every weight 1).
+    float32 squares of 1e22 overflow and those of 1e-25 vanish. Weights that do not depend
+    on the data's scale (neighbours, cosines, self-tuned Gaussians ``d^2 / (sigma_i
+    sigma_j)``) are computed on the scaled rows; distances are scaled back by ``2**e``.
     """
     exponent = power_of_two_exponent(float(X.abs().max()))
-    return (X.double() * 2.0**-exponent).to(X.dtype) if exponent else X
+    return ((X.double() * 2.0**-exponent).to(X.dtype) if exponent else X), exponent
 
 
 def _batch_topk(X, k: int, metric: str):
@@ -129,9 +131,7 @@ def _batch_topk(X, k: int, metric: str):
         sim, ind = scores.topk(k, dim=1)
         return (1.0 - sim).clamp_min(0.0), ind, cos
     # Squares of values beyond ~1e±19 leave float32's range: divide by an exact power of two.
-    exponent = power_of_two_exponent(float(X.abs().max()))
-    if exponent:
-        X = (X.double() * 2.0**-exponent).to(X.dtype)
+    X, exponent = _unit_magnitude(X)
     X = _centred(X)
     sq = (X * X).sum(dim=1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)

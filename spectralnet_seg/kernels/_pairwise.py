@@ -228,7 +228,7 @@ class _PairwiseKernel(Kernel):
         with torch.no_grad():
             X = X_batch.to(_compute_dtype(X_batch))
             if self._scale_free():
-                X = _unit_magnitude(X)
+                X, _ = _unit_magnitude(X)
             scale = None
             if k_search:
                 dist, ind, _ = _batch_topk(X, k_search, self._metric)

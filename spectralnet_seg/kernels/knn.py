@@ -306,7 +306,7 @@ class KNNKernel(Kernel):
         _check_neighbors_fit(self._n_search(), b, "KNNKernel.batch")
         with torch.no_grad():
             # Every weighting here is scale-free: compute at unit magnitude.
-            X = _unit_magnitude(X_batch.to(_compute_dtype(X_batch)))
+            X, _ = _unit_magnitude(X_batch.to(_compute_dtype(X_batch)))
             dist, ind, cos = _batch_topk(X, self._n_search(), self.metric)
             if self.weighting == "binary":
                 weights = torch.ones_like(dist[:, :k])

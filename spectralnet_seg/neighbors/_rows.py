@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._numeric import CENTRE_OFFSET_RATIO, power_of_two_exponent, unit_rows
+from .._numeric import power_of_two_exponent, share_an_offset, unit_rows
 from .._utils import check_finite_rows
 
 # Rows converted at a time when validating / adding the database (bounds the float32 copies).
@@ -46,8 +46,6 @@ def _as_2d(X, name: str) -> np.ndarray:
 
 def _chunk_rows(X: np.ndarray) -> int:
     return max(1, _CHUNK_BYTES // (4 * X.shape[1]))
-
-
 
 
 @dataclass(frozen=True)
@@ -164,28 +162,21 @@ def _check_rows(X: np.ndarray, metric: str, name: str) -> _RowStatistics:
     return statistics
 
 
-def _offset_to_spread(statistics: _RowStatistics) -> float:
-    """Norm of the rows' mean over the root of their total variance (inf for equal rows)."""
-    mean = statistics.total / statistics.n
-    mean_square = float(mean @ mean)
-    variance = statistics.total_square / statistics.n - mean_square  # float64: exact enough
-    if not variance > 0:
-        return np.inf if mean_square > 0 else 0.0
-    return float(np.sqrt(mean_square / variance))
-
-
 def faiss_rows(statistics: _RowStatistics, metric: str) -> FaissRows:
     """The [`FaissRows`][FaissRows] map for rows with these statistics.
 
     The rows are centred on their mean when it is more than ``CENTRE_OFFSET_RATIO`` times
-    their spread (see that constant for why; the mean, unlike the range, is not moved away by
+    their spread ([`share_an_offset`][spectralnet_seg._numeric.share_an_offset]; see that
+    constant for why; the mean, unlike the range, is not moved away by
     one outlier). For the L2 metric, faiss squares float32 values: beyond ~1e19 the squares
     overflow (neighbours come back as id -1) and below ~1e-19 they vanish (every distance 0).
     Scaling by a power of two is exact, so the neighbours are those of the original data at
     any scale, as long as the distances themselves fit in float32.
     """
-    centre = _offset_to_spread(statistics) > CENTRE_OFFSET_RATIO
-    shift = statistics.total / statistics.n if centre else None
+    mean = statistics.total / statistics.n
+    mean_square = float(mean @ mean)
+    variance = statistics.total_square / statistics.n - mean_square  # float64: exact enough
+    shift = mean if share_an_offset(mean_square, variance) else None
     if metric == "cosine":
         return FaissRows(shift=shift)
     origin = 0.0 if shift is None else shift
