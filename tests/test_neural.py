@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from numpy.testing import assert_array_equal
-from sklearn.datasets import load_digits, make_blobs, make_circles, make_moons
+from sklearn.datasets import make_blobs, make_circles, make_moons
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.model_selection import train_test_split
@@ -36,8 +36,8 @@ from spectralnet_seg.metrics import normalized_cut
 # The tests of these fixtures form the pytest-xdist group "digits_split": run on one worker,
 # they share one fit.
 @pytest.fixture(scope="module")
-def digits_split():
-    X, y = load_digits(return_X_y=True)
+def digits_split(digits):
+    X, y = digits  # conftest's session fixture: scikit-learn's digits
     return train_test_split(X.astype(np.float32), y, test_size=0.2, stratify=y, random_state=0)
 
 
