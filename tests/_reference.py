@@ -1,5 +1,7 @@
 """Scores computed independently of ``spectralnet_seg.metrics``, to check the pipelines.
 
+``neighbour_recall`` compares two neighbour lists (e.g. against scikit-learn's).
+
 Only scikit-learn's confusion matrix and scipy's assignment solver are used, so a test that
 compares the package's scores with these checks the whole path (prediction, upsampling,
 ignore pixels, matching, IoU) against a second implementation.
@@ -38,3 +40,14 @@ def hungarian_scores(masks, predictions, n_classes: int, ignore_index: int = 255
         if union:
             iou.append(np.count_nonzero(truth & pred) / union)
     return {"pixel_accuracy": float(np.mean(y_true == y_mapped)), "mean_iou": float(np.mean(iou))}
+
+
+def neighbour_recall(found: np.ndarray, true: np.ndarray) -> float:
+    """Mean fraction of each row's true neighbour ids that ``found`` lists (recall@k).
+
+    Parameters
+    ----------
+    found, true : ndarray of shape (n_queries, k)
+        Neighbour ids per query.
+    """
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, true, strict=True)]))

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _reference import neighbour_recall
 from sklearn.neighbors import NearestNeighbors
 
 from spectralnet_seg import neighbors
@@ -34,10 +35,6 @@ def clustered():
     return X.astype(np.float32)
 
 
-def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact, strict=True)]))
-
-
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_exact_search_matches_sklearn(small, metric):
     X, Y = small
@@ -59,12 +56,12 @@ def test_exact_search_matches_sklearn(small, metric):
 
 @pytest.mark.parametrize("index", ["hnsw", "ivf"])
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
-def test_approximate_recall(clustered, index, metric):
+def test_approximateneighbour_recall(clustered, index, metric):
     _, exact = knn_search(clustered, n_neighbors=10, metric=metric)
     # One thread: OpenMP busy-waiting makes threads slower on a shared 2-core CI machine.
     dist, approx = knn_search(clustered, n_neighbors=10, metric=metric, index=index,
                               random_state=0, n_threads=1)
-    recall = _recall(approx, exact)
+    recall = neighbour_recall(approx, exact)
     assert recall >= 0.9, recall
     assert np.all(approx != np.arange(len(clustered))[:, None])  # self excluded
     assert np.all(np.diff(dist, axis=1) >= 0)

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from _forked import run_in_child
+from _reference import neighbour_recall
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, UndefinedMetricWarning
 from sklearn.metrics import adjusted_rand_score
@@ -225,15 +226,11 @@ def test_knn_search_finds_float64_neighbours_under_a_large_common_offset(
     dist_y, ind_y = knn_search(X + offset, Y + offset, n_neighbors=10, index=index,
                                random_state=0)
     exact = index == "flat"
-    assert _recall(ind, ref_ind) >= (0.999 if exact else 0.95)
-    assert _recall(ind_y, ref_ind_y) >= (0.999 if exact else 0.95)
+    assert neighbour_recall(ind, ref_ind) >= (0.999 if exact else 0.95)
+    assert neighbour_recall(ind_y, ref_ind_y) >= (0.999 if exact else 0.95)
     if exact:
         np.testing.assert_allclose(dist, ref_dist, rtol=1e-4)
         np.testing.assert_allclose(dist_y, ref_dist_y, rtol=1e-4)
-
-
-def _recall(found: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, true, strict=True)]))
 
 
 def test_knn_graph_under_an_offset_is_scikit_learns_graph_of_the_float32_data(
@@ -319,7 +316,7 @@ def test_centring_keeps_the_search_in_float32_range_when_float32_cannot_see_the_
     X = np.random.default_rng(0).normal(size=(200, 3)) * 1e20 + 1e30
     dist, ind = knn_search(X, n_neighbors=3)
     ref_dist, ref_ind = NearestNeighbors(n_neighbors=3, algorithm="kd_tree").fit(X).kneighbors()
-    assert _recall(ind, ref_ind) == 1.0
+    assert neighbour_recall(ind, ref_ind) == 1.0
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-3)
 
 
@@ -332,7 +329,7 @@ def test_one_outlier_does_not_hide_the_offset_of_the_others(unit_normal_points, 
     _, ind = knn_search(X, n_neighbors=10, metric=metric)
     reference = NearestNeighbors(n_neighbors=10, metric="euclidean" if metric == "l2"
                                  else "cosine").fit(X)
-    assert _recall(ind, reference.kneighbors()[1]) >= 0.999
+    assert neighbour_recall(ind, reference.kneighbors()[1]) >= 0.999
 
 
 def test_cosine_neighbours_of_rows_sharing_one_direction(unit_normal_points):
@@ -344,10 +341,10 @@ def test_cosine_neighbours_of_rows_sharing_one_direction(unit_normal_points):
     reference = NearestNeighbors(n_neighbors=10, metric="cosine").fit(X)
     ref_dist, ref_ind = reference.kneighbors()
     dist, ind = knn_search(X, n_neighbors=10, metric="cosine")
-    assert _recall(ind, ref_ind) >= 0.999
+    assert neighbour_recall(ind, ref_ind) >= 0.999
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-3)
     _, ind_y = knn_search(X, Y, n_neighbors=10, metric="cosine", index="hnsw")
-    assert _recall(ind_y, reference.kneighbors(Y)[1]) >= 0.95
+    assert neighbour_recall(ind_y, reference.kneighbors(Y)[1]) >= 0.95
 
 
 # ----------------------------------------------------------------------------- index_params
