@@ -409,3 +409,70 @@ def test_spectral_clustering_checks_its_own_parameters(params, name):
     W = np.kron(np.eye(2), np.ones((3, 3))) + 0.01
     with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of spectral_clustering"):
         spectral_clustering(W, **{"n_clusters": 2, **params})
+
+
+def _separate_knn_graphs(n_groups, n_per_group=300, seed=0):
+    """Block-diagonal union of kNN graphs of unrelated Gaussian clouds: ``n_groups`` components."""
+    rng = np.random.RandomState(seed)
+    W = sp.block_diag([_knn_affinity(rng.randn(n_per_group, 20))
+                       for _ in range(n_groups)]).tocsr()
+    return W, np.repeat(np.arange(n_groups), n_per_group)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_arpack_finds_every_copy_of_eigenvalue_one_of_a_disconnected_graph(seed):
+    # Lanczos on M from one start vector returned eigenvalue 1 five times for six components
+    # (seeds 0 and 2), merging two of them and splitting a third, with ARI 0.83.
+    W, components = _separate_knn_graphs(6)
+    with pytest.warns(DisconnectedGraphWarning):
+        est = EigshSpectralClustering(6, kernel="precomputed", random_state=seed).fit(W)
+    assert_allclose(est.eigenvalues_, np.ones(6), atol=1e-10)
+    assert adjusted_rand_score(components, est.labels_) == 1.0
+    assert normalized_cut(W, est.labels_) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("n_groups, k", [(3, 7), (8, 5)])
+def test_normal_mode_on_a_disconnected_graph_matches_dense_eigh(n_groups, k):
+    # Fewer components than eigenpairs (the rest come from the deflated operator) and more
+    # (any k vectors of the eigenvalue-1 eigenspace are right).
+    W, _ = _separate_knn_graphs(n_groups, n_per_group=120, seed=1)
+    M, _ = normalized_affinity(W)
+    dense_values, dense_vectors = eigh(M.toarray())
+    with pytest.warns(DisconnectedGraphWarning):
+        values, vectors = spectral_embedding(W, k, arpack_mode="normal", random_state=0)
+    assert_allclose(values, dense_values[::-1][:k], atol=1e-9)
+    assert_allclose(M @ vectors, vectors * values, atol=1e-8)
+    assert_allclose(vectors.T @ vectors, np.eye(k), atol=1e-8)
+    if n_groups < k:  # distinct eigenvalues beyond the components: the same subspace
+        assert np.max(subspace_angles(vectors, dense_vectors[:, ::-1][:, :k])) < 1e-6
+
+
+def test_stored_zeros_are_not_edges_and_the_callers_matrix_keeps_them():
+    # connected_components counted stored 0.0 entries as edges: a disconnected graph passed
+    # as connected, with no warning and eigsh's multiple eigenvalue unhandled.
+    W, components = _separate_knn_graphs(2, n_per_group=150)
+    C = W.tocoo()  # plus a stored zero each way between the two components
+    W = sp.csr_matrix((np.r_[C.data, 0.0, 0.0], (np.r_[C.row, 0, 150], np.r_[C.col, 150, 0])),
+                      shape=C.shape)
+    stored = W.nnz
+    assert stored == C.nnz + 2
+    with pytest.warns(DisconnectedGraphWarning, match="2 connected components"):
+        labels = spectral_clustering(W, 2, random_state=0)
+    assert adjusted_rand_score(components, labels) == 1.0
+    assert W.nnz == stored
+
+
+def test_identical_isolated_nodes_share_a_label_with_row_normalisation():
+    # The solvers left rounding noise (1e-18 to 1e-7) on the rows of isolated nodes, which
+    # row normalisation turned into unit vectors pointing anywhere: three identical isolated
+    # nodes got two or three different labels.
+    W, _ = _separate_knn_graphs(1, n_per_group=300)
+    W = sp.block_diag([W, sp.csr_matrix((3, 3))]).tocsr()
+    for solver in ("arpack", "lobpcg"):
+        with pytest.warns(DisconnectedGraphWarning):
+            values, vectors = spectral_embedding(W, 3, eigen_solver=solver, random_state=0)
+        assert np.all(vectors[-3:] == 0.0)  # M's rows there are 0, so eigenvectors vanish
+        with pytest.warns((DisconnectedGraphWarning, IsolatedPointWarning)):
+            est = EigshSpectralClustering(3, kernel="precomputed", eigen_solver=solver,
+                                          embedding_norm="row", random_state=0).fit(W)
+        assert len(set(est.labels_[-3:])) == 1

@@ -24,7 +24,7 @@ from .affinity import (
     normalized_affinity,
 )
 from .affinity import _check_has_edges as _check_has_edges
-from .affinity import _n_components_and_warn as _n_components_and_warn
+from .affinity import _components_and_warn as _components_and_warn
 from .clustering import spectral_clustering
 from .embedding import _AMG_MAX_TOL as _AMG_MAX_TOL
 from .embedding import _DENSE_MAX_NODES as _DENSE_MAX_NODES

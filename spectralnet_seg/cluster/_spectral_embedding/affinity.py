@@ -52,6 +52,12 @@ def check_affinity(W, *, name: str = "affinity", symmetric: bool = True) -> sp.c
     W = check_array(W, accept_sparse=["csr", "csc", "coo"], dtype=np.float64,
                     ensure_all_finite=True, input_name=name)
     W = sp.csr_matrix(W)
+    if W.nnz and not W.data.all():
+        # A stored 0 is no edge, but connected_components counts it as one: a disconnected
+        # graph then passed as connected (no warning, and eigsh's multiple eigenvalue 1 went
+        # unhandled). Drop them, on a copy: the csr_matrix may share the caller's arrays.
+        W = W.copy()
+        W.eliminate_zeros()
     if W.nnz and W.data.min() < 0:
         raise ValueError(f"{name} has negative entries (min {W.data.min():.3g}); "
                          "affinities must be non-negative.")
@@ -88,15 +94,16 @@ def normalized_affinity(W) -> tuple[sp.csr_matrix, np.ndarray]:
     return degree_normalize(W, degree), degree
 
 
-def _n_components_and_warn(W: sp.csr_matrix) -> int:
-    n_comp, _ = connected_components(W, directed=False)
-    if n_comp > 1:
+def _components_and_warn(W: sp.csr_matrix, *, warn: bool = True) -> np.ndarray:
+    """Connected-component id of each node, warning when there is more than one component."""
+    n_comp, labels = connected_components(W, directed=False)
+    if warn and n_comp > 1:
         warnings.warn(
             f"the affinity graph has {n_comp} connected components; the leading "
             "eigenvectors will mostly separate the components. Increase the kernel's "
             "n_neighbors (or bandwidth) to connect the graph.",
             DisconnectedGraphWarning, stacklevel=user_stacklevel())
-    return n_comp
+    return labels
 
 
 def _check_has_edges(degree: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from .._eigensolvers import (
     ARPACK_MODES,
     EIGEN_SOLVERS,
+    ComponentIndicators,
     arpack_mode_for,
     require_pyamg,
     solve_arpack,
@@ -26,7 +27,7 @@ from .._eigensolvers import (
 )
 from .affinity import (
     _check_has_edges,
-    _n_components_and_warn,
+    _components_and_warn,
     check_affinity,
     normalized_affinity,
 )
@@ -39,6 +40,9 @@ _DENSE_MAX_NODES = 200
 
 # Loosest tolerance "auto" gives the AMG-preconditioned LOBPCG (see spectral_embedding).
 _AMG_MAX_TOL = 1e-3
+
+# Eigenvalues of M beyond this magnitude count as non-zero (M's spectrum lies in [-1, 1]).
+_NONZERO_EIGENVALUE = 1e-8
 
 
 def _sign_flip(U: np.ndarray) -> np.ndarray:
@@ -142,8 +146,7 @@ def spectral_embedding(
     _check_has_edges(degree)
     if eigen_solver == "amg":
         require_pyamg()  # fail the same way whatever the graph size
-    if check_connectivity:
-        _n_components_and_warn(M)
+    components = _components_and_warn(M, warn=check_connectivity)
     rng = check_random_state(random_state)
 
     if n < _DENSE_MAX_NODES or n <= 5 * (k + 1):
@@ -151,7 +154,8 @@ def spectral_embedding(
     elif eigen_solver == "arpack":
         tol = 0.0 if eigen_tol == "auto" else float(eigen_tol)
         mode = arpack_mode_for(M) if arpack_mode == "auto" else arpack_mode
-        values, vectors = solve_arpack(M, k, tol, max_iter, rng, mode=mode)
+        values, vectors = solve_arpack(M, k, tol, max_iter, rng, mode=mode,
+                                       indicators=ComponentIndicators(components, degree))
     else:
         tol = None if eigen_tol == "auto" else float(eigen_tol)
         if eigen_tol == "auto" and eigen_solver == "amg":
@@ -160,6 +164,13 @@ def spectral_embedding(
                                        preconditioner=eigen_solver, solver=eigen_solver)
     order = np.argsort(values)[::-1]
     values, vectors = values[order], vectors[:, order]
+    # An isolated node's row of M is 0, so every eigenvector of a non-zero eigenvalue is 0
+    # there; the solvers leave rounding noise (1e-18 to 1e-7), which a row-normalised
+    # embedding blew up into unit vectors pointing anywhere (identical isolated nodes got
+    # different labels).
+    isolated = degree <= 0
+    if isolated.any():
+        vectors[np.ix_(isolated, np.abs(values) > _NONZERO_EIGENVALUE)] = 0.0
     vectors = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
     return values, _sign_flip(vectors)
 
