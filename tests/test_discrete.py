@@ -206,3 +206,44 @@ def test_labels_are_int32_and_degenerate_data_warn_once():
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
                 and "distinct clusters" in str(w.message)]
     assert len(messages) == len(set(messages)) >= 1
+
+
+def test_random_init_stopped_early_reports_the_temperature_it_reached(blobs):
+    # The plateau rule stopped init="random" at n_iter_ of max_iter steps, where the cosine
+    # schedule was at 0.65 (2000 steps) or 0.93 (5000), but predict_proba divided the logits
+    # by temperature_end = 0.3 as if the schedule had finished.
+    X = blobs[0]
+    est = _small(init="random", max_iter=3000, tol=0.5, n_iter_no_change=1).fit(X)
+    assert est.converged_ and est.n_iter_ < est.max_iter
+    reached = 0.3 + 0.7 * (1 + np.cos(np.pi * est.n_iter_ / 3000)) / 2  # by hand
+    assert est.temperature_end_ == pytest.approx(reached, rel=1e-12)
+    assert est.temperature_end_ > 0.31
+    logits = est.transform(X) / reached
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(est.predict_proba(X), expected / expected.sum(1, keepdims=True),
+                               rtol=1e-5)
+    finished = _small(init="random", max_iter=20, n_iter_no_change=1000).fit(X)
+    assert finished.n_iter_ == 20 and finished.temperature_end_ == 0.3
+
+
+def test_minibatch_eigenvalues_without_discrete_training_are_not_the_eigenfunctions(blobs):
+    # With fine_tune_iter=0 the running estimates were those of the eigenfunction phase:
+    # [1, 0.99, 0.98] in eigen order, reported as the clusters' assoc / vol.
+    X = blobs[0]
+    est = _small(sampler="minibatch", batch_size=150, max_iter=60, fine_tune_iter=0).fit(X)
+    assert np.isnan(est.eigenvalues_).all() and est.eigenvalues_.shape == (3,)
+    est.partial_fit(X)  # a stream starts a fresh running estimate of the discrete objective
+    assert np.isfinite(est.eigenvalues_).all() and np.all(est.eigenvalues_ <= 1.0 + 1e-6)
+    tuned = _small(sampler="minibatch", batch_size=150, max_iter=60, fine_tune_iter=20).fit(X)
+    assert tuned.fine_tuned_ == np.isfinite(tuned.eigenvalues_).all()
+
+
+def test_a_refit_without_fine_tuning_drops_fine_tuned_(blobs):
+    X = blobs[0]
+    est = _small(max_iter=40, fine_tune_iter=10).fit(X)
+    assert hasattr(est, "fine_tuned_")
+    est.set_params(init="random", max_iter=20).fit(X)
+    assert not hasattr(est, "fine_tuned_")
+    spectral = _small(max_iter=40, fine_tune_iter=10).fit(X)
+    spectral.partial_fit(X)
+    assert not hasattr(spectral, "fine_tuned_")

@@ -135,13 +135,18 @@ class DiscreteNeuralEigenClustering(DiscreteFineTuningMixin, BaseNeuralEigenClus
         Logits of the training data (``transform``).
     eigenvalues_ : ndarray of shape (n_clusters,)
         Normalised association ``assoc(C_k) / vol(C_k)`` of each cluster on the training
-        graph (0 for empty clusters); running estimates with the minibatch sampler.
+        graph (0 for empty clusters); running estimates with the minibatch sampler, NaN there
+        when no discrete training was kept (``fine_tune_iter=0``, or fine-tuning undone).
     normalized_cut_ : float
         Normalised cut of ``labels_`` on the training graph (NaN with the minibatch
         sampler).
     fine_tuned_ : bool
         Whether the fine-tuned assignment was kept (set by ``fit`` with
         ``init="spectral"`` only).
+    temperature_end_ : float
+        The Gumbel-softmax temperature training ended at, which ``predict_proba`` uses:
+        ``temperature_end``, or with ``init="random"`` the annealing's value after ``n_iter_``
+        of its ``max_iter`` steps (the plateau rule may stop it earlier).
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Training points per cluster.
     n_active_clusters_ : int
@@ -254,6 +259,7 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
 
     def fit(self, X, y=None, *, context=None, graph=None):
         self._phase = "eigenfunctions" if self.init == "spectral" else "discrete"
+        self.__dict__.pop("fine_tuned_", None)  # set again by this fit's fine-tuning only
         return super().fit(X, y, context=context, graph=graph)
 
     fit.__doc__ = BaseNeuralEigenClustering.fit.__doc__
@@ -261,6 +267,8 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
     def partial_fit(self, X, y=None, *, context=None):
         # A stream has no end at which to switch phases: train the discrete objective.
         self._phase = "discrete"
+        # Whether fit kept its fine-tuning no longer describes the model the stream trains.
+        self.__dict__.pop("fine_tuned_", None)
         return super().partial_fit(X, y, context=context)
 
     partial_fit.__doc__ = BaseNeuralEigenClustering.partial_fit.__doc__
@@ -270,15 +278,22 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
         if self._phase == "eigenfunctions":
             self._fine_tune(X, run, graph)
         # The temperature training ended at: predict_proba describes the fitted model even
-        # if set_params changes temperature_end afterwards.
-        self.temperature_end_ = self.temperature_end
+        # if set_params changes temperature_end afterwards. init="random" anneals over
+        # max_iter, and the plateau rule often stops it long before (at 1000 of 2000 steps
+        # the temperature was 0.65, not temperature_end's 0.3); fine-tuning runs its whole
+        # schedule.
+        self.temperature_end_ = (
+            cosine_temperature(self.n_iter_, self.max_iter, self.temperature_start,
+                               self.temperature_end)
+            if self.init == "random" else self.temperature_end)
         logits = self._raw_outputs(X).double().numpy()
         self.embedding_ = logits
         self.labels_ = logits.argmax(axis=1).astype(np.int32)
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
         self.n_active_clusters_ = int(np.count_nonzero(self.cluster_sizes_))
         if graph is None:
-            self.eigenvalues_ = self._eigenvalue_estimates(run)
+            self.eigenvalues_ = (np.full(self.n_clusters, np.nan) if run.eigenvalues is None
+                                 else self._eigenvalue_estimates(run))
             self.normalized_cut_ = np.nan
         else:
             self.eigenvalues_ = _normalized_associations(graph, self.labels_, self.n_clusters)

@@ -64,6 +64,7 @@ class DiscreteFineTuningMixin:
         self.fine_tuned_ = False
         if self.fine_tune_iter == 0:
             self._optimizer_state = self._new_optimizer(network).state_dict()  # fresh moments
+            _forget_eigenfunction_estimates(self, run)
             return
         start_state = copy.deepcopy(network.state_dict())
         start_labels = self._argmax(X)
@@ -96,6 +97,7 @@ class DiscreteFineTuningMixin:
             # statistics would otherwise meet the reverted weights in a later partial_fit).
             network.load_state_dict(start_state)
             self._optimizer_state = self._new_optimizer(network).state_dict()
+            _forget_eigenfunction_estimates(self, run)
             return
         # What a later partial_fit continues from: the fine-tuned network's training state.
         self._eigenvalue_ema = tune.eigenvalues
@@ -107,6 +109,17 @@ class DiscreteFineTuningMixin:
 
     def _argmax(self, X) -> np.ndarray:
         return self._raw_outputs(X).numpy().argmax(axis=1)
+
+
+def _forget_eigenfunction_estimates(estimator, run: _TrainingRun) -> None:
+    """Drop the eigenfunction phase's running eigenvalues when no discrete training is kept.
+
+    They are the K eigenvalues of the eigenfunctions (1 first), in eigen order, not the
+    clusters' ``assoc / vol``: reported as ``eigenvalues_`` under the minibatch sampler, they
+    described another model; a later ``partial_fit`` starts a fresh running estimate instead.
+    """
+    run.eigenvalues = None
+    estimator._eigenvalue_ema = None
 
 
 def _nearest_centroid_head(embedding: np.ndarray, centers: np.ndarray,

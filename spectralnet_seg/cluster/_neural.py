@@ -290,7 +290,8 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         sampler (``sampler_ == "graph"``) they are D-orthogonal over the training points and
         scaled so that ``Σ_i (d_i / d̄) ψ(x_i)² = 1`` there (a Rayleigh–Ritz step on the
         training graph); with the minibatch sampler, which has no global graph, they have
-        unit mean square over the training points and are only approximately orthogonal.
+        unit norm over the training points (``Σ_i ψ(x_i)² = 1``, as with the graph sampler
+        when all degrees are equal) and are only approximately orthogonal.
 
         Parameters
         ----------
