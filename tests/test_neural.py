@@ -461,3 +461,19 @@ def test_more_components_than_samples_is_refused_as_by_eigsh():
             est.fit(X)
     with pytest.raises(ValueError, match=message):
         NeuralEigenClustering(3, n_components=100).partial_fit(X)
+
+
+def test_a_network_narrower_than_k_says_its_last_estimates_are_empty():
+    # Four hidden units (plus the output bias) span at most 5 directions: eigenvalues_ ended
+    # in three silent zeros, with zero embedding columns.
+    X, _ = make_blobs(300, centers=8, random_state=0)
+    est = NeuralEigenClustering(8, hidden_layer_sizes=(4,), max_iter=30, random_state=0,
+                                device="cpu")
+    with pytest.warns(UserWarning, match=r"outputs span only (\d) directions") as caught:
+        est.fit(X)
+    spanned = int(next(w for w in caught if "span only" in str(w.message)).message.args[0]
+                  .split("span only ")[1].split()[0])
+    with torch.no_grad():
+        raw = est.network_(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    assert spanned == np.linalg.matrix_rank(raw, tol=1e-5 * np.abs(raw).max()) <= 5
+    assert np.count_nonzero(est.eigenvalues_ == 0) == 8 - spanned

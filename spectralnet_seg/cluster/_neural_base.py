@@ -405,6 +405,14 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         n = raw.shape[0]
         if W is not None:
             eigenvalues, rotation = rayleigh_ritz(W, raw)
+            spanned = int(np.count_nonzero(np.any(rotation != 0, axis=0)))
+            if spanned < rotation.shape[1]:
+                warnings.warn(
+                    f"the network's {rotation.shape[1]} outputs span only {spanned} directions "
+                    f"on the training points, so the last {rotation.shape[1] - spanned} "
+                    "eigenfunction estimates are zero (eigenvalue 0). The network is too "
+                    "narrow or collapsed: widen hidden_layer_sizes or train longer.",
+                    UserWarning, stacklevel=user_stacklevel())
             output_map = rotation * math.sqrt(float(W.sum()) / n)
         else:
             estimates = self._eigenvalue_estimates(run)
