@@ -190,6 +190,18 @@ def test_partial_fit_streams_chunks(blobs):
         est.partial_fit(np.zeros((10, 3)))
 
 
+def test_a_small_first_chunk_does_not_fix_the_batch_size_of_the_stream():
+    # batch_size="auto" was capped by the first chunk: after a chunk of 50 rows, chunks of
+    # 1000 trained 20 steps of 50-point batch graphs each, for the rest of the stream.
+    X, _ = make_blobs(n_samples=1050, centers=3, n_features=4, random_state=0)
+    est = NeuralEigenClustering(3, hidden_layer_sizes=(16,), device="cpu", random_state=0)
+    est.partial_fit(X[:50])
+    assert est.batch_size_ == 1024  # the "auto" rule, max(1024, 4 K), as documented
+    assert est.n_iter_ == 1  # one batch of the chunk's 50 rows
+    est.partial_fit(X[50:])
+    assert est.n_iter_ == 1 + 1  # ceil(1000 / min(1024, 1000)) = 1, not ceil(1000 / 50) = 20
+
+
 @pytest.mark.parametrize("Estimator", [NeuralEigenClustering, DiscreteNeuralEigenClustering])
 def test_partial_fit_after_fit_trains_at_the_current_learning_rate(blobs, Estimator):
     # fit anneals its rate to 0; the stored Adam state used to carry that 0 into the stream,

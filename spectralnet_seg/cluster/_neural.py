@@ -78,7 +78,8 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
         cost is under about 10 s of compute (``sampler_``).
     batch_size : "auto" or int, default="auto"
         Pairs per step (graph sampler) or points per minibatch; "auto": 256 pairs (at
-        least 4 K), or 1024 points (``batch_size_``). Much smaller batches make the
+        least 4 K), or 1024 points (``batch_size_``); a ``partial_fit`` call trains on
+        batches of at most its own rows. Much smaller batches make the
         eigenvalue estimates noisy enough for the plateau test (``tol``) to stop early: on
         digits with K = 10, 64 pairs stopped at a mean principal-angle cosine of 0.80 with
         eigsh's eigenvectors, 256 reached 0.99 (``benchmarks/bench_eigenfunctions.py``).

@@ -288,7 +288,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         self._label_seed = label_seed
         generator = torch.Generator().manual_seed(self._rank_seed(train_seed))
         self._resolve_settings(X, W, torch.Generator().manual_seed(train_seed),
-                               context=context)
+                               context=context, streaming=streaming)
         network = self._build_network(X.shape[1], init_seed).to(device)
         self._check_network_output(network, X, device)
         normalizer = ColumnNormalization(self._n_outputs(), momentum=_EIGENVALUE_MOMENTUM)
@@ -301,7 +301,8 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                                             self._fingerprint(X, W, context))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),
                             optimizer=self._new_optimizer(network), generator=generator,
-                            device=device, batch_size=self.batch_size_, n_samples=X.shape[0],
+                            device=device, batch_size=min(self.batch_size_, X.shape[0]),
+                            n_samples=X.shape[0],
                             learning_rate=self.learning_rate,
                             diffusion_steps=self.diffusion_steps_, schedule=schedule,
                             sampler=None if W is None else GraphPairSampler(W),

@@ -25,15 +25,24 @@ class NetworkSetupMixin:
     """The settings and the network of a new run of
     [`BaseNeuralEigenClustering`][spectralnet_seg.cluster._neural_base.BaseNeuralEigenClustering]."""
 
-    def _resolve_settings(self, X, W, generator: torch.Generator, *, context) -> None:
-        """Decide the "auto" settings from the data and record them (``*_`` attributes)."""
+    def _resolve_settings(self, X, W, generator: torch.Generator, *, context,
+                          streaming: bool = False) -> None:
+        """Decide the "auto" settings from the data and record them (``*_`` attributes).
+
+        ``streaming``: ``X`` is the first chunk of a ``partial_fit`` stream. Its size does
+        not bound the batch of later chunks (each call trains on batches of at most its own
+        rows); a first chunk of 50 rows used to fix 50-point batch graphs for the whole
+        stream.
+        """
         K, n = self._n_outputs(), X.shape[0]
         pairs = W is not None
-        self.batch_size_ = (settings.default_batch_size(K, n, pairs=pairs)
+        self.batch_size_ = (settings.default_batch_size(K, np.inf if streaming else n,
+                                                        pairs=pairs)
                             if self.batch_size == "auto" else int(self.batch_size))
         if not pairs:  # minibatch graphs: the neighbours come from one batch
-            self.batch_size_ = min(self.batch_size_, n)
-            self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
+            if not streaming:
+                self.batch_size_ = min(self.batch_size_, n)
+            self._cap_kernel_neighbors(min(self.batch_size_, n) - 1, "batch_size - 1")
         geometry = "euclidean" if self.kernel_ is None else self.kernel_.input_geometry()
         self._input_statistics = settings.input_statistics(
             X, normalize_rows=geometry == "cosine", generator=generator)
