@@ -249,7 +249,9 @@ def main(argv=None) -> dict:
         "`nmi_spread`: max − min NMI over them; "
         "`nmi_vs_eigsh`: mean NMI over eigsh's. `spectralnet`: SpectralNet 1.1.0 with "
         "`spectral_hiddens=[1024, 1024, 512, n_clusters]`, its defaults otherwise; one seed "
-        f"on data of more than {SLOW_PEER_MAX_N} points (its slowest fits).",
+        f"on data of more than {SLOW_PEER_MAX_N} points (its slowest fits); its `fit_s` "
+        "includes one `predict` on the training data, which gives its labels (4 % of the "
+        "fit on digits).",
         "### Issue 10's bars in this run", *checks]
     out = common.output_dir(args, NAME)
     files = common.write_results(

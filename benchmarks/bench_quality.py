@@ -166,8 +166,9 @@ def mosaic_splits(dataset: str, cfg: dict):
 def default_graph_and_token_classes(extractor, train) -> tuple:
     """The default kernel's graph of the training tokens and the class under each token.
 
-    The graph is what eigsh and the neural estimators cut with their defaults (a cosine kNN
-    graph); the class of a token is the texture under its cell's centre.
+    The graph is what eigsh and the neural estimators cut with their defaults (a binary
+    Euclidean 10-NN graph, ``make_kernel("knn")``); the class of a token is the texture under
+    its cell's centre.
     """
     from spectralnet_seg.kernels import make_kernel
 
