@@ -501,3 +501,24 @@ def test_a_kernel_parameter_of_a_kernel_given_by_name_is_refused_clearly():
             estimator.set_params(kernel__n_neighbors=5)  # was str has no set_params
         estimator.set_params(kernel=KNNKernel(8), kernel__n_neighbors=5)  # an object: fine
         assert estimator.kernel.n_neighbors == 5
+
+
+@pytest.mark.parametrize("kernel", [
+    KNNKernel(10, weighting="gaussian"),
+    KNNKernel(10, metric="cosine", weighting="gaussian"),
+    RBFKernel(bandwidth="self-tuning"),
+    RBFKernel(bandwidth="self-tuning", sparsify_neighbors=20),
+], ids=["knn-l2", "knn-cosine", "rbf-dense", "rbf-sparse"])
+def test_self_tuned_weights_between_identical_rows_are_one(kernel):
+    # 8 copies of a row (more than local_scale_neighbor = 7): its local scale is 0 and
+    # exp(-0 / 0) is 1 by the kernels' rule (same point). The float32 search left identical
+    # rows 6e-8 to 8e-3 apart and the weights came out 0, 0.37, 0.5 or 0.68.
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(30, 384)),
+                   np.repeat(rng.normal(size=(1, 384)), 8, axis=0)]).astype(np.float32)
+    copies, pairs = np.arange(30, 38), ~np.eye(8, dtype=bool)
+    graph = kernel.graph(X).toarray()
+    assert np.all(graph[np.ix_(copies, copies)][pairs] == 1.0)
+    batch = kernel.batch(torch.from_numpy(X)).numpy()
+    assert np.all(batch[np.ix_(copies, copies)][pairs] == 1.0)
+    assert np.all(kernel.cross(X[30:31]).toarray()[0, copies] == 1.0)  # a training point

@@ -141,3 +141,38 @@ def _batch_topk(X, k: int, metric: str):
     if exponent:
         dist = (dist.double() * 2.0**exponent).to(dist.dtype)
     return dist, ind, None
+
+
+def _pair_distances(queries: np.ndarray, database: np.ndarray, ind: np.ndarray,
+                    metric: str) -> np.ndarray:
+    """Distances of listed pairs from the rows themselves, in float64: (n_queries, k).
+
+    ``|q - x|`` (``"l2"``) or ``1 - cos(q, x) = |q/|q| - x/|x||^2 / 2`` (``"cosine"``), from
+    differences of the rows, so identical rows are exactly 0 apart. The search's float32
+    ``|q|^2 + |x|^2 - 2 q.x`` leaves them rounding noise (6e-8 to 7e-7), and self-tuned
+    Gaussian weights divide that by the local scale, which is noise too where a point has
+    more duplicates than ``local_scale_neighbor``: their weights came out 0, 0.37 or 0.68
+    instead of 1. Read in bounded-memory chunks.
+    """
+    out = np.empty(ind.shape, dtype=np.float64)
+    step = max(1, (32 * 2**20) // (8 * max(ind.shape[1], 1) * max(queries.shape[1], 1)))
+    for start in range(0, ind.shape[0], step):
+        q = np.asarray(queries[start:start + step], dtype=np.float64)
+        rows = np.asarray(database[ind[start:start + step].ravel()], dtype=np.float64)
+        rows = rows.reshape(q.shape[0], ind.shape[1], -1)
+        if metric == "cosine":
+            q = q / np.linalg.norm(q, axis=1, keepdims=True)
+            rows = rows / np.linalg.norm(rows, axis=2, keepdims=True)
+            out[start:start + step] = 0.5 * np.square(rows - q[:, None, :]).sum(axis=2)
+        else:
+            out[start:start + step] = np.sqrt(np.square(rows - q[:, None, :]).sum(axis=2))
+    return out
+
+
+def _pair_distances_torch(X, ind, metric: str):
+    """[`_pair_distances`][_pair_distances] inside a minibatch: (b, k), dtype of ``X``."""
+    if metric == "cosine":
+        X, _ = unit_rows_torch(X)
+        return 0.5 * (X[ind] - X[:, None, :]).square().sum(dim=2)
+    return (X[ind] - X[:, None, :]).square().sum(dim=2).sqrt()
+

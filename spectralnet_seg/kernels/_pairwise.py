@@ -29,6 +29,8 @@ from ._graph_ops import (
     _drop_diagonal,
     _half_square_distances_if_one_direction,
     _neighbor_csr,
+    _pair_distances,
+    _pair_distances_torch,
     _symmetrize_sparse,
     _unit_magnitude,
 )
@@ -87,10 +89,17 @@ class _PairwiseKernel(Kernel):
 
     def _distances_np(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         A, B = A.astype(np.float64), B.astype(np.float64)
+        # Identical rows come out a rounding error apart (7e-7 for 384 features), which a
+        # self-tuned bandwidth of a point with many duplicates (itself rounding noise)
+        # turned into weights of 0 or 0.5 instead of 1. Differences below the float64
+        # error bound of the dot products are 0.
+        bound = 2.0 * A.shape[1] * np.finfo(np.float64).eps
         if self._metric == "cosine":
-            return np.clip(1.0 - _unit_rows(A) @ _unit_rows(B).T, 0.0, None)
-        sq = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
-        return np.sqrt(np.clip(sq, 0.0, None))
+            d = 1.0 - _unit_rows(A) @ _unit_rows(B).T
+            return np.where(d <= 2.0 * bound, 0.0, d)
+        sq_a, sq_b = (A * A).sum(1)[:, None], (B * B).sum(1)[None, :]
+        sq = sq_a + sq_b - 2.0 * (A @ B.T)
+        return np.sqrt(np.where(sq <= bound * (sq_a + sq_b), 0.0, sq))
 
     def _dense_csr(self, A, B, row_scale, col_scale, skip_diagonal: bool) -> sp.csr_matrix:
         """Dense affinities between rows of A and B as CSR, built in bounded row blocks."""
@@ -150,7 +159,8 @@ class _PairwiseKernel(Kernel):
         if k_sparse:
             col = None if scale is None else scale[ind[:, :k_sparse]]
             row = None if scale is None else scale[:, None]
-            weights = self._weights(dist[:, :k_sparse].astype(np.float64), row, col, X.shape[1])
+            exact = _pair_distances(X, X, ind[:, :k_sparse], self._metric)  # duplicates: 0
+            weights = self._weights(exact, row, col, X.shape[1])
             # Entries are kernel values (symmetric up to rounding): the union keeps them as is.
             W = _symmetrize_sparse(_neighbor_csr(weights, ind[:, :k_sparse], n), "max")
         else:
@@ -193,7 +203,8 @@ class _PairwiseKernel(Kernel):
         if k_sparse:
             col = None if fit_scale is None else fit_scale[ind[:, :k_sparse]]
             row = None if row is None else row[:, None]
-            weights = self._weights(dist[:, :k_sparse].astype(np.float64), row, col, Y.shape[1])
+            exact = _pair_distances(Y, self.X_fit_, ind[:, :k_sparse], self._metric)
+            weights = self._weights(exact, row, col, Y.shape[1])
             return _neighbor_csr(weights, ind[:, :k_sparse], n_fit)
         self._check_size(Y.shape[0], n_fit, "cross")
         return self._dense_csr(Y, self.X_fit_, row, fit_scale, skip_diagonal=False)
@@ -239,10 +250,12 @@ class _PairwiseKernel(Kernel):
                 col = None if scale is None else scale[ind[:, :k_sparse]]
                 row = None if scale is None else scale[:, None]
                 W = torch.zeros((b, b), dtype=X.dtype, device=X.device)
-                W.scatter_(1, ind[:, :k_sparse], self._weights(dist[:, :k_sparse], row, col, d))
+                exact = _pair_distances_torch(X, ind[:, :k_sparse], self._metric)
+                W.scatter_(1, ind[:, :k_sparse], self._weights(exact, row, col, d))
                 W = torch.maximum(W, W.T)
             else:
-                W = self._weights(_torch_distances(X, self._metric),
+                W = self._weights(_torch_distances(X, self._metric,
+                                                   duplicates_exact=scale is not None),
                                   None if scale is None else scale[:, None],
                                   None if scale is None else scale[None, :], d)
                 W = (W + W.T) * 0.5
@@ -257,15 +270,28 @@ def _unit_rows(A: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _torch_distances(X, metric: str):
-    """(b, b) Euclidean or cosine distances inside a batch."""
+def _torch_distances(X, metric: str, *, duplicates_exact: bool = False):
+    """(b, b) Euclidean or cosine distances inside a batch.
+
+    ``duplicates_exact``: identical rows are exactly 0 apart, as in the full graph (for
+    self-tuned bandwidths, which divide distances by local scales that are rounding noise
+    themselves at points with many duplicates: float32 left identical rows 0.0078 apart).
+    """
+    import torch
+
+    same = None
+    if duplicates_exact:
+        _, row_id = torch.unique(X, dim=0, return_inverse=True)
+        same = row_id[:, None] == row_id[None, :]
     if metric == "cosine":
         Xn, zero = unit_rows_torch(X)
         if bool(zero.any()):
             raise ValueError("the cosine kernel is undefined for all-zero rows; remove them "
                              "first.")
         half_d2 = _half_square_distances_if_one_direction(Xn)
-        return (1.0 - Xn @ Xn.T).clamp_min(0.0) if half_d2 is None else half_d2
+        d = (1.0 - Xn @ Xn.T).clamp_min(0.0) if half_d2 is None else half_d2
+        return d if same is None else d.masked_fill(same, 0.0)
     X = _centred(X)
     sq = (X * X).sum(dim=1)
-    return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0).sqrt()
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+    return (d2 if same is None else d2.masked_fill(same, 0.0)).sqrt()

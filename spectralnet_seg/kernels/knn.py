@@ -31,6 +31,8 @@ from ._graph_ops import (
     _batch_topk,
     _drop_diagonal,
     _neighbor_csr,
+    _pair_distances,
+    _pair_distances_torch,
     _symmetrize_dense,
     _symmetrize_sparse,
     _unit_magnitude,
@@ -205,7 +207,8 @@ class KNNKernel(Kernel):
             return np.ones_like(dist)
         if self.weighting == "gaussian":
             scale = query_scale[:, None] * database_scale[ind]
-            return np.exp(-(dist**2) / scale)
+            exact = _pair_distances(queries, database, ind, self.metric)  # duplicates: 0
+            return np.exp(-(exact**2) / scale)
         if self.metric == "cosine":
             return np.clip(1.0 - dist, 0.0, None)
         return np.clip(_pair_cosine(queries, database, ind), 0.0, None)
@@ -313,7 +316,8 @@ class KNNKernel(Kernel):
             elif self.weighting == "gaussian":
                 scale = dist[:, self.local_scale_neighbor - 1].clamp_min(
                     _batch_scale_floor(dist.dtype))
-                weights = torch.exp(-dist[:, :k] ** 2 / (scale[:, None] * scale[ind[:, :k]]))
+                exact = _pair_distances_torch(X, ind[:, :k], self.metric)  # duplicates: 0
+                weights = torch.exp(-exact**2 / (scale[:, None] * scale[ind[:, :k]]))
             else:
                 if cos is None:
                     Xn, zero = unit_rows_torch(X)
