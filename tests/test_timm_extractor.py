@@ -149,6 +149,44 @@ def test_cnn_feature_maps():
     assert two.stride_ == 8 and out.features.shape == (2, 8, 12, channels[2] + channels[-1])
 
 
+def test_layers_index_the_maps_a_features_only_model_returns():
+    # With out_indices=(2, 3, 4) the model returns 3 maps, but layers were checked against
+    # all 5 stages: the default (last stage) raised an IndexError, and layers=0 gave stage
+    # 2 while BEiT-like models' and DLA's layers=0 gave another block than documented.
+    images = _images(1, 64, 96)
+    ex = TimmExtractor("test_resnet", pretrained=False, device="cpu",
+                       model_kwargs=dict(out_indices=(2, 3, 4)))
+    out = ex.extract(images)
+    x = torch.from_numpy(ex._preprocess(list(images), (64, 96)))
+    with torch.inference_mode():
+        maps = ex.model_(x)  # timm's own maps: stages 2, 3, 4 at strides 8, 16, 32
+    assert ex.stride_ == 32
+    np.testing.assert_array_equal(out.features[0], maps[-1][0].permute(1, 2, 0).numpy())
+    first = ex.set_params(layers=0).extract(images)
+    assert ex.stride_ == 8
+    np.testing.assert_array_equal(first.features[0], maps[0][0].permute(1, 2, 0).numpy())
+    with pytest.raises(ValueError, match=r"has 3 feature stages"):
+        ex.set_params(layers=3).extract(images)
+
+
+def test_multi_stage_maps_cover_the_same_pixels():
+    # A 100-px input is a multiple of the finest selected stride (4) but not of the
+    # coarsest (32): the 32-px map then covered 128 px (4 cells), stretched over 100 px,
+    # and its cells sat up to 20 px from the fine cells beside them.
+    ex = TimmExtractor("test_resnet", pretrained=False, device="cpu", layers=[1, 4])
+    out = ex.extract(_images(1, 100, 100))
+    assert ex.stride_ == 4 and ex.size_multiple_ == 32
+    assert out.features.shape[1:3] == (24, 24)  # 96 px: 3 whole cells of 32 px
+    single = TimmExtractor("test_resnet", pretrained=False, device="cpu", layers=1)
+    assert single.extract(_images(1, 100, 100)).features.shape[1:3] == (25, 25)
+
+
+def test_key_facet_is_refused_where_there_are_no_keys():
+    ex = TimmExtractor("test_resnet", pretrained=False, device="cpu", facet="key")
+    with pytest.raises(ValueError, match="facet='key' reads the attention keys"):
+        ex.extract(_images(1, 64, 64))
+
+
 def test_checkpoint_files_load(tmp_path):
     images = _images(2)
     reference = _vit()

@@ -86,15 +86,21 @@ class TimmExtractor(FeatureExtractor):
         block order and each once (negative counts from the end); ``"paper"`` is
         ``[0, L // 2, L - 1]``; ``None`` is the final output of ``forward_features``
         (normed, except for models that norm only after pooling, ``global_pool="avg"``).
-        CNNs (and Swin-like models): indices of feature stages (default: the last one), in
-        stage order; coarser maps are bilinearly resized to the finest selected grid.
+        CNNs (and Swin-like models): indices into the feature maps that timm's
+        ``features_only`` model returns (default: the last one), in stage order; coarser
+        maps are bilinearly resized to the finest selected grid, and the input is cut to a
+        multiple of the coarsest selected stride so that every map covers the same pixels.
+        Those maps are timm's ``out_indices``: every stage for most CNNs, but e.g. only the
+        last 3 blocks of BEiT-like transformers and stages 1-5 of DLA (choose others with
+        ``model_kwargs=dict(out_indices=...)``).
     layer_norm : bool, default=True
         Apply the ViT's final LayerNorm to intermediate blocks too (puts the blocks on one
         scale before concatenation).
     facet : {"token", "key"}, default="token"
         ``"key"``: the deepest selected ViT block (the last block when ``layers=None``)
         gives its attention keys (before any key normalisation) instead of its output
-        tokens. Attention whose keys bypass the ``qkv`` projection (EVA, DINOv3) is refused.
+        tokens. Attention whose keys bypass the ``qkv`` projection (EVA, DINOv3) is refused,
+        and so are models read through ``features_only`` (CNNs, Swin, BEiT-like ViTs).
     image_size : int, (int, int) or None, default=None
         Input size every image is resized to. ``None``: the first image's size of each call,
         rounded down to a multiple of the patch size / network stride.
@@ -120,6 +126,9 @@ class TimmExtractor(FeatureExtractor):
     device_ : torch.device
     stride_ : int
         Pixels per token (patch size or network stride of the finest selected map).
+    size_multiple_ : int
+        The input's height and width are cut to a multiple of it: ``stride_`` for ViTs, the
+        coarsest selected map's stride for CNNs.
 
     Examples
     --------
@@ -248,16 +257,29 @@ class TimmExtractor(FeatureExtractor):
     def _resolve_layers(self) -> None:
         """Set ``layer_indices_`` and ``stride_`` from ``layers`` (may change after a build)."""
         model = self.model_
-        n_layers = len(model.blocks) if self.kind_ == "vit" else len(model.feature_info)
+        if self.kind_ == "cnn" and self.facet == "key":
+            raise ValueError(
+                f"facet='key' reads the attention keys of a ViT block, but {self.model_name} "
+                "is read through timm's features_only maps, which have none; use "
+                "facet='token'.")
+        # features_only models return the maps of feature_info.out_indices only (reduction()
+        # lists those), not one per entry of feature_info: len(feature_info) picked wrong
+        # maps (BEiT's layers=0 was block 3) or failed with an IndexError.
+        n_layers = (len(model.blocks) if self.kind_ == "vit"
+                    else len(model.feature_info.reduction()))
         self.layer_indices_ = self._layer_indices(n_layers)
         if self.kind_ == "vit":
             # feat_ratio, not patch_size: a hybrid ViT's patch_size is 1 on its CNN's map.
             ratio = (model.patch_embed.feat_ratio() if hasattr(model.patch_embed, "feat_ratio")
                      else model.patch_embed.patch_size)
-            self.stride_ = int(np.max(ratio))
+            self.stride_ = self.size_multiple_ = int(np.max(ratio))
         else:
-            reductions = model.feature_info.reduction()
-            self.stride_ = int(min(reductions[i] for i in self.layer_indices_))
+            reductions = [model.feature_info.reduction()[i] for i in self.layer_indices_]
+            self.stride_ = int(min(reductions))
+            # A coarse map of an input that is not a multiple of its stride covers more
+            # pixels than the input (padding): stretched onto the finest grid, its cells
+            # described places up to a coarse cell away from the fine cells beside them.
+            self.size_multiple_ = int(max(reductions))
 
     @staticmethod
     def _is_token_model(model) -> bool:
@@ -354,11 +376,11 @@ class TimmExtractor(FeatureExtractor):
         check_input_size(self.image_size, name="image_size")
         check_input_size(size, name="size")
         height, width = common_size(images, self.image_size, size)
-        s = self.stride_
+        s = self.size_multiple_
         if height < s or width < s:
             raise ValueError(f"image_size {(height, width)} is smaller than one patch / network "
                              f"stride of {self.model_name} ({s}x{s} pixels)")
-        return height - height % s, width - width % s  # whole patches only
+        return height - height % s, width - width % s  # whole patches (coarsest cells) only
 
     def _preprocess(self, images: list[np.ndarray], size) -> np.ndarray:
         """Resize and normalise to a float32 batch ``(b, 3, H, W)``."""
@@ -413,7 +435,7 @@ shape (n_images, H, W, 3)
         self._validate_params()
         self._build()
         self._resolve_layers()
-        loaded = load_images(images, min_size=self.stride_)
+        loaded = load_images(images, min_size=self.size_multiple_)
         size = self._input_size(loaded, size)
         run = self._cached_runner()
         config = self._cache_config()
