@@ -522,3 +522,24 @@ def test_self_tuned_weights_between_identical_rows_are_one(kernel):
     batch = kernel.batch(torch.from_numpy(X)).numpy()
     assert np.all(batch[np.ix_(copies, copies)][pairs] == 1.0)
     assert np.all(kernel.cross(X[30:31]).toarray()[0, copies] == 1.0)  # a training point
+
+
+@pytest.mark.parametrize("kernel, change", [
+    (RBFKernel(), dict(gamma=5.0)),
+    (KNNKernel(10, weighting="gaussian"), dict(local_scale_neighbor=3)),
+])
+def test_cross_after_set_params_asks_for_a_new_graph(X, kernel, change):
+    # cross read the new gamma but the fitted points, or the new scale neighbour for the
+    # queries but the fitted scales for the database: neither kernel's affinities.
+    kernel.graph(X)
+    reference = kernel.cross(X[:5]).toarray()
+    if isinstance(kernel, RBFKernel):  # scikit-learn's, at the fitted gamma 1 / n_features
+        np.testing.assert_allclose(reference, rbf_kernel(X[:5], X, gamma=1 / X.shape[1]),
+                                   rtol=1e-5)
+    kernel.set_params(device="cpu", verbose=False)  # no effect on the values: allowed
+    np.testing.assert_array_equal(kernel.cross(X[:5]).toarray(), reference)
+    kernel.set_params(**change)
+    with pytest.raises(ValueError, match=rf"parameters \['{next(iter(change))}'\] changed"):
+        kernel.cross(X[:5])
+    kernel.graph(X)
+    assert kernel.cross(X[:5]).shape == (5, X.shape[0])

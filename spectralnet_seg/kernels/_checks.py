@@ -78,11 +78,43 @@ def _compute_dtype(X_batch):
     return torch.float64 if X_batch.dtype == torch.float64 else torch.float32
 
 
+# Parameters that do not change a kernel's values.
+_RUNTIME_PARAMS = ("device", "verbose")
+
+
+def _graph_params(kernel) -> dict:
+    return {name: value for name, value in kernel.get_params(deep=False).items()
+            if name not in _RUNTIME_PARAMS}
+
+
+def _record_graph_params(kernel) -> None:
+    """Remember the parameters ``graph`` fitted with (see [`_check_fitted`][_check_fitted])."""
+    kernel._fitted_params = _graph_params(kernel)
+
+
 def _check_fitted(kernel, attribute: str) -> None:
-    """Kernels have no ``fit`` (sklearn's check_is_fitted needs one): ``graph`` fits them."""
+    """Kernels have no ``fit`` (sklearn's check_is_fitted needs one): ``graph`` fits them.
+
+    ``cross`` combines the fitted state (``gamma_``, local scales) with the parameters: after
+    ``set_params`` it mixed a fitted gamma or scale neighbour with new ones, without a word.
+    """
     if not hasattr(kernel, attribute):
         raise NotFittedError(f"this {type(kernel).__name__} has no fitted points yet; call "
                              "graph(X) before cross(Y).")
+    fitted = getattr(kernel, "_fitted_params", None)
+    if fitted is not None:
+        changed = sorted(name for name, value in _graph_params(kernel).items()
+                         if name in fitted and not _same(fitted[name], value))
+        if changed:
+            raise ValueError(f"{type(kernel).__name__} parameters {changed} changed since "
+                             "graph(X) fitted it; call graph(X) again before cross(Y).")
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. arrays: compare by identity
+        return a is b
 
 
 def _check_neighbors_fit(k: int, n: int, what: str) -> None:

@@ -20,7 +20,13 @@ import scipy.sparse as sp
 from .._numeric import unit_rows, unit_rows_torch
 from ..neighbors import knn_search
 from ._base import Kernel
-from ._checks import _as_batch, _check_fitted, _compute_dtype, _finite_float32
+from ._checks import (
+    _as_batch,
+    _check_fitted,
+    _compute_dtype,
+    _finite_float32,
+    _record_graph_params,
+)
 from ._graph_ops import (
     _TINY_SCALE,
     _batch_scale_floor,
@@ -168,6 +174,7 @@ class _PairwiseKernel(Kernel):
             W = self._dense_csr(X, X, scale, scale, skip_diagonal=True)
             W = _symmetrize_sparse(W, "mean")  # removes float rounding asymmetry
         self.X_fit_ = X
+        _record_graph_params(self)
         self.n_features_in_ = X.shape[1]
         return _drop_diagonal(W)
 

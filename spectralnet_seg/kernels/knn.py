@@ -24,6 +24,7 @@ from ._checks import (
     _check_fitted,
     _check_neighbors_fit,
     _compute_dtype,
+    _record_graph_params,
 )
 from ._graph_ops import (
     _TINY_SCALE,
@@ -252,6 +253,7 @@ class KNNKernel(Kernel):
         weights = self._weights(dist, ind, X, X, scale, scale)
         W = _neighbor_csr(weights, ind[:, : self.n_neighbors], X.shape[0])
         self.X_fit_ = X
+        _record_graph_params(self)
         self.n_features_in_ = X.shape[1]
         return _drop_diagonal(_symmetrize_sparse(W, self.symmetrize))
 
