@@ -190,6 +190,17 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
     return box[0]
 
 
+def all_gather_object(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` without a group)."""
+    if not is_distributed() or get_world_size() == 1:
+        return [obj]
+    gathered: list = [None] * get_world_size()
+    if dist.get_backend() == "nccl":  # the pickled bytes travel through the current GPU
+        torch.cuda.set_device(local_device())
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def rank_zero_only(fn: F) -> F:
     """Decorator: run ``fn`` on the main process only; other ranks get None.
 

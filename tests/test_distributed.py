@@ -288,3 +288,52 @@ def test_gpu_choices_are_checked_before_a_collective_could_fail(monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="needs one GPU per process, but 3 processes"):
         dist.init_from_env("nccl")
+
+
+# ---------------------------------------------------------------------------- misuse, streams
+def _snapshot_on_rank_zero(snapshot, n_iter):
+    if dist.is_main_process():  # side work on rank 0 only, as the docs suggest
+        snapshot()
+
+
+def _streams_and_misuse():
+    """Runs on each rank: a split stream, unequal chunks and shards, a rank-0 callback."""
+    from spectralnet_seg.cluster import DiscreteNeuralEigenClustering
+
+    X, _ = _digits()
+    X = X[:400]
+    small = dict(hidden_layer_sizes=(16,), device="cpu", random_state=0)
+    # The documented stream: make_loader gives each rank its own rows of every chunk.
+    est = NeuralEigenClustering(10, **small)
+    for _, chunk in make_loader(X, batch_size=100, random_state=0, return_indices=True):
+        est.partial_fit(chunk)
+    out = {"predict": est.predict(X), "transform": est.transform(X),
+           "fourier_scale": est.fourier_scale_}
+    rank = dist.get_rank()
+    try:  # 201 rows on rank 0, 199 on rank 1: the ranks' step counts would differ
+        NeuralEigenClustering(10, **small).partial_fit(X[: 201 - 2 * rank])
+    except ValueError as err:
+        out["uneven"] = str(err)
+    try:  # each rank its own shard: two models
+        NeuralEigenClustering(10, max_iter=5, **small).fit(X[rank * 200:(rank + 1) * 200])
+    except ValueError as err:
+        out["shards"] = str(err)
+    # A snapshot on rank 0 only: the discrete one fine-tunes, which waited for rank 1.
+    DiscreteNeuralEigenClustering(10, max_iter=20, fine_tune_iter=10, n_iter_no_change=20,
+                                  callback=_snapshot_on_rank_zero, **small).fit(X)
+    out["callback_done"] = True
+    return out
+
+
+@pytest.mark.slow
+def test_two_rank_streams_agree_and_misuse_is_refused():
+    r0, r1 = dist.run_local(_streams_and_misuse, 2, backend="gloo")
+    # The ranks' k-means centres, output maps and settings came from their own chunks:
+    # their predictions disagreed on 362 of 400 rows.
+    np.testing.assert_array_equal(r0["predict"], r1["predict"])
+    np.testing.assert_array_equal(r0["transform"], r1["transform"])
+    assert r0["fourier_scale"] == r1["fourier_scale"]
+    for report in (r0, r1):
+        assert "chunks of [201, 199] rows" in report["uneven"]  # was a hang
+        assert "fit got different data on the ranks" in report["shards"]
+        assert report["callback_done"]  # was a hang

@@ -17,7 +17,6 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
-from .. import distributed as dist_utils
 from .._utils import user_stacklevel
 from ..eigenfunctions import ColumnNormalization
 from ..metrics import normalized_cut
@@ -85,7 +84,7 @@ class DiscreteFineTuningMixin:
             n_samples=run.n_samples, learning_rate=self.learning_rate * _FINE_TUNE_LR_FACTOR,
             diffusion_steps=1, schedule=schedule,
             sampler=None if graph is None else GraphPairSampler(graph),
-            context=run.context, model=dist_utils.wrap_ddp(network))
+            context=run.context, model=self._lockstep_model(network))
         self._train(tune, X)
         network.eval().cpu()
         self.n_iter_ += tune.step

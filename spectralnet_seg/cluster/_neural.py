@@ -279,6 +279,15 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
             self.normalized_cut_ = np.nan
         self.labels_, self.cluster_centers_ = labels, centers
 
+    _RANK_ZERO_STATE = (*BaseNeuralEigenClustering._RANK_ZERO_STATE, "eigenvalues_",
+                        "_output_map", "embedding_norm_", "cluster_centers_")
+
+    def _after_rank_zero_state(self, X) -> None:
+        # This rank's chunk, through rank 0's output map and centres.
+        self.embedding_ = self._raw_outputs(X).double().numpy() @ self._output_map
+        self.labels_ = nearest_centroid(self._label_space(self.embedding_),
+                                        self.cluster_centers_)
+
     # ------------------------------------------------------------------ inference
     def _label_space(self, embedding: np.ndarray) -> np.ndarray:
         """The embedding the clusters live in (see ``embedding_norm``)."""

@@ -154,6 +154,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
 
     def _fit(self, X, *, context=None, graph=None):
         X = io.validate_rows(self, X, reset=True, min_samples=2)
+        self._check_same_rows_on_every_rank(X)
         n_samples = X.shape[0]
         check_n_clusters(self.n_clusters, n_samples)
         check_n_components(self._n_outputs(), n_samples)
@@ -219,6 +220,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                     f"but this {type(self).__name__} was fitted with graph=...: it has no "
                     "kernel for new rows. Refit with fit(X, graph=W) instead.")
         X = io.validate_rows(self, X, reset=first, min_samples=2)
+        self._check_equal_chunks(X.shape[0])
         if first and self.checkpoint_dir is not None:
             warnings.warn("partial_fit writes no checkpoints (checkpoint_dir is used by fit "
                           "only); to resume a stream, pickle the estimator between chunks.",
@@ -243,6 +245,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
         self._train(run, X, n_steps=n_steps)
         self.n_train_samples_ += X.shape[0]
         self._finish(X, run, None)
+        self._share_rank_zero_state(X)
         return self
 
     @property
@@ -352,9 +355,11 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
     def _snapshot(self, X, run: _TrainingRun, W: sp.csr_matrix | None):
         """A fitted copy of this estimator from the (copied) state ``run``."""
         snapshot = copy.copy(self)
+        snapshot._snapshot_copy = True  # trains (fine-tuning) on this rank alone
         snapshot.n_train_samples_ = run.n_samples
         snapshot.callback_time_ = 0.0
         snapshot._finish(X, run, W, warn=False)
+        del snapshot._snapshot_copy  # a refit of the snapshot trains like any estimator
         return snapshot
 
     def _store_run(self, run: _TrainingRun, *, warn: bool = True) -> None:

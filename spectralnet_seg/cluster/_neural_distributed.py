@@ -28,12 +28,13 @@ class DistributedTrainingMixin:
                          rayleigh: torch.Tensor):
         """Average the step's statistics over processes (single process: unchanged).
 
-        Each rank's loss and diag(R) come from its own minibatch; their means are the
-        statistics of the global batch, so every rank keeps the same eigenvalue EMA. The
+        Each rank's loss and diag(R) come from its own minibatch; every rank keeps their
+        means (close to the statistics of the union of the batches, not equal to them), so
+        every rank keeps the same eigenvalue EMA. The
         normaliser's running second moments are averaged too (one all-reduce for all three),
         so that what rank 0 checkpoints is every rank's state.
         """
-        if dist_utils.get_world_size() == 1:
+        if not self._in_lockstep():
             return loss, rayleigh
         running = run.normalizer.running_second_moment
         K = rayleigh.numel()
@@ -42,6 +43,19 @@ class DistributedTrainingMixin:
         mean = dist_utils.all_reduce_mean(packed)
         running.copy_(mean[1 + K:])
         return mean[0].to(loss.dtype), mean[1:1 + K].to(rayleigh.dtype)
+
+    def _in_lockstep(self) -> bool:
+        """Whether this training runs on every rank together (collectives, DDP).
+
+        Not in a callback's snapshot: the docs suggest side work on rank 0 only, and the
+        discrete estimator's snapshot fine-tunes, whose all-reduces and DDP set-up then
+        waited forever for the other ranks.
+        """
+        return dist_utils.get_world_size() > 1 and not getattr(self, "_snapshot_copy", False)
+
+    def _lockstep_model(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` wrapped in DDP when training in lockstep, else itself."""
+        return dist_utils.wrap_ddp(network) if self._in_lockstep() else network
 
     def _training_device(self) -> torch.device:
         """``device``, joining torchrun's process group first; one GPU per rank."""
@@ -69,6 +83,59 @@ class DistributedTrainingMixin:
         restored = int(run.generator.initial_seed())  # rank 0's seed, the same everywhere
         run.generator.manual_seed(dist_utils.seed_for_rank(restored + run.step))
         run.permutation, run.position = None, 0
+
+    #: Fitted attributes that a ``partial_fit`` derives from this rank's own rows and that
+    #: the model's predictions or description depend on: every rank takes rank 0's (see
+    #: [`_share_rank_zero_state`][_share_rank_zero_state]).
+    _RANK_ZERO_STATE: tuple[str, ...] = ("fourier_scale_", "_input_statistics")
+
+    def _check_same_rows_on_every_rank(self, X) -> None:
+        """``fit`` trains one model on one data set: refuse ranks that hold different rows.
+
+        Passing each rank its own shard (the usual DDP habit) trained without an error, and
+        the ranks' models then disagreed on 337 of 400 predictions.
+        """
+        if dist_utils.get_world_size() == 1:
+            return
+        mine = (tuple(X.shape), io.data_checksum(X))
+        everyone = dist_utils.all_gather_object(mine)
+        if any(other != mine for other in everyone):
+            raise ValueError(
+                f"fit got different data on the ranks (shapes {[o[0] for o in everyone]}): "
+                "under torch.distributed every rank passes the same X (each draws its own "
+                "minibatches from it); to split a stream over ranks use partial_fit with "
+                "make_loader.")
+
+    def _check_equal_chunks(self, n_rows: int) -> None:
+        """``partial_fit`` runs ``ceil(rows / batch)`` collective steps: equal on every rank.
+
+        Chunks of 201 and 199 rows hung the ranks (or closed their connection).
+        """
+        if dist_utils.get_world_size() == 1:
+            return
+        everyone = dist_utils.all_gather_object(int(n_rows))
+        if len(set(everyone)) > 1:
+            raise ValueError(
+                f"partial_fit got chunks of {everyone} rows on the ranks: every rank trains "
+                "in lockstep, so each call needs the same number of rows on every rank "
+                "(make_loader(..., drop_last=True) gives equal chunks).")
+
+    def _share_rank_zero_state(self, X) -> None:
+        """After a distributed ``partial_fit``, every rank keeps rank 0's derived state.
+
+        The network is already the same everywhere (DDP), but the settings and the
+        post-processing (k-means centres, output map) came from each rank's own chunk:
+        the ranks' models disagreed on 362 of 400 predictions.
+        """
+        if dist_utils.get_world_size() == 1:
+            return
+        names = [name for name in self._RANK_ZERO_STATE if name in self.__dict__]
+        self.__dict__.update(dist_utils.broadcast_object(
+            {name: self.__dict__[name] for name in names}))
+        self._after_rank_zero_state(X)
+
+    def _after_rank_zero_state(self, X) -> None:
+        """Recompute what this rank's rows get from rank 0's state (nothing by default)."""
 
     def _is_main_process(self) -> bool:
         """Whether this process writes checkpoints: rank 0 (always, without torch.distributed)."""
