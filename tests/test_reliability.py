@@ -288,6 +288,20 @@ def test_neural_estimators_report_an_extreme_offset_once_whatever_the_sampler(sa
     assert "Centre X first" in str(rounding[0].message)
 
 
+@pytest.mark.parametrize("as_input", [
+    lambda X: np.round(X * 1000).astype(np.int64), lambda X: X.tolist()], ids=["int64", "list"])
+def test_integers_and_lists_are_checked_for_float32_rounding_too(as_input):
+    """int64 values beyond 2**24 and lists of float64 values were converted to float32 before
+    the rounding check could see them: the same values as a float64 array warned, these
+    did not."""
+    X, _ = make_moons(200, noise=0.05, random_state=0)
+    X = as_input(np.round(X, 3) + 2.0**26)  # an offset float32 cannot hold to 1e-3
+    assert np.any(np.asarray(X, dtype=np.float32) != np.asarray(X, dtype=np.float64))
+    est = NeuralEigenClustering(2, max_iter=20, random_state=0)
+    with pytest.warns(DataConversionWarning, match="Centre X first"):
+        est.fit(X)
+
+
 def test_small_offsets_keep_the_plain_float32_rows():
     """Centring only where it matters: data whose mean is within a few times its spread
     (standardised data, pixel features, the published benchmarks' data) are searched as

@@ -120,12 +120,15 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
         Memmaps, tensors and sources are returned as (numpy views of) themselves; other
         input goes through ``validate_data``, which keeps
         float32 and float64 arrays as they are (minibatches are converted to float32 one at
-        a time) and converts anything else to float32.
+        a time) and converts anything else to float64 (checked for what float32 rounds).
     """
     lazy = _lazy_view(X)
     if lazy is not None:  # checked chunk by chunk in float32, the range included
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    X = validate_data(estimator, check_numeric(X), dtype=[np.float32, np.float64],
+    # Floating arrays keep their dtype; integers and lists become float64, not float32:
+    # int64 values beyond 2**24 (and lists of float64 values) were rounded to float32
+    # before the rounding check below could see them, so nothing warned.
+    X = validate_data(estimator, check_numeric(X), dtype=[np.float64, np.float32],
                       reset=reset, ensure_min_samples=min_samples)
     if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
         _check_float32_rows(X, note=_FLOAT32_NOTE, report_rounding=reset)
