@@ -524,11 +524,11 @@ def test_self_tuned_weights_between_identical_rows_are_one(kernel):
     assert np.all(kernel.cross(X[30:31]).toarray()[0, copies] == 1.0)  # a training point
 
 
-@pytest.mark.parametrize("kernel, change", [
-    (RBFKernel(), dict(gamma=5.0)),
-    (KNNKernel(10, weighting="gaussian"), dict(local_scale_neighbor=3)),
+@pytest.mark.parametrize("kernel, harmless, change", [
+    (RBFKernel(), dict(max_dense_samples=5000), dict(gamma=5.0)),
+    (KNNKernel(10, weighting="gaussian"), dict(symmetrize="max"), dict(local_scale_neighbor=3)),
 ])
-def test_cross_after_set_params_asks_for_a_new_graph(X, kernel, change):
+def test_cross_after_set_params_asks_for_a_new_graph(X, kernel, harmless, change):
     # cross read the new gamma but the fitted points, or the new scale neighbour for the
     # queries but the fitted scales for the database: neither kernel's affinities.
     kernel.graph(X)
@@ -536,10 +536,26 @@ def test_cross_after_set_params_asks_for_a_new_graph(X, kernel, change):
     if isinstance(kernel, RBFKernel):  # scikit-learn's, at the fitted gamma 1 / n_features
         np.testing.assert_allclose(reference, rbf_kernel(X[:5], X, gamma=1 / X.shape[1]),
                                    rtol=1e-5)
-    kernel.set_params(device="cpu", verbose=False)  # no effect on the values: allowed
+    # No effect on cross's values: allowed (the size error even advises raising the limit).
+    kernel.set_params(device="cpu", verbose=False, **harmless)
     np.testing.assert_array_equal(kernel.cross(X[:5]).toarray(), reference)
     kernel.set_params(**change)
     with pytest.raises(ValueError, match=rf"parameters \['{next(iter(change))}'\] changed"):
         kernel.cross(X[:5])
     kernel.graph(X)
     assert kernel.cross(X[:5]).shape == (5, X.shape[0])
+
+
+def test_duplicate_handling_does_not_merge_close_points_of_offset_data():
+    # Distances of 5e-7 of the rows' norm (offset 1000, spread 3e-4) are real: a magnitude
+    # threshold on uncentred norms once set them all to 0 (a complete graph of weight 1).
+    rng = np.random.default_rng(0)
+    X = (1000.0 + 3e-4 * rng.normal(size=(300, 384))).astype(np.float32)
+    kernel = RBFKernel(bandwidth="self-tuning")
+    graph = kernel.graph(X).toarray()
+    batch = kernel.batch(torch.from_numpy(X)).numpy()  # centred before its dot products
+    off = ~np.eye(len(X), dtype=bool)
+    assert graph[off].min() < 0.5
+    # The dense float64 graph is not centred: at an offset 3e6 times the spread its squared
+    # distances carry ~1e-3 relative rounding, so the two agree to about 1e-2.
+    np.testing.assert_allclose(graph, batch, atol=1e-2)

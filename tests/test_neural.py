@@ -190,6 +190,23 @@ def test_partial_fit_streams_chunks(blobs):
         est.partial_fit(np.zeros((10, 3)))
 
 
+def test_graph_pairs_per_step_are_not_capped_by_the_number_of_points(monkeypatch):
+    # Pairs are drawn with replacement: on 150 points the default still draws 256 per step
+    # (a cap at n, added with the streaming fix, changed iris' and wine's published fits).
+    from spectralnet_seg.cluster import _pair_sampler
+
+    drawn = []
+    original = _pair_sampler.GraphPairSampler.sample
+    monkeypatch.setattr(_pair_sampler.GraphPairSampler, "sample",
+                        lambda self, n_pairs, **kw: drawn.append(n_pairs)
+                        or original(self, n_pairs, **kw))
+    X, _ = make_blobs(n_samples=150, centers=3, random_state=0)
+    est = NeuralEigenClustering(3, hidden_layer_sizes=(16,), max_iter=5, device="cpu",
+                                random_state=0).fit(X)
+    assert est.sampler_ == "graph" and est.batch_size_ == 256
+    assert drawn[-5:] == [256] * 5
+
+
 def test_a_small_first_chunk_does_not_fix_the_batch_size_of_the_stream():
     # batch_size="auto" was capped by the first chunk: after a chunk of 50 rows, chunks of
     # 1000 trained 20 steps of 50-point batch graphs each, for the rest of the stream.

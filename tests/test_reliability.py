@@ -302,6 +302,17 @@ def test_integers_and_lists_are_checked_for_float32_rounding_too(as_input):
         est.fit(X)
 
 
+def test_half_precision_arrays_become_float32_not_float64():
+    """Only non-floating input goes to float64: float16 data at 4x their memory would undo
+    the half-precision savings."""
+    from spectralnet_seg.cluster import _neural_io
+
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float16)
+    assert _neural_io.validate_rows(NeuralEigenClustering(2), X, reset=True).dtype == np.float32
+    ints = np.arange(150).reshape(50, 3)
+    assert _neural_io.validate_rows(NeuralEigenClustering(2), ints, reset=True).dtype == np.float64
+
+
 def test_small_offsets_keep_the_plain_float32_rows():
     """Centring only where it matters: data whose mean is within a few times its spread
     (standardised data, pixel features, the published benchmarks' data) are searched as

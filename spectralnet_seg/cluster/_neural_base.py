@@ -304,8 +304,10 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                                             self._fingerprint(X, W, context))
         return _TrainingRun(network=network, normalizer=normalizer.to(device),
                             optimizer=self._new_optimizer(network), generator=generator,
-                            device=device, batch_size=min(self.batch_size_, X.shape[0]),
-                            n_samples=X.shape[0],
+                            device=device, n_samples=X.shape[0],
+                            # pairs (graph sampler) are drawn with replacement: not capped
+                            batch_size=(self.batch_size_ if W is not None
+                                        else min(self.batch_size_, X.shape[0])),
                             learning_rate=self.learning_rate,
                             diffusion_steps=self.diffusion_steps_, schedule=schedule,
                             sampler=None if W is None else GraphPairSampler(W),

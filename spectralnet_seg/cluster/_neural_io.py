@@ -125,11 +125,14 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     lazy = _lazy_view(X)
     if lazy is not None:  # checked chunk by chunk in float32, the range included
         return _check_lazy(estimator, lazy, reset=reset, min_samples=min_samples)
-    # Floating arrays keep their dtype; integers and lists become float64, not float32:
-    # int64 values beyond 2**24 (and lists of float64 values) were rounded to float32
-    # before the rounding check below could see them, so nothing warned.
-    X = validate_data(estimator, check_numeric(X), dtype=[np.float64, np.float32],
-                      reset=reset, ensure_min_samples=min_samples)
+    # Floating arrays keep their dtype (float16 becomes float32); integers and lists become
+    # float64, not float32: int64 values beyond 2**24 (and lists of float64 values) were
+    # rounded to float32 before the rounding check below could see them, so nothing warned.
+    X = check_numeric(X)
+    floating = all(np.dtype(d).kind == "f" for d in getattr(X, "dtypes", [getattr(
+        X, "dtype", np.dtype(object))]))
+    X = validate_data(estimator, X, reset=reset, ensure_min_samples=min_samples,
+                      dtype=[np.float32, np.float64] if floating else [np.float64, np.float32])
     if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
         _check_float32_rows(X, note=_FLOAT32_NOTE, report_rounding=reset)
     return X

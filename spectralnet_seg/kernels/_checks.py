@@ -78,8 +78,9 @@ def _compute_dtype(X_batch):
     return torch.float64 if X_batch.dtype == torch.float64 else torch.float32
 
 
-# Parameters that do not change a kernel's values.
-_RUNTIME_PARAMS = ("device", "verbose")
+# Parameters that do not change the values of cross: where it runs, what it prints, the
+# size limit of dense results, and how graph symmetrises (cross is not symmetrised).
+_RUNTIME_PARAMS = ("device", "verbose", "max_dense_samples", "symmetrize")
 
 
 def _graph_params(kernel) -> dict:

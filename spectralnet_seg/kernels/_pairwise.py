@@ -94,18 +94,19 @@ class _PairwiseKernel(Kernel):
                           verbose=self.verbose)
 
     def _distances_np(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        exact = self._n_scale() > 0 and _same_rows(A, B)
         A, B = A.astype(np.float64), B.astype(np.float64)
-        # Identical rows come out a rounding error apart (7e-7 for 384 features), which a
-        # self-tuned bandwidth of a point with many duplicates (itself rounding noise)
-        # turned into weights of 0 or 0.5 instead of 1. Differences below the float64
-        # error bound of the dot products are 0.
-        bound = 2.0 * A.shape[1] * np.finfo(np.float64).eps
         if self._metric == "cosine":
-            d = 1.0 - _unit_rows(A) @ _unit_rows(B).T
-            return np.where(d <= 2.0 * bound, 0.0, d)
-        sq_a, sq_b = (A * A).sum(1)[:, None], (B * B).sum(1)[None, :]
-        sq = sq_a + sq_b - 2.0 * (A @ B.T)
-        return np.sqrt(np.where(sq <= bound * (sq_a + sq_b), 0.0, sq))
+            d = np.clip(1.0 - _unit_rows(A) @ _unit_rows(B).T, 0.0, None)
+        else:
+            sq = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+            d = np.sqrt(np.clip(sq, 0.0, None))
+        if exact is not False:
+            # Identical rows come out a rounding error apart (7e-7 for 384 features), which
+            # a self-tuned bandwidth of a point with many duplicates (itself rounding noise)
+            # turned into weights of 0 or 0.5 instead of 1.
+            d[exact] = 0.0
+        return d
 
     def _dense_csr(self, A, B, row_scale, col_scale, skip_diagonal: bool) -> sp.csr_matrix:
         """Dense affinities between rows of A and B as CSR, built in bounded row blocks."""
@@ -268,6 +269,15 @@ class _PairwiseKernel(Kernel):
                 W = (W + W.T) * 0.5
             W.fill_diagonal_(0.0)
         return W.to(X_batch.dtype)
+
+
+def _same_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(len(A), len(B)) bool: which rows of ``A`` equal which rows of ``B``, bit for bit."""
+    rows = np.ascontiguousarray(np.vstack([A, B]).astype(np.float64) + 0.0)  # -0.0 is 0.0
+    _, ids = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))),
+                       return_inverse=True)
+    ids = ids.ravel()
+    return ids[: len(A), None] == ids[None, len(A):]
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:
