@@ -48,6 +48,9 @@ class _TrainingRun:
     on_check: Callable[[_TrainingRun], None] | None = None
     reported_step: int | None = None  # step of the last ``on_check`` call
     callback_time: float = 0.0  # seconds spent in ``on_check`` (snapshots and callback)
+    # Every rank's (generator state, permutation, position) at the checkpoint a distributed
+    # run resumed from; None for one process or an older checkpoint.
+    rank_streams: list | None = None
 
     def frozen_copy(self) -> _TrainingRun:
         """An independent copy of the state, for finishing a snapshot of the run.
@@ -98,6 +101,7 @@ class _TrainingRun:
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.loss_curve = [float(v) for v in state["loss_curve"]]
+        self.rank_streams = state.get("rank_streams")
 
 
 class _Snapshot:
