@@ -312,7 +312,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                             diffusion_steps=self.diffusion_steps_, schedule=schedule,
                             sampler=None if W is None else GraphPairSampler(W),
                             checkpoint=checkpoint, context=context,
-                            model=dist_utils.wrap_ddp(network))
+                            model=self._lockstep_model(network))
 
     def _resume_run(self, X) -> _TrainingRun:
         """Rebuild the run of previous ``partial_fit`` calls from the stored CPU state."""
@@ -335,7 +335,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                             n_samples=X.shape[0], learning_rate=self.learning_rate,
                             diffusion_steps=self.diffusion_steps_, step=self.n_iter_,
                             eigenvalues=self._eigenvalue_ema, loss_curve=list(self.loss_curve_),
-                            model=dist_utils.wrap_ddp(network))
+                            model=self._lockstep_model(network))
 
     # ------------------------------------------------------------------ after training
     def _finish(self, X, run: _TrainingRun, W: sp.csr_matrix | None, *,

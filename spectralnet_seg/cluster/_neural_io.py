@@ -129,13 +129,20 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     # float64, not float32: int64 values beyond 2**24 (and lists of float64 values) were
     # rounded to float32 before the rounding check below could see them, so nothing warned.
     X = check_numeric(X)
-    floating = all(np.dtype(d).kind == "f" for d in getattr(X, "dtypes", [getattr(
-        X, "dtype", np.dtype(object))]))
     X = validate_data(estimator, X, reset=reset, ensure_min_samples=min_samples,
-                      dtype=[np.float32, np.float64] if floating else [np.float64, np.float32])
+                      dtype=[np.float32, np.float64] if _floating(X) else [np.float64, np.float32])
     if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
         _check_float32_rows(X, note=_FLOAT32_NOTE, report_rounding=reset)
     return X
+
+
+def _floating(X) -> bool:
+    """Whether ``X`` holds floating-point values already (an array's dtype, or every column
+    of a DataFrame); lists and other objects without a dtype do not."""
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame's columns
+    if dtypes is None:
+        dtypes = [getattr(X, "dtype", np.dtype(object))]
+    return all(np.dtype(dtype).kind == "f" for dtype in dtypes)
 
 
 # What a value that overflowed float32 is reported with.

@@ -143,6 +143,20 @@ def _batch_topk(X, k: int, metric: str):
     return dist, ind, None
 
 
+def _pair_row_chunks(queries: np.ndarray, database: np.ndarray, ind: np.ndarray):
+    """The rows of listed pairs in bounded-memory chunks, as float64.
+
+    Yields ``(rows, q, neighbors)``: a slice of the query rows, the queries ``q`` of shape
+    (m, n_features) and their listed database rows ``database[ind[rows]]`` of shape
+    (m, k, n_features).
+    """
+    step = max(1, (32 * 2**20) // (4 * max(ind.shape[1], 1) * max(queries.shape[1], 1)))
+    for start in range(0, ind.shape[0], step):
+        q = np.asarray(queries[start:start + step], dtype=np.float64)
+        neighbors = np.asarray(database[ind[start:start + step].ravel()], dtype=np.float64)
+        yield slice(start, start + step), q, neighbors.reshape(q.shape[0], ind.shape[1], -1)
+
+
 def _pair_distances(queries: np.ndarray, database: np.ndarray, ind: np.ndarray,
                     metric: str) -> np.ndarray:
     """Distances of listed pairs from the rows themselves, in float64: (n_queries, k).
@@ -152,20 +166,29 @@ def _pair_distances(queries: np.ndarray, database: np.ndarray, ind: np.ndarray,
     ``|q|^2 + |x|^2 - 2 q.x`` leaves them rounding noise (6e-8 to 7e-7), and self-tuned
     Gaussian weights divide that by the local scale, which is noise too where a point has
     more duplicates than ``local_scale_neighbor``: their weights came out 0, 0.37 or 0.68
-    instead of 1. Read in bounded-memory chunks.
+    instead of 1.
     """
     out = np.empty(ind.shape, dtype=np.float64)
-    step = max(1, (32 * 2**20) // (8 * max(ind.shape[1], 1) * max(queries.shape[1], 1)))
-    for start in range(0, ind.shape[0], step):
-        q = np.asarray(queries[start:start + step], dtype=np.float64)
-        rows = np.asarray(database[ind[start:start + step].ravel()], dtype=np.float64)
-        rows = rows.reshape(q.shape[0], ind.shape[1], -1)
+    for rows, q, neighbors in _pair_row_chunks(queries, database, ind):
         if metric == "cosine":
             q = q / np.linalg.norm(q, axis=1, keepdims=True)
-            rows = rows / np.linalg.norm(rows, axis=2, keepdims=True)
-            out[start:start + step] = 0.5 * np.square(rows - q[:, None, :]).sum(axis=2)
+            neighbors = neighbors / np.linalg.norm(neighbors, axis=2, keepdims=True)
+            out[rows] = 0.5 * np.square(neighbors - q[:, None, :]).sum(axis=2)
         else:
-            out[start:start + step] = np.sqrt(np.square(rows - q[:, None, :]).sum(axis=2))
+            out[rows] = np.sqrt(np.square(neighbors - q[:, None, :]).sum(axis=2))
+    return out
+
+
+def _pair_cosine(queries: np.ndarray, database: np.ndarray, ind: np.ndarray) -> np.ndarray:
+    """cos(queries[i], database[ind[i, j]]) for each listed pair, in float64: (n_queries, k)."""
+    out = np.empty(ind.shape, dtype=np.float64)
+    for rows, q, neighbors in _pair_row_chunks(queries, database, ind):
+        dots = np.einsum("qd,qkd->qk", q, neighbors)
+        norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(neighbors, axis=2)
+        if not np.all(norms > 0):
+            raise ValueError("cosine weighting is undefined for all-zero rows; remove them or "
+                             "use weighting='binary' or 'gaussian'.")
+        out[rows] = dots / norms
     return out
 
 

@@ -94,18 +94,17 @@ class _PairwiseKernel(Kernel):
                           verbose=self.verbose)
 
     def _distances_np(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        exact = self._n_scale() > 0 and _same_rows(A, B)
         A, B = A.astype(np.float64), B.astype(np.float64)
         if self._metric == "cosine":
             d = np.clip(1.0 - _unit_rows(A) @ _unit_rows(B).T, 0.0, None)
         else:
             sq = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
             d = np.sqrt(np.clip(sq, 0.0, None))
-        if exact is not False:
+        if self._n_scale() > 0:
             # Identical rows come out a rounding error apart (7e-7 for 384 features), which
             # a self-tuned bandwidth of a point with many duplicates (itself rounding noise)
             # turned into weights of 0 or 0.5 instead of 1.
-            d[exact] = 0.0
+            d[_same_rows(A, B)] = 0.0
         return d
 
     def _dense_csr(self, A, B, row_scale, col_scale, skip_diagonal: bool) -> sp.csr_matrix:
@@ -273,7 +272,7 @@ class _PairwiseKernel(Kernel):
 
 def _same_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """(len(A), len(B)) bool: which rows of ``A`` equal which rows of ``B``, bit for bit."""
-    rows = np.ascontiguousarray(np.vstack([A, B]).astype(np.float64) + 0.0)  # -0.0 is 0.0
+    rows = np.ascontiguousarray(np.vstack([A, B]) + 0.0)  # float64; -0.0 is 0.0
     _, ids = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))),
                        return_inverse=True)
     ids = ids.ravel()

@@ -32,6 +32,7 @@ from ._graph_ops import (
     _batch_topk,
     _drop_diagonal,
     _neighbor_csr,
+    _pair_cosine,
     _pair_distances,
     _pair_distances_torch,
     _symmetrize_dense,
@@ -333,20 +334,3 @@ class KNNKernel(Kernel):
             W = _symmetrize_dense(W, self.symmetrize)
             W.fill_diagonal_(0.0)
         return W.to(X_batch.dtype)
-
-
-def _pair_cosine(queries: np.ndarray, database: np.ndarray, ind: np.ndarray) -> np.ndarray:
-    """cos(queries[i], database[ind[i, j]]) for each listed pair, in bounded-memory chunks."""
-    out = np.empty(ind.shape, dtype=np.float64)
-    step = max(1, (32 * 2**20) // (4 * ind.shape[1] * queries.shape[1]))
-    for start in range(0, ind.shape[0], step):
-        q = np.asarray(queries[start:start + step], dtype=np.float64)
-        neighbors = np.asarray(database[ind[start:start + step].ravel()], dtype=np.float64)
-        neighbors = neighbors.reshape(q.shape[0], ind.shape[1], -1)
-        dots = np.einsum("qd,qkd->qk", q, neighbors)
-        norms = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(neighbors, axis=2)
-        if not np.all(norms > 0):
-            raise ValueError("cosine weighting is undefined for all-zero rows; remove them or "
-                             "use weighting='binary' or 'gaussian'.")
-        out[start:start + step] = dots / norms
-    return out
