@@ -164,9 +164,11 @@ def _read_file(path: Path, *, background, name: str = "image") -> np.ndarray:
         raise ValueError(f"expected an image file but {path} is a directory.")
     try:
         with Image.open(path) as img:
+            high_bytes_only = _is_16_bit_colour_file(img)  # known before decoding only
             img.load()  # decode now so truncated files fail here, not later
             _warn_exif_orientation(img, path)
-            return _pil_to_rgb(img, background=background, name=name)
+            return _pil_to_rgb(img, background=background, name=name,
+                               high_bytes_only=high_bytes_only)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {path}: it is corrupt or not an image "
                          f"({err}).") from err
@@ -187,7 +189,28 @@ def _warn_exif_orientation(img, path: Path) -> None:
             UserWarning, stacklevel=user_stacklevel())
 
 
-def _pil_to_rgb(img, *, background, name: str = "image") -> np.ndarray:
+def _pil_to_rgb(img, *, background, name: str = "image",
+                high_bytes_only: bool | None = None) -> np.ndarray:
+    if high_bytes_only is None:  # known before the pixels are decoded only (load() clears
+        high_bytes_only = _is_16_bit_colour_file(img)  # the tile list)
+    rgb = _decoded_pil_to_rgb(img, background=background, name=name)
+    if high_bytes_only and int(rgb.max()) < 16:
+        warnings.warn(
+            f"{name} is a 16-bit colour image file, which Pillow reads as 8-bit (the high "
+            f"byte of each value), and its largest value is below 4096: it keeps at most "
+            f"{int(rgb.max()) + 1} of 256 levels. If it holds 12-bit (or fewer) data, read "
+            "it as a uint16 array with another reader, scale it, and pass the array.",
+            UserWarning, stacklevel=user_stacklevel())
+    return rgb
+
+
+def _is_16_bit_colour_file(img) -> bool:
+    """Whether a lazily opened colour file stores 16 bits a channel (PNG ``RGB;16B``)."""
+    return img.mode in ("RGB", "RGBA") and any(
+        ";16" in str(tile[3]) for tile in (getattr(img, "tile", None) or ()))
+
+
+def _decoded_pil_to_rgb(img, *, background, name: str) -> np.ndarray:
     try:
         img.load()  # decodes a lazily opened file; a no-op once its pixels are in memory
     except (AssertionError, ValueError) as err:
@@ -240,8 +263,10 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty (shape {array.shape}).")
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16:  # 16-bit images: map the full range onto 0..255
-        _warn_if_few_bits_used(array, name)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
+        # 16-bit images (either byte order): map the full range onto 0..255. The alpha
+        # channel does not tell how many bits the colours use.
+        _warn_if_few_bits_used(array[..., :3] if array.ndim == 3 else array, name)
         return (array.astype(np.float64) * (255.0 / 65535.0)).round().astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         lo, hi = int(array.min()), int(array.max())
@@ -260,7 +285,8 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
                 f"float {name} must have values in [0, 1]; got [{lo:.3g}, {hi:.3g}]. Divide by "
                 "255 (or cast to uint8) for images stored as 0..255 floats."
             )
-        return (array * 255.0).round().astype(np.uint8)
+        # In float64: float16 products round once more, one level off for 124 of its values.
+        return (array.astype(np.float64) * 255.0).round().astype(np.uint8)
     raise TypeError(f"{name} has unsupported dtype {array.dtype}; use uint8 or float in [0, 1].")
 
 

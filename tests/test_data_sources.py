@@ -241,6 +241,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, data):
     np.save(tmp_path / "fortran.npy", np.asfortranarray(np.zeros((3, 4))))
     with pytest.raises(ValueError, match="Fortran order"):
         NpyShardSource([tmp_path / "fortran.npy"])
+    # Zero columns: its reads failed inside memoryview ("cannot cast view with zeros").
+    np.save(tmp_path / "no_columns.npy", np.zeros((4, 0), np.float32))
+    with pytest.raises(ValueError, match="0 features per row"):
+        NpyShardSource([tmp_path / "no_columns.npy"])
 
 
 @pytest.mark.parametrize("key, error, message", [

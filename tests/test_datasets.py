@@ -261,3 +261,9 @@ def test_reco_protocol_and_its_parts():
         center_crop(small, None, 200)
     with pytest.raises(ValueError, match="does not match"):
         reco_protocol(image, mask[:10])
+    # Each part checks too: a transposed mask was resized or cropped to the image's shape
+    # anyway, holding the wrong labels.
+    with pytest.raises(ValueError, match="does not match"):
+        resize_short_side(image, mask.T, 320)
+    with pytest.raises(ValueError, match="does not match"):
+        center_crop(image[:, :480], mask.T[:, :480], 320)

@@ -91,6 +91,58 @@ def test_16_bit_images_holding_fewer_bits_are_reported(bits):
         load_image(np.zeros((4, 4), np.uint16))  # black: nothing to report
 
 
+def test_float16_and_big_endian_16_bit_arrays_are_mapped_like_their_float64_values():
+    # float16 products rounded once more (0.0058823 gave level 2, not 1: 124 of the
+    # float16 values in [0, 1] were one level off); ">u2" arrays were refused as "not
+    # uint16" with advice to cast them to uint16.
+    halves = np.unique(np.arange(0, 65536, dtype=np.uint16).view(np.float16))
+    halves = halves[(halves >= 0) & (halves <= 1)].reshape(1, -1)
+    expected = np.round(halves.astype(np.float64) * 255)
+    np.testing.assert_array_equal(load_image(halves)[0, :, 0], expected[0])
+    ramp = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)
+    np.testing.assert_array_equal(load_image(ramp.astype(">u2")), load_image(ramp))
+
+
+def test_an_alpha_channel_does_not_hide_few_bits_in_the_colours(tmp_path):
+    """The 12-bit check took its peak over alpha too (opaque: 65535)."""
+    colour = np.linspace(0, 4095, 64 * 3).astype(np.uint16).reshape(8, 8, 3)
+    rgba = np.dstack([colour, np.full((8, 8), 65535, np.uint16)])
+    with pytest.warns(UserWarning, match="largest value is 4095"):
+        load_image(rgba)
+
+
+def _write_16_bit_rgb_png(path, rgb16: np.ndarray) -> None:
+    """A colour PNG of 16 bits a channel, which Pillow cannot write itself."""
+    import struct
+    import zlib
+
+    height, width = rgb16.shape[:2]
+    rows = b"".join(b"\x00" + rgb16[i].astype(">u2").tobytes() for i in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_colour_png_of_few_bits_is_reported(tmp_path):
+    """Pillow reads a 16-bit colour PNG as its high bytes: 12-bit data kept 16 levels
+    without the warning a uint16 array of the same data gives."""
+    twelve = np.linspace(0, 4095, 8 * 8 * 3).astype(np.uint16).reshape(8, 8, 3)
+    _write_16_bit_rgb_png(tmp_path / "twelve.png", twelve)
+    with pytest.warns(UserWarning, match="16-bit colour image file"):
+        loaded = load_image(tmp_path / "twelve.png")
+    np.testing.assert_array_equal(loaded, twelve >> 8)  # Pillow's reading, the reference
+    full = (twelve.astype(np.uint32) * 16).astype(np.uint16)
+    _write_16_bit_rgb_png(tmp_path / "full.png", full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(tmp_path / "full.png")
+
+
 def test_32_bit_tiff_files_are_scaled_or_refused(tmp_path):
     """Modes F and I (float / int32 TIFFs) follow the array rules instead of being clipped."""
     ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32).reshape(16, 16)

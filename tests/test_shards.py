@@ -190,6 +190,29 @@ def test_changed_extraction_is_refused_unless_overwrite(images, reference, tmp_p
     np.testing.assert_array_equal(as_feature_source(tmp_path)[:], expected)
 
 
+def test_pil_images_are_identified_by_what_the_extractor_sees(tmp_path):
+    """Two "P" images with the same palette indices and different palettes hashed alike
+    (their arrays are the indices), so the second list resumed with the first's features."""
+    from PIL import Image
+
+    from spectralnet_seg.features import PixelExtractor
+
+    indices = np.random.default_rng(0).integers(0, 4, (16, 16)).astype(np.uint8)
+
+    def paletted(colours):
+        image = Image.fromarray(indices, "P")
+        image.putpalette([value for colour in colours for value in colour] + [0] * 756)
+        return image
+
+    red = paletted([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)])
+    grey = paletted([(0, 0, 0), (80, 80, 80), (160, 160, 160), (240, 240, 240)])
+    extractor = PixelExtractor(stride=4)
+    extract_to_shards(extractor, [red], tmp_path)
+    with pytest.raises(ValueError, match="image_list_hash changed"):
+        extract_to_shards(extractor, [grey], tmp_path)
+    extract_to_shards(extractor, [red], tmp_path)  # the same image still resumes
+
+
 def test_directory_source_follows_the_manifest(reference, tmp_path):
     for path in reference.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())

@@ -53,6 +53,9 @@ class NpyShardSource(FeatureSource):
         if self._dtype.kind not in "fiu":
             raise TypeError(f"shards must hold numbers, got dtype {self._dtype}.")
         self._n_features = widths.pop()
+        if self._n_features == 0:
+            raise ValueError(f"the shards hold 0 features per row (shape {self._shards[0].shape} "
+                             "for the first); there is nothing to read from them.")
         self.offsets = np.concatenate([[0], np.cumsum([f.shape[0] for f in self._shards])]
                                       ).astype(np.int64)
         self._open: OrderedDict[int, None] = OrderedDict()

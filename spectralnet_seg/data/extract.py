@@ -19,10 +19,12 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
 from .._utils import as_numpy, progress, stable_description, user_stacklevel
 from ..features._base import shared_input_size
+from ..images import load_image
 from .shards import (
     KINDS,
     MANIFEST_NAME,
@@ -111,6 +113,10 @@ def _image_bytes(image) -> bytes:
         except OSError:  # a missing file is reported when it is read
             version = ""
         return f"path:{os.fspath(image)}{version}".encode()
+    if isinstance(image, PIL.Image.Image):
+        # A PIL image's own array can hide what the extractor sees: a "P" image's palette
+        # indices without the palette, an image without its transparency key.
+        image = load_image(image)
     array = np.ascontiguousarray(as_numpy(image))
     return f"{array.shape}{array.dtype.str}".encode() + array.tobytes()
 

@@ -42,6 +42,14 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool) -> np
     return np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
 
 
+def _check_mask_shape(image: np.ndarray, mask: np.ndarray | None) -> None:
+    """Refuse a mask that is not the image's (H, W): resized or cropped anyway, it would
+    come out with the image's shape and the wrong labels (a transposed mask, say)."""
+    if mask is not None and np.shape(mask) != image.shape[:2]:
+        raise ValueError(
+            f"mask shape {np.shape(mask)} does not match image shape {image.shape[:2]}.")
+
+
 def resize_short_side(image: np.ndarray, mask: np.ndarray | None, size: int):
     """Resize so that the shorter side is ``size`` pixels, keeping the aspect ratio.
 
@@ -59,6 +67,7 @@ def resize_short_side(image: np.ndarray, mask: np.ndarray | None, size: int):
     image : ndarray of shape (H', W', 3)
     mask : ndarray of shape (H', W') or None
     """
+    _check_mask_shape(image, mask)
     height, width = image.shape[:2]
     scale = size / min(height, width)
     new_hw = (max(size, round(height * scale)), max(size, round(width * scale)))
@@ -69,6 +78,7 @@ def resize_short_side(image: np.ndarray, mask: np.ndarray | None, size: int):
 
 def center_crop(image: np.ndarray, mask: np.ndarray | None, size: int):
     """Crop the central ``size x size`` window (the image must be at least that large)."""
+    _check_mask_shape(image, mask)
     height, width = image.shape[:2]
     if height < size or width < size:
         raise ValueError(f"cannot centre-crop {size}x{size} from a {height}x{width} image.")
@@ -94,8 +104,6 @@ def reco_protocol(image: np.ndarray, mask: np.ndarray | None = None, size: int =
     image : ndarray of shape (size, size, 3)
     mask : ndarray of shape (size, size) or None
     """
-    if mask is not None and mask.shape != image.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}.")
     image, mask = resize_short_side(image, mask, size)
     return center_crop(image, mask, size)
 

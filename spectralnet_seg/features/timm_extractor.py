@@ -95,7 +95,8 @@ class TimmExtractor(FeatureExtractor):
         ``model_kwargs=dict(out_indices=...)``).
     layer_norm : bool, default=True
         Apply the ViT's final LayerNorm to intermediate blocks too (puts the blocks on one
-        scale before concatenation).
+        scale before concatenation). ViTs read through their blocks only: the maps of a
+        ``features_only`` model (CNNs, Swin, BEiT-like ViTs) are returned as timm gives them.
     facet : {"token", "key"}, default="token"
         ``"key"``: the deepest selected ViT block (the last block when ``layers=None``)
         gives its attention keys (before any key normalisation) instead of its output
