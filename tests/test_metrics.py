@@ -172,6 +172,39 @@ def test_identity_and_given_mapping():
         segmentation_scores(y_true, y_pred, n_classes=3, matching="greedy")
 
 
+def test_public_metric_functions_check_mappings_and_counts():
+    """apply_mapping truncated a float mapping ([1.7, 0.2] mapped [0, 1, 1] to [1, 0, 0])
+    and read -2 as "unmatched"; scores_with_mapping, confusion_matrix and mean_iou failed
+    inside numpy (IndexError in np.add.at, TypeError in np.bincount) on a class id out of
+    range, a list mapping, n_classes=3.0 or None; a list of maps of two sizes beside one
+    array failed in np.asarray ("inhomogeneous shape")."""
+    from spectralnet_seg.metrics import apply_mapping, scores_with_mapping
+
+    for bad in (np.array([1.7, 0.2]), np.array([-2, 0]), np.array([[1, 0]])):
+        with pytest.raises(ValueError, match=r"matching array must be 1-D and hold integer"):
+            apply_mapping([0, 1, 1], bad)
+    assert_array_equal(apply_mapping([0, 1, 1], [1, -1]), [1, 255, 255])  # a list is fine
+    confusion = np.array([[3, 0], [1, 2]])
+    expected = scores_with_mapping(confusion, np.array([0, 1]))
+    assert expected["pixel_accuracy"] == pytest.approx(5 / 6)  # by hand: 3 + 2 of 6
+    assert scores_with_mapping(confusion, [0, 1])["pixel_accuracy"] == pytest.approx(5 / 6)
+    for bad in ([0, 2], [0.0, 1.0], [0]):  # class 2 of 2, floats, one entry for 2 clusters
+        with pytest.raises(ValueError, match=r"in \[-1, 2\) for each of the 2 clusters"):
+            scores_with_mapping(confusion, bad)
+    with pytest.raises(ValueError, match="confusion must be a 2-D"):
+        scores_with_mapping(np.array([3, 1]), [0, 1])
+    for kwargs in ({"n_classes": 3.0}, {"n_clusters": np.float64(3)}, {"n_classes": -1}):
+        with pytest.raises(ValueError, match="must be a non-negative integer or None"):
+            confusion_matrix([0, 1], [0, 1], **kwargs)
+    for n_classes in (None, 3.0):
+        with pytest.raises(ValueError, match="n_classes must be a non-negative integer, got"):
+            mean_iou([0, 1], [0, 1], n_classes)
+        with pytest.raises(ValueError, match="n_classes must be a non-negative integer, got"):
+            segmentation_scores([0, 1], [0, 1], n_classes)
+    with pytest.raises(ValueError, match="a list of maps of different sizes needs a list"):
+        segmentation_scores([np.zeros((2, 2), int), np.zeros((3, 3), int)], np.zeros(13, int), 1)
+
+
 def test_scores_agree_with_sklearn_on_random_labels():
     from sklearn.metrics import confusion_matrix as sk_confusion
     from sklearn.metrics import jaccard_score

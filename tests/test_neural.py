@@ -478,6 +478,23 @@ def test_isolated_points_are_labelled_by_their_network_outputs():
     assert len(set(y[isolated])) > 1
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_too_few_linked_points_are_labelled_as_predict_labels_them():
+    """With fewer linked points than clusters every point was clustered on its degree-scaled
+    row: the isolated ones (degree 0) all became 0 and took one cluster, which predict
+    (the network's outputs) did not give them."""
+    X, _ = make_blobs(10, centers=3, random_state=0)
+    W = np.zeros((10, 10))
+    W[0, 1] = W[1, 0] = 1.0  # 8 of 10 points have no edge
+    from spectralnet_seg.cluster import DisconnectedGraphWarning
+
+    with pytest.warns(DisconnectedGraphWarning):
+        est = NeuralEigenClustering(3, max_iter=30, random_state=0).fit(X, graph=W)
+    assert_array_equal(est.labels_, est.predict(X))
+    assert np.isfinite(est.normalized_cut_)
+
+
 def test_more_components_than_samples_is_refused_as_by_eigsh():
     """60 of 100 outputs were silently zero columns."""
     from spectralnet_seg.cluster import EigshSpectralClustering

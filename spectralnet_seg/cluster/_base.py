@@ -12,6 +12,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._utils import check_numeric
 from ..kernels import Kernel, resolve_kernel
+from ..kernels._checks import _as_float32
+
+#: What input validation keeps (float32 stays float32; anything else becomes float64), so
+#: that the float32 conversion can report what it rounds away.
+_FLOATING = [np.float64, np.float32]
 
 
 def check_n_clusters(n_clusters: int, n_samples: int) -> None:
@@ -75,15 +80,15 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         Returns a C-contiguous float32 array; raises ``ValueError`` on NaN/inf, empty or
         1-D input, and when ``n_clusters`` exceeds the number of samples.
         """
-        X = validate_data(self, check_numeric(X), dtype=np.float32, order="C",
-                          ensure_min_samples=2, reset=True)
+        X = validate_data(self, check_numeric(X), dtype=_FLOATING, ensure_min_samples=2,
+                          reset=True)
         check_n_clusters(self.n_clusters, X.shape[0])
-        return X
+        return _as_float32(X)
 
     def _validate_predict_input(self, X) -> np.ndarray:
         """Validate new data against the fitted estimator (same number of features)."""
         check_is_fitted(self)
-        return validate_data(self, check_numeric(X), dtype=np.float32, order="C", reset=False)
+        return _as_float32(validate_data(self, check_numeric(X), dtype=_FLOATING, reset=False))
 
     def _resolve_kernel(self) -> Kernel:
         """A fresh copy of ``self.kernel`` (built from its name when it is a string).

@@ -145,8 +145,11 @@ class EigshSpectralClustering(ClassNamePrefixFeaturesOutMixin, BaseSpectralClust
     training graph's symmetrisation, so a few points in a hundred may change cluster with
     ``"kmeans"`` (up to about 5 % in a review's sweep), and up to about 10 % with
     ``"discretize"`` and ``"cluster_qr"`` (which use the nearest mean of the training
-    clusters, having no natural rule for new points). Use ``labels_`` or ``fit_predict``
-    for the training points' own labels.
+    clusters, having no natural rule for new points). The Nyström step divides by the
+    eigenvalues, so the gap grows when some of ``eigenvalues_`` are small (many
+    components, or nearly as many clusters as points): with ``n_components=40`` on 150
+    points (smallest eigenvalue 0.006) a fifth of the points changed cluster. Use
+    ``labels_`` or ``fit_predict`` for the training points' own labels.
 
     References
     ----------

@@ -259,25 +259,31 @@ class NeuralEigenClustering(BaseNeuralEigenClustering):
             # network outputs afterwards, as the disconnected-graph warning promises.
             degree = np.asarray(graph.sum(axis=1)).ravel()
             linked = degree > 0
-            if np.count_nonzero(linked) < self.n_clusters:  # too few to cluster apart
-                linked[:] = True
-            sub = graph if linked.all() else graph[linked][:, linked]
-            labels = np.empty(len(degree), dtype=np.int32)
-            labels[linked], centers, self.embedding_norm_ = cluster_embedding(
-                self.embedding_[linked] * np.sqrt(degree[linked])[:, None], degree[linked],
-                self.n_clusters, norm=self.embedding_norm, n_init=self.n_init,
-                random_state=self._label_seed, graph=sub)
-            if not linked.all():
-                labels[~linked] = nearest_centroid(self._label_space(self.embedding_[~linked]),
-                                                   centers)
+            if np.count_nonzero(linked) < self.n_clusters:
+                # Too few linked points to cluster apart: the network's outputs label every
+                # point, as predict does (degree-scaled, the isolated rows would all be 0).
+                labels, centers = self._labels_from_outputs()
+            else:
+                sub = graph if linked.all() else graph[linked][:, linked]
+                labels = np.empty(len(degree), dtype=np.int32)
+                labels[linked], centers, self.embedding_norm_ = cluster_embedding(
+                    self.embedding_[linked] * np.sqrt(degree[linked])[:, None],
+                    degree[linked], self.n_clusters, norm=self.embedding_norm,
+                    n_init=self.n_init, random_state=self._label_seed, graph=sub)
+                if not linked.all():
+                    labels[~linked] = nearest_centroid(
+                        self._label_space(self.embedding_[~linked]), centers)
             self.normalized_cut_ = normalized_cut(graph, labels)
         else:
-            self.embedding_norm_ = "row" if self.embedding_norm == "row" else "degree"
-            labels, centers = assign_labels(self._label_space(self.embedding_),
-                                            self.n_clusters, n_init=self.n_init,
-                                            random_state=self._label_seed)
+            labels, centers = self._labels_from_outputs()
             self.normalized_cut_ = np.nan
         self.labels_, self.cluster_centers_ = labels, centers
+
+    def _labels_from_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """k-means of the embedding without a graph's degrees (labels, centres)."""
+        self.embedding_norm_ = "row" if self.embedding_norm == "row" else "degree"
+        return assign_labels(self._label_space(self.embedding_), self.n_clusters,
+                             n_init=self.n_init, random_state=self._label_seed)
 
     _RANK_ZERO_STATE = (*BaseNeuralEigenClustering._RANK_ZERO_STATE, "eigenvalues_",
                         "_output_map", "embedding_norm_", "cluster_centers_")

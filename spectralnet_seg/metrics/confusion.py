@@ -26,7 +26,13 @@ def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         pairs = [_flatten_pair(np.asarray(t), np.asarray(p)) for t, p in zip(y_true, y_pred, strict=True)]
         return (np.concatenate([t for t, _ in pairs]),
                 np.concatenate([p for _, p in pairs]))
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    try:
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    except ValueError as err:  # maps of different sizes, not paired map by map
+        raise ValueError("y_true and y_pred must be label maps of the same shape, or two "
+                         "lists of as many maps, each pair of the same shape (a list of "
+                         f"maps of different sizes needs a list of predictions): {err}"
+                         ) from None
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} "
                          f"and {y_pred.shape}.")
@@ -36,6 +42,16 @@ def _flatten_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
                             np.all(np.mod(y, 1) == 0))):
             raise ValueError(f"{name} must hold integer labels, got dtype {y.dtype}.")
     return y_true.ravel().astype(np.int64), y_pred.ravel().astype(np.int64)
+
+
+def check_count(count, name: str, *, optional: bool = False) -> None:
+    """A number of classes or clusters: a non-negative integer (or None if ``optional``);
+    a float such as 3.0 failed inside ``np.bincount``."""
+    if count is None and optional:
+        return
+    if not is_integer(count) or count < 0:
+        raise ValueError(f"{name} must be a non-negative integer"
+                         f"{' or None' if optional else ''}, got {count!r}.")
 
 
 def check_ignore_index(ignore_index) -> int | None:
@@ -86,6 +102,8 @@ def confusion_matrix(y_true, y_pred, n_classes: int | None = None,
     array([[0, 2],
            [1, 0]])
     """
+    for name, count in (("n_classes", n_classes), ("n_clusters", n_clusters)):
+        check_count(count, name, optional=True)
     t, p = _flatten_pair(y_true, y_pred)
     if n_clusters is None:  # before dropping pixels: every cluster of y_pred gets a column
         n_clusters = int(p.max()) + 1 if p.size else 0

@@ -112,6 +112,28 @@ def _match(confusion: np.ndarray, method: str) -> np.ndarray:
                      f"got {method!r}")
 
 
+def check_mapping(mapping, *, n_clusters: int | None = None,
+                  n_classes: int | None = None) -> np.ndarray:
+    """A cluster→class mapping as a 1-D int64 array of class ids, or -1 for unmatched.
+
+    Floats would be truncated and other negatives read as "unmatched": both are refused,
+    and so are ids of ``n_classes`` or more and a length other than ``n_clusters``.
+    """
+    mapping = np.asarray(mapping)
+    wrong_length = n_clusters is not None and mapping.shape != (n_clusters,)
+    if (mapping.ndim != 1 or wrong_length or mapping.dtype.kind not in "iu"
+            or (mapping.size and (mapping.min() < -1 or (
+                n_classes is not None and mapping.max() >= n_classes)))):
+        values = (f"[{mapping.min()}, {mapping.max()}]" if mapping.size
+                  and mapping.dtype.kind in "iuf" else "none")
+        upper = "" if n_classes is None else f" in [-1, {n_classes})"
+        each = "" if n_clusters is None else f" for each of the {n_clusters} clusters"
+        raise ValueError(f"a matching array must be 1-D and hold integer class ids (or -1)"
+                         f"{upper}{each}, got shape {mapping.shape}, dtype {mapping.dtype} "
+                         f"and values {values}.")
+    return mapping.astype(np.int64)
+
+
 def apply_mapping(y_pred, mapping: np.ndarray, fill: int = 255) -> np.ndarray:
     """Translate cluster ids to class ids; unmatched clusters (-1) become ``fill``.
 
@@ -128,7 +150,7 @@ def apply_mapping(y_pred, mapping: np.ndarray, fill: int = 255) -> np.ndarray:
     -------
     ndarray of the shape of ``y_pred``
     """
-    mapping = np.asarray(mapping, dtype=np.int64)
+    mapping = check_mapping(mapping)
     y_pred = np.asarray(y_pred)
     if y_pred.size and (y_pred.dtype.kind not in "iu" or y_pred.min() < 0
                         or y_pred.max() >= len(mapping)):

@@ -12,8 +12,8 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from .._utils import user_stacklevel
-from .confusion import _drop_ignored, _flatten_pair, confusion_matrix
-from .matching import _match
+from .confusion import _drop_ignored, _flatten_pair, check_count, confusion_matrix
+from .matching import _check_confusion, _match, check_mapping
 
 __all__ = ["mean_iou", "pixel_accuracy", "scores_with_mapping", "segmentation_scores"]
 
@@ -84,6 +84,7 @@ default="hungarian"
     >>> s["pixel_accuracy"], s["mean_iou"]
     (1.0, 1.0)
     """
+    check_count(n_classes, "n_classes")
     if matching is None:
         n_clusters = n_classes if n_clusters is None else n_clusters
     confusion = confusion_matrix(y_true, y_pred, n_classes, n_clusters, ignore_index)
@@ -93,17 +94,7 @@ default="hungarian"
     elif isinstance(matching, str):
         mapping = _match(confusion, matching)
     else:
-        mapping = np.asarray(matching)
-        # Floats would be truncated and other negatives read as "unmatched": refuse both.
-        if (mapping.shape != (confusion.shape[1],) or mapping.dtype.kind not in "iu"
-                or (mapping.size and (mapping.min() < -1 or mapping.max() >= n_classes))):
-            values = (f"[{mapping.min()}, {mapping.max()}]" if mapping.size
-                      and mapping.dtype.kind in "iuf" else "none")
-            raise ValueError(f"a matching array must hold integer class ids (or -1) in "
-                             f"[-1, {n_classes}) for each of the {confusion.shape[1]} "
-                             f"clusters, got shape {mapping.shape}, dtype {mapping.dtype} and "
-                             f"values {values}.")
-        mapping = mapping.astype(np.int64)
+        mapping = check_mapping(matching, n_clusters=confusion.shape[1], n_classes=n_classes)
     return {**scores_with_mapping(confusion, mapping), "confusion": confusion}
 
 
@@ -125,7 +116,9 @@ def scores_with_mapping(confusion: np.ndarray, mapping: np.ndarray) -> dict:
         ``per_class_iou`` (ndarray of shape (n_classes,), NaN for absent classes) and
         ``mapping``.
     """
+    confusion = _check_confusion(confusion)
     n_classes = confusion.shape[0]
+    mapping = check_mapping(mapping, n_clusters=confusion.shape[1], n_classes=n_classes)
     # Class×class confusion: sum the columns of the clusters mapped to each class.
     matched = mapping >= 0
     # Counts keep their dtype: weighted (float) counts are not truncated.
@@ -185,6 +178,7 @@ def mean_iou(y_true, y_pred, n_classes: int, *, ignore_index: int | None = 255,
     per_class_iou : ndarray of shape (n_classes,)
         Only when ``return_per_class=True``.
     """
+    check_count(n_classes, "n_classes")
     t, p = _flatten_pair(y_true, y_pred)
     p = np.where((p >= 0) & (p < n_classes), p, n_classes)  # extra "no class" column
     conf = confusion_matrix(t, p, n_classes, n_classes + 1, ignore_index)
