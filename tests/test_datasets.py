@@ -267,3 +267,10 @@ def test_reco_protocol_and_its_parts():
         resize_short_side(image, mask.T, 320)
     with pytest.raises(ValueError, match="does not match"):
         center_crop(image[:, :480], mask.T[:, :480], 320)
+
+
+@pytest.mark.parametrize("index", [True, np.bool_(False), 1.0])
+def test_dataset_indices_must_be_integers_not_booleans(index):
+    """``data[True]`` quietly gave item 1 (a bool is an Integral)."""
+    with pytest.raises(TypeError, match="dataset indices must be integers"):
+        TextureMosaics(3, image_size=16)[index]

@@ -67,7 +67,8 @@ class SegmentationDataset(ABC):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(image, mask)`` number ``index`` (negative indices count from the end)."""
-        if not isinstance(index, Integral):
+        if not isinstance(index, Integral) or isinstance(index, (bool, np.bool_)):
+            # True is an Integral (1): dataset[mask_value] would quietly give item 1.
             raise TypeError(f"dataset indices must be integers, got {type(index).__name__}")
         n = len(self)
         if not -n <= index < n:
