@@ -425,3 +425,29 @@ def test_diffusion_time_must_be_a_positive_integer():
             eigenvalues_from_diffusion([0.5], steps)
         with pytest.raises(ValueError, match="diffusion time"):
             diffusion_eigenvalues([0.5], steps)
+
+
+def test_alignment_counts_a_collapsed_eigenfunction_as_orthogonal():
+    """scipy's subspace_angles returns one angle per direction of the smaller span: a
+    repeated or dead estimate reported cosines [1, 1] and mean 1.0 for 3 eigenfunctions."""
+    U = np.linalg.qr(np.random.default_rng(0).normal(size=(50, 3)))[0]
+    for collapsed in (U[:, [0, 1, 0]], np.column_stack([U[:, :2], np.zeros(50)])):
+        report = eigenfunction_alignment(collapsed, None, U)
+        np.testing.assert_allclose(report.cosines, [1.0, 1.0, 0.0], atol=1e-8)
+        assert report.mean_cosine == pytest.approx(2 / 3)
+
+
+def test_diffusion_inversion_keeps_nan_and_accepts_mixed_precision():
+    """NaN became eigenvalue 0 for t >= 2 (t = 1 kept it); a float64 affinity beside float32
+    outputs failed inside matmul ("expected m1 and m2 to have the same dtype")."""
+    out = eigenvalues_from_diffusion([np.nan, 0.5], 3)
+    assert np.isnan(out[0]) and out[1] == pytest.approx(
+        eigenvalues_from_diffusion([0.5], 3)[0])
+    psi = torch.randn(6, 2)
+    W = torch.rand(6, 6, dtype=torch.float64)
+    W = W + W.T
+    R, _ = graph_rayleigh_matrices(psi, W)
+    expected, _ = graph_rayleigh_matrices(psi, W.float())
+    torch.testing.assert_close(R, expected)
+    R, _ = rayleigh_matrices(psi, W)
+    torch.testing.assert_close(R, psi.T @ W.float() @ psi)

@@ -212,6 +212,11 @@ def test_nystrom_isolated_query_is_zero_with_warning():
     assert np.abs(U[0]).sum() > 0
     with pytest.raises(ValueError, match="n_samples_fit"):
         nystrom_extension(C[:, :3], W.sum(axis=1), vectors, values)
+    # One eigenvalue for two columns broadcast: every column was divided by λ_1.
+    with pytest.raises(ValueError, match="one eigenvalue per column"):
+        nystrom_extension(C, W.sum(axis=1), vectors, values[:1])
+    # A list of eigenvectors failed on .shape.
+    assert_allclose(nystrom_extension(C[:1], W.sum(axis=1), vectors.tolist(), values), U[:1])
 
 
 def test_spectral_clustering_function_agrees_with_estimator(digits):
@@ -236,6 +241,29 @@ def test_assign_label_helpers():
     assert_array_equal(_assign.nearest_centroid(E[:4], centers), [0, 0, 2, 2])
     with pytest.raises(ValueError, match="n_components >= n_clusters"):
         _assign.assign_labels(E, 3, method="cluster_qr")
+
+
+def test_discretize_with_as_many_rows_of_direction_as_clusters():
+    """Exactly k non-zero rows put every point in cluster 0; scikit-learn's discretize of
+    those rows gives k clusters (the zero rows then join one of them, as with k-means)."""
+    from sklearn.cluster._spectral import discretize
+
+    E = np.zeros((10, 3))
+    E[[0, 1, 2]] = np.eye(3)
+    labels, _ = _assign.assign_labels(E, 3, method="discretize", random_state=0)
+    reference = discretize(np.eye(3), random_state=0)
+    assert adjusted_rand_score(reference, labels[:3]) == 1.0
+    assert len(np.unique(labels)) == 3
+
+
+@pytest.mark.parametrize("method", ["kmeans", "discretize", "cluster_qr"])
+def test_assign_labels_refuses_a_non_finite_embedding(method):
+    """"discretize" labelled NaN rows as isolated (zero) rows, silently; their cluster's
+    mean became NaN and nearest_centroid then skipped that cluster."""
+    E = np.random.default_rng(0).normal(size=(20, 3))
+    E[4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _assign.assign_labels(E, 3, method=method, random_state=0)
 
 
 # ---------------------------------------------------------------------------- quality

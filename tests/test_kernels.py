@@ -559,3 +559,21 @@ def test_duplicate_handling_does_not_merge_close_points_of_offset_data():
     # The dense float64 graph is not centred: at an offset 3e6 times the spread its squared
     # distances carry ~1e-3 relative rounding, so the two agree to about 1e-2.
     np.testing.assert_allclose(graph, batch, atol=1e-2)
+
+
+def test_precomputed_kernel_takes_sparse_affinities_in_every_form():
+    """The docstring says "dense, sparse or torch": a torch sparse tensor failed in
+    .numpy() ("can't convert Sparse layout tensor") and in batch ('aten::ne.Scalar' on
+    SparseCPU); a scipy sparse batch became a 0-d object array."""
+    rng = np.random.default_rng(0)
+    dense = rng.random((6, 6))
+    dense = np.triu(dense, 1) * (dense > 0.4)
+    dense = dense + dense.T
+    expected = PrecomputedKernel().graph(dense).toarray()
+    torch_sparse = torch.as_tensor(dense).to_sparse()
+    np.testing.assert_array_equal(PrecomputedKernel().graph(torch_sparse).toarray(), expected)
+    np.testing.assert_array_equal(
+        PrecomputedKernel().graph(torch.as_tensor(dense).to_sparse_csr()).toarray(), expected)
+    block = PrecomputedKernel().batch(torch.as_tensor(dense))
+    for sparse_block in (torch_sparse, sp.csr_matrix(dense)):
+        torch.testing.assert_close(PrecomputedKernel().batch(sparse_block), block)

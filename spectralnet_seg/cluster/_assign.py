@@ -89,7 +89,7 @@ def _discretize(vectors: np.ndarray, random_state) -> np.ndarray:
     if nonzero.all():
         return discretize(vectors, random_state=random_state)
     labels = np.zeros(len(vectors), dtype=np.int64)
-    if nonzero.sum() > vectors.shape[1]:
+    if nonzero.sum() >= vectors.shape[1]:  # k rows of direction can still make k clusters
         labels[nonzero] = discretize(vectors[nonzero], random_state=random_state)
         means = _label_means(vectors[nonzero], labels[nonzero], vectors.shape[1])
         labels[~nonzero] = np.nanargmin(np.linalg.norm(means, axis=1))
@@ -134,6 +134,9 @@ def assign_labels(embedding: np.ndarray, n_clusters: int, *, method: str = "kmea
         (NaN rows for clusters left empty); [`nearest_centroid`][nearest_centroid] labels new rows.
     """
     E = np.asarray(embedding, dtype=np.float64)
+    if not np.isfinite(E).all():  # "discretize" read NaN rows as isolated (zero) ones
+        raise ValueError("the embedding contains NaN or infinite values; a spectral "
+                         "embedding of a finite affinity has none.")
     rs = check_random_state(random_state)
     if method == "kmeans":
         km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=rs).fit(E)

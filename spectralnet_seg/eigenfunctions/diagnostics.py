@@ -105,7 +105,10 @@ def eigenfunction_alignment(estimator, X, reference, *,
         )
     k = min(embedding.shape[1], reference.shape[1])
     cosines = np.sort(np.cos(subspace_angles(embedding[:, :k], reference[:, :k])))[::-1]
-    cosines = np.clip(cosines, 0.0, 1.0)
+    # scipy returns one angle per direction of the smaller span: a collapsed (repeated or
+    # dead) eigenfunction spans fewer than k directions, and the missing ones are
+    # orthogonal to what it should have matched (cosine 0), not left out of the mean.
+    cosines = np.pad(np.clip(cosines, 0.0, 1.0), (0, k - cosines.size))
 
     est_values = getattr(estimator, "eigenvalues_", None)
     est_values = None if est_values is None else np.asarray(est_values, dtype=np.float64)[:k]

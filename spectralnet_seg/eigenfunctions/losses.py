@@ -103,7 +103,8 @@ def eigenvalues_from_diffusion(rayleigh, steps: int):
         mid = 0.5 * (low + high)
         below = diffusion_eigenvalues(mid, steps) < mu
         low, high = np.where(below, mid, low), np.where(below, high, mid)
-    return np.where(mu > 0, 0.5 * (low + high), 0.0)
+    # NaN (an estimate that failed) stays NaN, as with steps=1, instead of reading as 0.
+    return np.where(mu > 0, 0.5 * (low + high), np.where(np.isnan(mu), np.nan, 0.0))
 
 
 def pair_rayleigh_matrices(psi_a: torch.Tensor, psi_b: torch.Tensor
@@ -165,7 +166,7 @@ def graph_rayleigh_matrices(psi: torch.Tensor, W: torch.Tensor, steps: int = 1
     if W.ndim != 2 or W.shape[1] != b or psi.ndim != 2 or psi.shape[0] != b:
         raise ValueError(f"psi must be (b, K) and W (b, b); got psi {tuple(psi.shape)}, "
                          f"W {tuple(W.shape)}")
-    W = W.detach()
+    W = W.detach().to(psi.dtype)  # float64 W beside float32 ψ failed inside matmul
     degree = W.sum(dim=1)  # (b,)
     volume = degree.sum().clamp_min(torch.finfo(W.dtype).tiny)
     inv_degree = torch.where(degree > 0, 1.0 / degree.clamp_min(torch.finfo(W.dtype).tiny),
@@ -194,7 +195,7 @@ def rayleigh_matrices(psi: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor,
     R_hat : torch.Tensor of shape (K, K)
         Gradient flows only into the right factor, so in ``R_hat[i, j]`` only ψ_j moves.
     """
-    G_psi = G.detach() @ psi  # (b, K)
+    G_psi = G.detach().to(psi.dtype) @ psi  # (b, K); a float64 G met float32 ψ in matmul
     return psi.T @ G_psi, psi.detach().T @ G_psi
 
 

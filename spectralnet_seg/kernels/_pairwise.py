@@ -181,7 +181,11 @@ class _PairwiseKernel(Kernel):
     def cross(self, Y, context: Any = None) -> sp.csr_matrix:
         """Affinities of new points ``Y`` to the fitted points (dense or kNN-sparsified).
 
-        Exact matches are kept: a training point passed here gets affinity 1 (RBF) to itself.
+        Exact matches are kept: a training point passed here gets affinity 1 (RBF) to itself,
+        and a self-tuned bandwidth counts it among its neighbours, so its own scale is the
+        distance to its ``local_scale_neighbor - 1``-th other point, not the
+        ``local_scale_neighbor``-th of ``local_scale_`` (e.g. weights up to 0.05 apart on 30
+        points): the query is treated as a new point, as any new point is.
 
         Parameters
         ----------

@@ -25,7 +25,7 @@ _EXTREME_EXPONENT = 500
 def _as_affinity(W, name: str, *, square: bool) -> sp.csr_matrix:
     """Validate an affinity (dense, sparse or torch) as a finite, non-negative float64 CSR."""
     if hasattr(W, "detach") and hasattr(W, "cpu"):
-        W = W.detach().cpu().numpy()
+        W = _torch_to_numpy_or_scipy(W)
     W = check_array(W, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
                     ensure_all_finite=True, input_name=name, ensure_min_samples=1)
     W = sp.csr_matrix(W)
@@ -37,6 +37,19 @@ def _as_affinity(W, name: str, *, square: bool) -> sp.csr_matrix:
                          "be non-negative (e.g. clip them, or use exp(-distance)).")
     W.eliminate_zeros()
     return W
+
+
+def _torch_to_numpy_or_scipy(W):
+    """A torch affinity on the host: sparse layouts as scipy COO (``.numpy()`` refuses
+    them, "can't convert Sparse layout tensor"), dense ones as a numpy array."""
+    import torch
+
+    W = W.detach().cpu()
+    if W.layout == torch.strided:
+        return W.numpy()
+    W = W.to_sparse_coo().coalesce()
+    rows, cols = W.indices().numpy()
+    return sp.coo_matrix((W.values().numpy(), (rows, cols)), shape=tuple(W.shape))
 
 
 def _scale_exponent(peak: float) -> int:
@@ -177,7 +190,11 @@ class PrecomputedKernel(Kernel):
         """
         import torch
 
+        if sp.issparse(X_batch):  # np.asarray made a 0-d object array of it
+            X_batch = X_batch.toarray()
         W = X_batch if isinstance(X_batch, torch.Tensor) else torch.as_tensor(np.asarray(X_batch))
+        if W.layout != torch.strided:  # a (b, b) block is small: compute on it densely
+            W = W.to_dense()
         if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
             raise ValueError("the precomputed batch affinity must be a non-empty square "
                              f"(batch_size, batch_size) matrix, got shape {tuple(W.shape)}.")

@@ -48,7 +48,13 @@ def nystrom_extension(cross_affinity, train_degree, eigenvectors, eigenvalues) -
     """
     C = sp.csr_matrix(cross_affinity, dtype=np.float64)
     train_degree = np.asarray(train_degree, dtype=np.float64)
+    eigenvectors = np.asarray(eigenvectors, dtype=np.float64)
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if eigenvectors.ndim != 2 or eigenvalues.shape != (eigenvectors.shape[1],):
+        # One eigenvalue would broadcast over every column, dividing each by λ_1.
+        raise ValueError(
+            f"eigenvectors must be 2-D (n_samples_fit, n_components) with one eigenvalue "
+            f"per column, got shapes {eigenvectors.shape} and {eigenvalues.shape}.")
     if C.shape[1] != train_degree.shape[0] or C.shape[1] != eigenvectors.shape[0]:
         raise ValueError(
             f"cross_affinity has {C.shape[1]} columns but the fit used "
