@@ -3,6 +3,7 @@ answer: extreme scales, kNN ids of -1, string data, index options that do nothin
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_huge_values_give_the_unscaled_clustering_not_a_native_crash(blobs):
         assert adjusted_rand_score(blobs[1], out[scale]) == 1.0
     assert "too large for float32 distances" in out["error"]
     assert "divide X by a constant" in out["error"]
+
+
+def test_values_beyond_float32_are_named_as_such():
+    """float64 values above float32's range became inf in the conversion: the fit said "X
+    contains NaN or infinity" about data holding none, after an "overflow encountered in
+    cast" RuntimeWarning and a rounding warning of "inf %"."""
+    X = np.random.default_rng(0).normal(size=(60, 4)) * 1e39
+    for fit in (lambda: KNNKernel().graph(X),
+                lambda: EigshSpectralClustering(2, random_state=0).fit(X)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match=r"X has values beyond float32's range \(\|"
+                                                 rf"value\| up to {re.escape(f'{np.abs(X).max():.3g}')},"):
+                fit()
+    with pytest.raises(ValueError, match="contains NaN or infinity"):  # a real inf
+        KNNKernel().graph(np.where(np.eye(60, 4) > 0, np.inf, X / 1e39))
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -23,10 +23,28 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
     """
     X = _as_2d(X, name)
     if X.dtype != np.float32 or not X.flags.c_contiguous:
-        X32 = np.ascontiguousarray(X, dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow is reported below, in words
+            X32 = np.ascontiguousarray(X, dtype=np.float32)
+        _refuse_float32_overflow(X, X32, name)
         _warn_if_float32_rounds_the_spread(X, X32, name)
         return X32
     return X
+
+
+def _refuse_float32_overflow(X: np.ndarray, X32: np.ndarray, name: str) -> None:
+    """Finite values beyond float32's range became inf: say so, instead of "contains NaN or
+    infinity" about data that hold none (and a rounding warning of "inf %")."""
+    if X.dtype.itemsize <= 4 and X.dtype.kind == "f":
+        return  # float16/32 values fit
+    overflowed = np.isinf(X32)
+    if overflowed.any():
+        wide = np.asarray(X[overflowed], dtype=np.float64)
+        if np.isfinite(wide).any():
+            peak = float(np.abs(wide[np.isfinite(wide)]).max())
+            raise ValueError(
+                f"{name} has values beyond float32's range (|value| up to {peak:.3g}, above "
+                f"{float(np.finfo(np.float32).max):.3g}), the precision the kernels compute "
+                f"in; divide {name} by a constant first (a kNN graph does not change).")
 
 
 def _finite_float32(X, name: str = "X") -> np.ndarray:
