@@ -194,7 +194,7 @@ def _pil_to_rgb(img, *, background, name: str = "image",
     if high_bytes_only is None:  # known before the pixels are decoded only (load() clears
         high_bytes_only = _is_16_bit_colour_file(img)  # the tile list)
     rgb = _decoded_pil_to_rgb(img, background=background, name=name)
-    if high_bytes_only and int(rgb.max()) < 16:
+    if high_bytes_only and 0 < int(rgb.max()) < 16:  # black: nothing to report
         warnings.warn(
             f"{name} is a 16-bit colour image file, which Pillow reads as 8-bit (the high "
             f"byte of each value), and its largest value is below 4096: it keeps at most "

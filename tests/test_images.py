@@ -138,9 +138,11 @@ def test_a_16_bit_colour_png_of_few_bits_is_reported(tmp_path):
     np.testing.assert_array_equal(loaded, twelve >> 8)  # Pillow's reading, the reference
     full = (twelve.astype(np.uint32) * 16).astype(np.uint16)
     _write_16_bit_rgb_png(tmp_path / "full.png", full)
+    _write_16_bit_rgb_png(tmp_path / "black.png", np.zeros_like(twelve))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(tmp_path / "full.png")
+        load_image(tmp_path / "black.png")  # black: nothing to report, as for arrays
 
 
 def test_32_bit_tiff_files_are_scaled_or_refused(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -506,6 +507,9 @@ def test_a_disconnected_graph_is_reported_as_by_eigsh():
         W = EigshSpectralClustering(3, random_state=0).fit(X).affinity_matrix_
     with pytest.warns(DisconnectedGraphWarning, match="2 connected components"):
         NeuralEigenClustering(3, max_iter=20, random_state=0).fit(X, graph=W)
+    with warnings.catch_warnings():  # as many components as clusters: they are the answer
+        warnings.simplefilter("error", DisconnectedGraphWarning)
+        NeuralEigenClustering(2, max_iter=20, random_state=0).fit(X, graph=W)
 
 
 def test_more_components_than_samples_is_refused_as_by_eigsh():

@@ -304,6 +304,14 @@ def test_eigsh_reports_the_float32_rounding_of_its_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataConversionWarning)
         centred = EigshSpectralClustering(3, random_state=0).fit(X)
+    # Integers beyond 2**24 are measured too (from float64 copies); small ones, which
+    # float32 holds exactly, are not copied to float64 and are silent.
+    with pytest.warns(DataConversionWarning, match="Centre X first"):
+        EigshSpectralClustering(3, random_state=0).fit(np.round(X * 1000).astype(np.int64)
+                                                       + 2**30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConversionWarning)
+        EigshSpectralClustering(3, random_state=0).fit(np.round(X * 1000).astype(np.int64))
     # The float32 rows the kernel sees are what they were: the same labels from float64
     # and from float32 input.
     assert_array_equal(centred.labels_,

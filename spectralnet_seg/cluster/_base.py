@@ -14,9 +14,24 @@ from .._utils import check_numeric
 from ..kernels import Kernel, resolve_kernel
 from ..kernels._checks import _as_float32
 
-#: What input validation keeps (float32 stays float32; anything else becomes float64), so
-#: that the float32 conversion can report what it rounds away.
-_FLOATING = [np.float64, np.float32]
+
+def _validation_dtype(X):
+    """The dtype(s) ``validate_data`` converts ``X`` to before the checked float32 conversion.
+
+    float64 (and integers beyond 2**24, which float32 rounds) keep or get float64, so that
+    the conversion can report what it rounds away; float32 stays as it is, and float16 and
+    integers that float32 holds exactly go straight to float32 (no float64 copy of data
+    stored small on purpose).
+    """
+    dtype = getattr(X, "dtype", None)
+    if not isinstance(dtype, np.dtype):
+        return [np.float64, np.float32]
+    if dtype.kind in "fiub" and (dtype.itemsize <= 2 or dtype == np.float32):
+        return np.float32
+    if (dtype.kind in "iu" and isinstance(X, np.ndarray) and X.size
+            and max(abs(int(X.min())), abs(int(X.max()))) <= 2**24):
+        return np.float32  # every such integer is a float32
+    return [np.float64, np.float32]
 
 
 def check_n_clusters(n_clusters: int, n_samples: int) -> None:
@@ -80,7 +95,8 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         Returns a C-contiguous float32 array; raises ``ValueError`` on NaN/inf, empty or
         1-D input, and when ``n_clusters`` exceeds the number of samples.
         """
-        X = validate_data(self, check_numeric(X), dtype=_FLOATING, ensure_min_samples=2,
+        X = check_numeric(X)
+        X = validate_data(self, X, dtype=_validation_dtype(X), ensure_min_samples=2,
                           reset=True)
         check_n_clusters(self.n_clusters, X.shape[0])
         return _as_float32(X)
@@ -88,7 +104,8 @@ class BaseSpectralClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     def _validate_predict_input(self, X) -> np.ndarray:
         """Validate new data against the fitted estimator (same number of features)."""
         check_is_fitted(self)
-        return _as_float32(validate_data(self, check_numeric(X), dtype=_FLOATING, reset=False))
+        X = check_numeric(X)
+        return _as_float32(validate_data(self, X, dtype=_validation_dtype(X), reset=False))
 
     def _resolve_kernel(self) -> Kernel:
         """A fresh copy of ``self.kernel`` (built from its name when it is a string).

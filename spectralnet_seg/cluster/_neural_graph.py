@@ -106,9 +106,10 @@ class TrainingGraphMixin:
                 "converge to a well-defined answer. Increase the kernel's n_neighbors (or "
                 "bandwidth) to connect the graph, or ask for more clusters.",
                 ConvergenceWarning, stacklevel=user_stacklevel())
-        elif n_components > 1:
-            # eigsh says so on the same graph; the network also has to learn a top
-            # eigenspace of tied eigenvalues (one indicator per component, each of 1).
+        elif n_components > 1 and n_components != self.n_clusters:
+            # As eigsh on the same graph (as many components as clusters are the answer);
+            # the network also has to learn a top eigenspace of tied eigenvalues (one
+            # indicator per component, each of 1).
             warnings.warn(
                 f"the affinity graph has {n_components} connected components; the leading "
                 "eigenfunctions will mostly separate the components, and their tied "

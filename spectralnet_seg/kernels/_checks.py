@@ -34,11 +34,14 @@ def _as_float32(X, name: str = "X") -> np.ndarray:
 def _refuse_float32_overflow(X: np.ndarray, X32: np.ndarray, name: str) -> None:
     """Finite values beyond float32's range became inf: say so, instead of "contains NaN or
     infinity" about data that hold none (and a rounding warning of "inf %")."""
-    if X.dtype.itemsize <= 4 and X.dtype.kind == "f":
-        return  # float16/32 values fit
-    overflowed = np.isinf(X32)
-    if overflowed.any():
-        wide = np.asarray(X[overflowed], dtype=np.float64)
+    if X.dtype.kind != "f" or X.dtype.itemsize <= 4:
+        return  # float16/32 values fit, and so do integers (int64 < 1e19)
+    step = chunk_rows(X.shape[1])
+    for start in range(0, X.shape[0], step):
+        overflowed = np.isinf(X32[start:start + step])
+        if not overflowed.any():
+            continue
+        wide = np.asarray(X[start:start + step][overflowed], dtype=np.float64)
         if np.isfinite(wide).any():
             peak = float(np.abs(wide[np.isfinite(wide)]).max())
             raise ValueError(

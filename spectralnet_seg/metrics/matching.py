@@ -120,6 +120,8 @@ def check_mapping(mapping, *, n_clusters: int | None = None,
     and so are ids of ``n_classes`` or more and a length other than ``n_clusters``.
     """
     mapping = np.asarray(mapping)
+    if mapping.size == 0:  # [] is float64 to numpy: an empty mapping of no clusters
+        mapping = mapping.astype(np.int64)
     wrong_length = n_clusters is not None and mapping.shape != (n_clusters,)
     if (mapping.ndim != 1 or wrong_length or mapping.dtype.kind not in "iu"
             or (mapping.size and (mapping.min() < -1 or (
