@@ -184,6 +184,7 @@ def test_public_metric_functions_check_mappings_and_counts():
         with pytest.raises(ValueError, match=r"matching array must be 1-D and hold integer"):
             apply_mapping([0, 1, 1], bad)
     assert_array_equal(apply_mapping([0, 1, 1], [1, -1]), [1, 255, 255])  # a list is fine
+    assert apply_mapping(np.array([], int), []).size == 0  # [] is float64 to numpy
     confusion = np.array([[3, 0], [1, 2]])
     expected = scores_with_mapping(confusion, np.array([0, 1]))
     assert expected["pixel_accuracy"] == pytest.approx(5 / 6)  # by hand: 3 + 2 of 6
