@@ -77,7 +77,9 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
     n_clusters : int
         Number of clusters.
     kernel : Kernel or str, optional
-        Affinity of the spectral methods; [`demo_kernel`][demo_kernel] by default.
+        Affinity of the spectral methods; by default the default
+        [`DemoConfig`][DemoConfig]'s (``DemoConfig().build_kernel()``), as in
+        [`run_demo`][run_demo].
     neural_params : dict, optional
         Settings of the neural estimators other than their defaults (none by default).
     device : str, default="auto"
@@ -103,11 +105,18 @@ def make_estimator(name: str, n_clusters: int, *, kernel=None, neural_params=Non
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     if name == "kmeans":  # best of 10 starts, the usual baseline
         return registered_estimator("kmeans", n_clusters, n_init=10, random_state=random_state)
-    kernel = demo_kernel() if kernel is None else kernel
+    # The kernel run_demo uses with the default DemoConfig (demo_kernel's own defaults are
+    # the mosaic task's k = 32, α = 0.3, not the demo's k = 16, α = 1).
+    kernel = DemoConfig().build_kernel() if kernel is None else kernel
     if name == "eigsh":
         return registered_estimator("eigsh", n_clusters, kernel=kernel,
                                     random_state=random_state)
     neural = dict(neural_params or {})
+    clashes = sorted(set(neural) & {"kernel", "device", "random_state", "verbose"})
+    if clashes:  # they were silently overwritten by the arguments of the same names
+        raise ValueError(f"neural_params sets {clashes}, which make_estimator takes as its own "
+                         "arguments; pass them as make_estimator(..., kernel=..., device=..., "
+                         "random_state=..., verbose=...).")
     neural.update(kernel=kernel, device=device, random_state=random_state, verbose=verbose)
     return registered_estimator(name, n_clusters, **neural)
 
@@ -266,8 +275,11 @@ def run_demo(out_dir: str | os.PathLike | None = "spectralnet_seg_demo", *,
         out.mkdir(parents=True, exist_ok=True)
         files = _write_tables(out, rows, test.class_names)
         files += _write_pictures(out, test, results, eigenmaps, n_show=min(4, cfg.n_test))
-        for stale in out.glob("image*_*.png"):  # a larger earlier run's extra pictures
-            if re.fullmatch(r"image\d+_\w+\.png", stale.name) and stale not in files:
+        # A larger earlier run's extra pictures, and only those: the folder may hold the
+        # user's own files (image1_holiday.png was deleted by a looser pattern).
+        ours = re.compile(rf"image\d+_(ground_truth|{'|'.join(ESTIMATORS)})\.png")
+        for stale in out.glob("image*_*.png"):
+            if ours.fullmatch(stale.name) and stale not in files:
                 stale.unlink()
         say(f"\nwrote {len(files)} files to {out}")
     return {"rows": rows, "table": table, "files": files, "config": cfg}

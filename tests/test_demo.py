@@ -129,8 +129,21 @@ def test_a_smaller_rerun_leaves_no_stale_pictures_of_the_earlier_run(tmp_path):
     run_demo(tmp_path, config=DemoConfig(n_test=3, **config), verbose=False)
     assert (tmp_path / "image2_kmeans.png").exists()
     (tmp_path / "image9_notes.txt").write_text("the user's")  # not a demo picture: kept
+    # The user's own pictures of a similar name were deleted too (image\d+_\w+.png).
+    (tmp_path / "image1_holiday.png").write_bytes(b"the user's")
     result = run_demo(tmp_path, config=DemoConfig(n_test=1, **config), verbose=False)
     pictures = sorted(p.name for p in tmp_path.glob("image*.png"))
-    assert pictures == ["image0_ground_truth.png", "image0_kmeans.png"]
-    assert set(pictures) <= {p.name for p in result["files"]}
+    assert pictures == ["image0_ground_truth.png", "image0_kmeans.png", "image1_holiday.png"]
+    assert set(pictures) - {"image1_holiday.png"} <= {p.name for p in result["files"]}
     assert (tmp_path / "image9_notes.txt").exists()
+
+
+def test_make_estimator_refuses_neural_params_it_would_overwrite():
+    """neural_params={"device": "cpu"} gave device "auto", silently (also random_state,
+    kernel, verbose); the default kernel is the default DemoConfig's, as in run_demo."""
+    for key, value in [("device", "cpu"), ("random_state", 5), ("kernel", "knn")]:
+        with pytest.raises(ValueError, match=f"neural_params sets \\['{key}'\\]"):
+            make_estimator("neural", 3, neural_params={key: value})
+    assert make_estimator("neural", 3, neural_params={"max_iter": 7}).max_iter == 7
+    assert repr(make_estimator("eigsh", 3).kernel) == repr(DemoConfig().build_kernel())
+    assert repr(make_estimator("eigsh", 3).kernel) != repr(demo_kernel())  # what it was

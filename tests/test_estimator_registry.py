@@ -69,6 +69,23 @@ def test_a_toy_estimator_registers_through_the_public_api(request):
     assert labels.tolist() == [0, 1]
 
 
+def test_unset_n_clusters_keeps_the_estimator_s_own_default(request):
+    """make_estimator passed n_clusters=8 always: AgglomerativeClustering (default 2) got 8,
+    estimator_defaults said 8, and an estimator without n_clusters (DBSCAN) failed with a
+    TypeError on every call."""
+    from sklearn.cluster import DBSCAN, AgglomerativeClustering
+
+    for name, cls in [("agg-example", AgglomerativeClustering), ("dbscan-example", DBSCAN)]:
+        request.addfinalizer(lambda name=name: _registry.ESTIMATORS.unregister(name))
+        register_estimator(name)(cls)
+    assert make_estimator("agg-example").n_clusters == 2
+    assert estimator_defaults("agg-example") == AgglomerativeClustering().get_params()
+    assert make_estimator("agg-example", 5).n_clusters == 5
+    assert make_estimator("dbscan-example", eps=0.3).eps == 0.3
+    with pytest.raises(ValueError, match="takes no n_clusters"):
+        make_estimator("dbscan-example", 3)
+
+
 def test_docstring_examples_run():
     import doctest
 

@@ -214,3 +214,11 @@ def test_extracted_features_check_sizes_and_grids():
     with pytest.raises(ValueError, match="empty token grid"):
         ExtractedFeatures(np.zeros((2, 3, 0, 5)), np.zeros((2, 3, 0, 3)),
                           np.zeros((2, 3, 0, 2)))
+
+
+def test_extracted_features_take_image_sizes_as_an_array():
+    """``if not image_sizes`` failed on a numpy array ("truth value ... is ambiguous")."""
+    features = np.zeros((2, 3, 4, 5), np.float32)
+    colours, positions = np.zeros((2, 3, 4, 3), np.float32), np.zeros((2, 3, 4, 2), np.float32)
+    out = ExtractedFeatures(features, colours, positions, np.array([[30, 40], [31, 41]]))
+    assert [tuple(size) for size in out.image_sizes] == [(30, 40), (31, 41)]

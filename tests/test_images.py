@@ -271,6 +271,8 @@ def test_resize_refuses_an_unknown_interpolation():
     assert resize_image(image, (4, 4), interpolation="box").shape == (4, 4, 3)
     with pytest.raises(ValueError, match="interpolation must be one of"):
         resize_image(image, (4, 4), interpolation="bicubc")
+    with pytest.raises(ValueError, match="interpolation must be one of"):  # was returned as is
+        resize_image(image, (8, 8), interpolation="bicubc")
 
 
 def test_pixel_features_of_a_one_pixel_wide_image_are_refused_clearly():

@@ -28,8 +28,8 @@ ESTIMATORS = Registry("estimator")
 def register_estimator(name: str) -> Callable[[Callable], Callable]:
     """Decorator that registers an estimator class (or factory) under ``name``.
 
-    The constructor must take ``n_clusters`` as its first parameter and the rest as
-    keywords, as scikit-learn's clusterers do.
+    The constructor takes its parameters as keywords, as scikit-learn's clusterers do
+    (``n_clusters`` among them, for [`make_estimator`][make_estimator]'s second argument).
 
     Parameters
     ----------
@@ -61,7 +61,7 @@ def _parameter_names(constructor: Callable) -> set[str] | None:
     return {p.name for p in params}
 
 
-def make_estimator(name: str, n_clusters: int = 8, **params):
+def make_estimator(name: str, n_clusters: int | None = None, **params):
     """Build a registered estimator by name; unset parameters keep the estimator's defaults.
 
     Parameters
@@ -74,8 +74,9 @@ def make_estimator(name: str, n_clusters: int = 8, **params):
         ``"kmeans"``
         (``sklearn.cluster.KMeans``), or one registered with
         [`register_estimator`][register_estimator].
-    n_clusters : int, default=8
-        Number of clusters.
+    n_clusters : int or None, default=None
+        Number of clusters; None keeps the estimator's own default (8 for the built-in
+        ones, 2 for scikit-learn's ``AgglomerativeClustering``).
     **params
         Other constructor parameters of that estimator.
 
@@ -97,6 +98,11 @@ def make_estimator(name: str, n_clusters: int = 8, **params):
         raise ValueError(
             f"estimator {name!r} ({getattr(constructor, '__name__', constructor)}) has no "
             f"parameter(s) {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
+    if n_clusters is None:
+        return constructor(**params)
+    if accepted is not None and "n_clusters" not in accepted:
+        raise ValueError(f"estimator {name!r} takes no n_clusters (it takes "
+                         f"{', '.join(sorted(accepted))}); leave n_clusters out.")
     return constructor(n_clusters=n_clusters, **params)
 
 

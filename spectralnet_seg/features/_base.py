@@ -69,7 +69,7 @@ class ExtractedFeatures:
         if 0 in (h, w, self.features.shape[-1]):
             raise ValueError(f"features has an empty token grid or no feature dimension: "
                              f"shape {self.features.shape} (n_images, h, w, d)")
-        if not self.image_sizes:
+        if self.image_sizes is None or len(self.image_sizes) == 0:  # an array has no truth
             self.image_sizes = [(h, w)] * n
         self.image_sizes = check_image_sizes(self.image_sizes, n)
 
@@ -289,14 +289,14 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int],
     """
     from PIL import Image
 
-    if tuple(image.shape[:2]) == tuple(size_hw):
-        return image
     methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                "nearest": Image.NEAREST, "lanczos": Image.LANCZOS, "box": Image.BOX,
                "hamming": Image.HAMMING}  # every name timm's configs use
-    if interpolation not in methods:  # a typo must not silently become bilinear
-        raise ValueError(f"interpolation must be one of {sorted(methods)}, got "
-                         f"{interpolation!r}.")
+    if interpolation not in methods:  # a typo must not silently become bilinear (checked
+        raise ValueError(f"interpolation must be one of {sorted(methods)}, got "  # first:
+                         f"{interpolation!r}.")  # an image of the right size hid it)
+    if tuple(image.shape[:2]) == tuple(size_hw):
+        return image
     resample = methods[interpolation]
     out = Image.fromarray(image).resize((int(size_hw[1]), int(size_hw[0])), resample)
     return np.asarray(out)
