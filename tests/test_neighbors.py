@@ -276,3 +276,29 @@ def test_input_errors(small):
     with pytest.raises(ValueError, match="row 7 is all zeros"):
         knn_search(zero_row, n_neighbors=3, metric="cosine")
     knn_search(zero_row, n_neighbors=3, metric="l2")  # fine for Euclidean distances
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_clusters_far_apart_keep_their_exact_neighbours(index):
+    """faiss's float32 |q|^2 + |x|^2 - 2 q.x cancels within-cluster distances of clusters
+    far from each other (no common offset for the mean shift to remove): 8 clusters at
+    +-300 in 16-D with spread 0.1 kept 3 % of scikit-learn's neighbours with the flat
+    index, every distance about 0."""
+    rng = np.random.default_rng(3)
+    centres = rng.choice([-300.0, 300.0], size=(8, 16))
+    X = centres[rng.integers(0, 8, 8000)] + 0.1 * rng.normal(size=(8000, 16))
+    dist, ind = knn_search(X, n_neighbors=10, index=index, random_state=0)
+    ref_dist, ref_ind = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X)
+    assert neighbour_recall(ind, ref_ind[:, 1:]) >= 0.999
+    np.testing.assert_allclose(dist, ref_dist[:, 1:], rtol=1e-3)
+
+
+def test_bfloat16_tensors_are_searched_as_float32():
+    """torch bfloat16 (a common ViT feature dtype) failed in .numpy() ("unsupported
+    ScalarType BFloat16")."""
+    import torch
+
+    X = torch.randn(300, 8).bfloat16()
+    dist, ind = knn_search(X, n_neighbors=5)
+    expected = knn_search(X.float().numpy(), n_neighbors=5)
+    np.testing.assert_array_equal(ind, expected[1])

@@ -7,6 +7,8 @@ converted (Euclidean, or ``1 - cosine``), and each query's own index dropped whe
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from .._utils import progress
@@ -14,8 +16,25 @@ from ._plan import _SearchPlan
 from ._rows import NO_RESCALING, FaissRows, _chunk_rows, _rows_f32
 
 
-def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING):
-    """Exact search of a few queries, streaming over the database (fallback for -1 results)."""
+@contextmanager
+def _direct_differences(faiss):
+    """faiss computes L2 distances from the differences of the rows (no ``|q|^2 + |x|^2 -
+    2 q.x`` expansion) for every query count, while it is open."""
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 2**31 - 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+
+
+def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING, *,
+                direct: bool = False):
+    """Exact search of a few queries, streaming over the database (fallback for -1 results,
+    and with ``direct`` from the rows' differences for queries cancellation may have hit)."""
+    if direct:
+        with _direct_differences(faiss):
+            return _exact_rows(faiss, X, queries, k, metric, rescaling)
     by_l2 = rescaling.faiss_l2(metric)
     heap = faiss.ResultHeap(queries.shape[0], k, keep_max=not by_l2)
     faiss_metric = faiss.METRIC_L2 if by_l2 else faiss.METRIC_INNER_PRODUCT
@@ -61,6 +80,10 @@ def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
         if missing.any():  # approximate index found too few candidates for these rows
             dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing],
                                                       plan.n_search, metric, rescaling)
+        cancelled = rescaling.cancelled(queries, dist) if rescaling.faiss_l2(metric) else None
+        if cancelled is not None and cancelled.any():
+            dist[cancelled], ind[cancelled] = _exact_rows(
+                faiss, X, queries[cancelled], plan.n_search, metric, rescaling, direct=True)
         _check_results(dist, ind, start)
         if metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))
