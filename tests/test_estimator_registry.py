@@ -85,6 +85,15 @@ def test_unset_n_clusters_keeps_the_estimator_s_own_default(request):
     with pytest.raises(ValueError, match="takes no n_clusters"):
         make_estimator("dbscan-example", 3)
 
+    @register_estimator("required-k-example")
+    class RequiredK(ClusterMixin, BaseEstimator):  # n_clusters without a default
+        def __init__(self, n_clusters, random_state=None):
+            self.n_clusters = n_clusters
+            self.random_state = random_state
+
+    request.addfinalizer(lambda: _registry.ESTIMATORS.unregister("required-k-example"))
+    assert estimator_defaults("required-k-example") == {"n_clusters": 8, "random_state": None}
+
 
 def test_docstring_examples_run():
     import doctest

@@ -61,6 +61,11 @@ def _parameter_names(constructor: Callable) -> set[str] | None:
     return {p.name for p in params}
 
 
+def _requires_n_clusters(constructor: Callable) -> bool:
+    parameter = inspect.signature(constructor).parameters.get("n_clusters")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
 def make_estimator(name: str, n_clusters: int | None = None, **params):
     """Build a registered estimator by name; unset parameters keep the estimator's defaults.
 
@@ -76,7 +81,8 @@ def make_estimator(name: str, n_clusters: int | None = None, **params):
         [`register_estimator`][register_estimator].
     n_clusters : int or None, default=None
         Number of clusters; None keeps the estimator's own default (8 for the built-in
-        ones, 2 for scikit-learn's ``AgglomerativeClustering``).
+        ones, 2 for scikit-learn's ``AgglomerativeClustering``; 8 for a constructor that
+        requires it).
     **params
         Other constructor parameters of that estimator.
 
@@ -99,6 +105,8 @@ def make_estimator(name: str, n_clusters: int | None = None, **params):
             f"estimator {name!r} ({getattr(constructor, '__name__', constructor)}) has no "
             f"parameter(s) {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
     if n_clusters is None:
+        if _requires_n_clusters(constructor):  # no default of its own: scikit-learn's usual 8
+            return constructor(n_clusters=8, **params)
         return constructor(**params)
     if accepted is not None and "n_clusters" not in accepted:
         raise ValueError(f"estimator {name!r} takes no n_clusters (it takes "

@@ -7,6 +7,7 @@ converted (Euclidean, or ``1 - cosine``), and each query's own index dropped whe
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -15,17 +16,43 @@ from .._utils import progress
 from ._plan import _SearchPlan
 from ._rows import NO_RESCALING, FaissRows, _chunk_rows, _rows_f32
 
+#: Held while faiss's global BLAS threshold is raised, so that concurrent searches cannot
+#: save each other's raised value and leave it raised for the whole process.
+_BLAS_THRESHOLD_LOCK = threading.Lock()
+
 
 @contextmanager
 def _direct_differences(faiss):
     """faiss computes L2 distances from the differences of the rows (no ``|q|^2 + |x|^2 -
     2 q.x`` expansion) for every query count, while it is open."""
-    threshold = faiss.cvar.distance_compute_blas_threshold
-    faiss.cvar.distance_compute_blas_threshold = 2**31 - 1
-    try:
-        yield
-    finally:
-        faiss.cvar.distance_compute_blas_threshold = threshold
+    with _BLAS_THRESHOLD_LOCK:
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 2**31 - 1
+        try:
+            yield
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
+
+
+def _cancelled_queries(X, queries, dist, ind, metric: str, rescaling: FaissRows) -> np.ndarray:
+    """Queries whose neighbours the flat index's float32 expansion may have lost.
+
+    [`FaissRows.cancelled`][FaissRows.cancelled] suspects a query whose k-th distance is
+    small against the norms; a suspect whose returned neighbours all lie at distance exactly
+    0 from it (duplicates: nothing can be nearer) is cleared by computing those distances
+    from the rows' differences, so duplicated data are not searched twice.
+    """
+    suspect = rescaling.cancelled(queries, dist)
+    step = max(1, _chunk_rows(X) // ind.shape[1])  # bounds the (rows, k, d) differences
+    suspects = np.flatnonzero(suspect)
+    for start in range(0, suspects.size, step):
+        rows = suspects[start:start + step]
+        ids = ind[rows]
+        unique, position = np.unique(ids, return_inverse=True)
+        found = _rows_f32(X[unique], 0, unique.size, metric, "X", rescaling=rescaling)
+        differences = found[position.reshape(ids.shape)] - queries[rows][:, None, :]
+        suspect[rows[~differences.any(axis=(1, 2))]] = False
+    return suspect
 
 
 def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING, *,
@@ -65,8 +92,8 @@ def _drop_self(dist: np.ndarray, ind: np.ndarray, first_query: int):
 
 
 def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
-                    rescaling: FaissRows,
-                    verbose: bool) -> tuple[np.ndarray, np.ndarray]:
+                    rescaling: FaissRows, verbose: bool, *,
+                    check_cancellation: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Search the queries in batches; distances as documented in [`knn_search`][knn_search]."""
     n_q = Y.shape[0]
     distances = np.empty((n_q, plan.n_neighbors), dtype=np.float32)
@@ -80,7 +107,8 @@ def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
         if missing.any():  # approximate index found too few candidates for these rows
             dist[missing], ind[missing] = _exact_rows(faiss, X, queries[missing],
                                                       plan.n_search, metric, rescaling)
-        cancelled = rescaling.cancelled(queries, dist) if rescaling.faiss_l2(metric) else None
+        cancelled = (_cancelled_queries(X, queries, dist, ind, metric, rescaling)
+                     if check_cancellation and rescaling.faiss_l2(metric) else None)
         if cancelled is not None and cancelled.any():
             dist[cancelled], ind[cancelled] = _exact_rows(
                 faiss, X, queries[cancelled], plan.n_search, metric, rescaling, direct=True)

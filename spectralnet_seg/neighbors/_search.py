@@ -138,4 +138,5 @@ def knn_search(X, Y=None, *, n_neighbors: int, metric: str = "l2", index: str = 
     with _faiss_threads(faiss, n_threads, work):
         built = _build_index(faiss, X, metric, index, gpu, hnsw_m, ef_search, plan.n_lists,
                              n_probe, random_state, plan.n_search, rescaling)
-        return _search_batches(faiss, built, X, Y, plan, metric, rescaling, verbose)
+        return _search_batches(faiss, built, X, Y, plan, metric, rescaling, verbose,
+                               check_cancellation=index == "flat")
