@@ -93,8 +93,8 @@ default="hungarian"
                            np.arange(confusion.shape[1]), -1)
     elif isinstance(matching, str):
         mapping = _match(confusion, matching)
-    else:
-        mapping = check_mapping(matching, n_clusters=confusion.shape[1], n_classes=n_classes)
+    else:  # a given mapping: scores_with_mapping checks it
+        mapping = matching
     return {**scores_with_mapping(confusion, mapping), "confusion": confusion}
 
 

@@ -55,13 +55,10 @@ def _cancelled_queries(X, queries, dist, ind, metric: str, rescaling: FaissRows)
     return suspect
 
 
-def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING, *,
-                direct: bool = False):
+def _exact_rows(faiss, X, queries, k, metric, rescaling: FaissRows = NO_RESCALING):
     """Exact search of a few queries, streaming over the database (fallback for -1 results,
-    and with ``direct`` from the rows' differences for queries cancellation may have hit)."""
-    if direct:
-        with _direct_differences(faiss):
-            return _exact_rows(faiss, X, queries, k, metric, rescaling)
+    and inside [`_direct_differences`][_direct_differences] for queries cancellation may
+    have hit)."""
     by_l2 = rescaling.faiss_l2(metric)
     heap = faiss.ResultHeap(queries.shape[0], k, keep_max=not by_l2)
     faiss_metric = faiss.METRIC_L2 if by_l2 else faiss.METRIC_INNER_PRODUCT
@@ -110,8 +107,9 @@ def _search_batches(faiss, built, X, Y, plan: _SearchPlan, metric: str,
         cancelled = (_cancelled_queries(X, queries, dist, ind, metric, rescaling)
                      if check_cancellation and rescaling.faiss_l2(metric) else None)
         if cancelled is not None and cancelled.any():
-            dist[cancelled], ind[cancelled] = _exact_rows(
-                faiss, X, queries[cancelled], plan.n_search, metric, rescaling, direct=True)
+            with _direct_differences(faiss):
+                dist[cancelled], ind[cancelled] = _exact_rows(
+                    faiss, X, queries[cancelled], plan.n_search, metric, rescaling)
         _check_results(dist, ind, start)
         if metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._numeric import power_of_two_exponent, share_an_offset, unit_rows
-from .._utils import check_finite_rows
+from .._utils import as_numpy, check_finite_rows
 
 # Rows converted at a time when validating / adding the database (bounds the float32 copies).
 _CHUNK_BYTES = 64 * 2**20
@@ -30,10 +30,7 @@ def _as_2d(X, name: str) -> np.ndarray:
         raise TypeError(f"{name} is a sparse matrix; knn_search needs a dense array "
                         f"(call {name}.toarray() if it fits in memory).")
     if hasattr(X, "detach") and hasattr(X, "cpu"):  # torch tensor, possibly on a GPU
-        X = X.detach().cpu()
-        if str(X.dtype) == "torch.bfloat16":  # numpy has no bfloat16 ("unsupported
-            X = X.float()  # ScalarType BFloat16"); float32 holds every bfloat16 exactly
-        X = X.numpy()
+        X = as_numpy(X)  # bfloat16, which numpy lacks, as float32
     if not isinstance(X, np.ndarray):
         X = np.asarray(X)
     if X.ndim != 2:
