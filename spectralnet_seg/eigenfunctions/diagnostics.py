@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import subspace_angles
+from scipy.linalg import orth, svdvals
 
 __all__ = ["AlignmentReport", "eigenfunction_alignment", "orthogonality_error"]
 
@@ -47,8 +47,9 @@ def eigenfunction_alignment(estimator, X, reference, *,
     """Compare learned eigenfunctions with reference eigenvectors on the same data.
 
     The learned subspace spanned by the columns of ``estimator.transform(X)`` is compared
-    with the span of the reference eigenvectors through principal angles (scipy's
-    ``subspace_angles``); this is invariant to signs, scaling and to
+    with the span of the reference eigenvectors through the cosines of their principal
+    angles (the singular values of ``Q_a^T Q_b`` for orthonormal bases from scipy's
+    ``orth``); this is invariant to signs, scaling and to
     rotations inside eigenspaces of (nearly) equal eigenvalues, which is the most one can
     ask of an eigenfunction estimate. Eigenvalue estimates are compared one by one.
 
@@ -104,10 +105,12 @@ def eigenfunction_alignment(estimator, X, reference, *,
             f"has {reference.shape[0]}; the reference must be computed on the same X"
         )
     k = min(embedding.shape[1], reference.shape[1])
-    cosines = np.sort(np.cos(subspace_angles(embedding[:, :k], reference[:, :k])))[::-1]
-    # scipy returns one angle per direction of the smaller span: a collapsed (repeated or
-    # dead) eigenfunction spans fewer than k directions, and the missing ones are
-    # orthogonal to what it should have matched (cosine 0), not left out of the mean.
+    # The cosines themselves, not cos(scipy's subspace_angles): its angles near pi/2 come
+    # from arcsin of values near 1, whose cosines are off by ~1e-8 (sqrt of float64's eps).
+    cosines = svdvals(orth(embedding[:, :k]).T @ orth(reference[:, :k]))
+    # One cosine per direction of the smaller span: a collapsed (repeated or dead)
+    # eigenfunction spans fewer than k directions, and the missing ones are orthogonal to
+    # what it should have matched (cosine 0), not left out of the mean.
     cosines = np.pad(np.clip(cosines, 0.0, 1.0), (0, k - cosines.size))
 
     est_values = getattr(estimator, "eigenvalues_", None)
