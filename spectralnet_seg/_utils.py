@@ -264,7 +264,7 @@ def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",
     name : str, default="X"
         Name of the data in the message.
     note : str, default=""
-        Added after "contains NaN or infinity" (e.g. " after conversion to float32").
+        Added after "contains NaN or infinity".
 
     Examples
     --------
@@ -279,6 +279,56 @@ def check_finite_rows(chunk: np.ndarray, *, offset: int = 0, name: str = "X",
     row, col = np.argwhere(~finite)[0]
     raise ValueError(f"{name} contains NaN or infinity{note}: first at row {offset + row}, "
                      f"column {col} (value {chunk[row, col]}); clean or drop those rows first.")
+
+
+def check_float32_rows(chunk, rows: np.ndarray, *, offset: int = 0, name: str = "X",
+                       precision_of: str, note: str = "") -> None:
+    """Raise a ValueError naming the first entry of ``rows``, the float32 conversion of
+    ``chunk``, that is not finite: "beyond float32's range" where ``chunk`` held a finite
+    value there, "contains NaN or infinity" (as [`check_finite_rows`][check_finite_rows])
+    where it did not.
+
+    The one message, for the kNN search, the kernels and the neural estimators, about values
+    above float32's ~3.4e38 that a conversion turned into inf (they were reported as
+    "contains NaN or infinity" about data holding none).
+
+    Parameters
+    ----------
+    chunk : array-like of shape (n_rows, n_features)
+        Rows ``offset`` to ``offset + n_rows`` of the data, as given.
+    rows : ndarray of shape (n_rows, n_features), float32
+        The same rows converted.
+    offset : int, default=0
+        Index of the chunk's first row in the whole data (reported in the message).
+    name : str, default="X"
+        Name of the data in the message.
+    precision_of : str
+        What computes in float32, for the message (e.g. ``"the network"``).
+    note : str, default=""
+        Passed to [`check_finite_rows`][check_finite_rows] (``chunk`` may be float32
+        already: a feature source's rows, whose storage may have been wider).
+
+    Examples
+    --------
+    >>> chunk = np.array([[0.0, 1.0], [2.0, 1e39]])
+    >>> check_float32_rows(chunk, chunk.astype(np.float32), offset=10, precision_of="faiss")
+    Traceback (most recent call last):
+    ...
+    ValueError: X has values beyond float32's range (|value| up to 1e+39, above 3.4e+38; first at row 11, column 1), the precision of faiss; divide X by a constant first (a kNN graph does not change).
+    """
+    finite = np.isfinite(rows)
+    if finite.all():
+        return
+    row, col = np.argwhere(~finite)[0]
+    if not np.isfinite(np.float64(chunk[row, col])):
+        check_finite_rows(rows, offset=offset, name=name, note=note)
+    wide = np.asarray(chunk, dtype=np.float64)[~finite]
+    peak = float(np.abs(wide[np.isfinite(wide)]).max())
+    raise ValueError(
+        f"{name} has values beyond float32's range (|value| up to {peak:.3g}, above "
+        f"{float(np.finfo(np.float32).max):.3g}; first at row {offset + row}, column {col}), "
+        f"the precision of {precision_of}; divide {name} by a constant first (a kNN graph "
+        "does not change).")
 
 
 def check_finite_2d(X, *, name: str = "X", dtype=np.float32, copy: bool = False) -> np.ndarray:

@@ -453,6 +453,51 @@ def test_batch_graphs_of_data_far_from_the_origin_equal_the_full_graphs():
     np.testing.assert_allclose(RBFKernel(gamma=1.0).batch(batch).numpy(), reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_batch_neighbours_of_clusters_far_apart_are_the_exact_ones(metric):
+    """Centring removes a common offset, not clusters far from each other: with 8 clusters
+    at +-300 (spread 0.1) in 16-D, float32's |a|^2 + |b|^2 - 2ab lost the within-cluster
+    distances and 58 % of the minibatch kNN edges differed from the exact ones."""
+    rng = np.random.default_rng(0)
+    X = (rng.choice([-300.0, 300.0], size=(8, 16))[rng.integers(0, 8, 400)]
+         + 0.1 * rng.normal(size=(400, 16))).astype(np.float32)
+    W = KNNKernel(10, metric=metric, weighting="binary").batch(torch.from_numpy(X)).numpy()
+    X64 = X.astype(np.float64)
+    if metric == "cosine":
+        X64 /= np.linalg.norm(X64, axis=1, keepdims=True)
+    exact = kneighbors_graph(X64, 10, include_self=False).toarray()
+    reference = (exact + exact.T) > 0
+    if metric == "l2":
+        np.testing.assert_array_equal(W > 0, reference)
+    else:  # float32 unit rows place cosine distances of 1e-4 to 1e-3 relative: near-ties flip
+        assert np.sum((W > 0) != reference) <= 1e-3 * reference.sum()
+
+
+def test_batch_duplicates_are_not_searched_again(monkeypatch):
+    """Every point with more than k exact copies (a flat image region) has its k-th distance
+    at 0, which the cancellation check suspects; its found neighbours, all 0 away, clear it
+    without the exact (b, b) search, and far points are still searched again."""
+    rng = np.random.default_rng(0)
+    X = np.repeat(300.0 * rng.normal(size=(20, 8)), 12, axis=0).astype(np.float32)
+    searched = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist",
+                        lambda a, b, **kw: searched.append(len(a)) or cdist(a, b, **kw))
+    W = KNNKernel(5, weighting="binary").batch(torch.from_numpy(X)).numpy()
+    assert searched == []
+    copies = np.kron(np.eye(20), np.ones((12, 12))) - np.eye(240)
+    assert np.all(W[copies == 0] == 0)  # every neighbour is one of the point's copies
+    assert np.all((W > 0).sum(axis=1) >= 5)
+    X[::12] += 0.01  # one point per group moves off its 11 copies, 0.028 away
+    W = KNNKernel(5, weighting="binary").batch(torch.from_numpy(X)).numpy()
+    assert 20 <= sum(searched) < 240  # the moved points, and copies that found them
+    assert np.all(W[copies == 0] == 0)
+    moved = np.arange(0, 240, 12)
+    # no copy takes the moved point among its 5 nearest (weight 0.5: only the moved
+    # point's own edge, symmetrised); the expansion's noise (0.2 against 8e-4) made them tie
+    assert W[:, moved][np.setdiff1d(np.arange(240), moved)].max() == 0.5
+
+
 @pytest.mark.parametrize("kernel", [KNNKernel(5, weighting="gaussian", local_scale_neighbor=3),
                                     RBFKernel(bandwidth="self-tuning", local_scale_neighbor=3)])
 def test_duplicated_points_get_finite_self_tuned_weights_in_float32(kernel):
@@ -556,9 +601,16 @@ def test_duplicate_handling_does_not_merge_close_points_of_offset_data():
     batch = kernel.batch(torch.from_numpy(X)).numpy()  # centred before its dot products
     off = ~np.eye(len(X), dtype=bool)
     assert graph[off].min() < 0.5
-    # The dense float64 graph is not centred: at an offset 3e6 times the spread its squared
-    # distances carry ~1e-3 relative rounding, so the two agree to about 1e-2.
-    np.testing.assert_allclose(graph, batch, atol=1e-2)
+    # Both are centred before their dot products: the uncentred dense float64 graph was
+    # 0.011 off (its squared distances carried ~1e-3 relative rounding at an offset 3e6
+    # times the spread, by a margin that depends on the BLAS's summation order).
+    C = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    d2 = np.square(C[:, None, :] - C[None, :, :]).sum(axis=2)  # differences: no cancellation
+    scale = np.sqrt(np.sort(d2 + np.diag(np.full(len(X), np.inf)), axis=1)[:, 6])
+    reference = np.exp(-d2 / (scale[:, None] * scale[None, :]))
+    np.fill_diagonal(reference, 0.0)
+    np.testing.assert_allclose(graph, reference, atol=1e-5)
+    np.testing.assert_allclose(batch, reference, atol=1e-5)
 
 
 def test_precomputed_kernel_takes_sparse_affinities_in_every_form():

@@ -17,7 +17,7 @@ import torch
 from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
 
 from .._numeric import Float32Rounding
-from .._utils import check_finite_rows, check_numeric, is_path_list
+from .._utils import check_float32_rows, check_numeric, is_path_list
 from ..data._feature_source import (  # noqa: F401 - one chunk size for every sequential pass
     CHUNK_BYTES,
     chunk_rows,
@@ -94,7 +94,7 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
     # A source's rows come as float32 whatever it reports as dtype (a torch Dataset reports
     # its first item's, which may be an integer row followed by rows holding NaN).
     if X.dtype.kind == "f" or isinstance(X, FeatureSource):
-        _check_float32_rows(X, note=_FLOAT32_NOTE if _wider_than_float32(X) else "")
+        _check_float32_rows(X, note=_SOURCE_NOTE if _wider_than_float32(X) else "")
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X
@@ -132,7 +132,7 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
     X = validate_data(estimator, X, reset=reset, ensure_min_samples=min_samples,
                       dtype=[np.float32, np.float64] if _floating(X) else [np.float64, np.float32])
     if _wider_than_float32(X):  # finite in float64 is not enough: the network is float32
-        _check_float32_rows(X, note=_FLOAT32_NOTE, report_rounding=reset)
+        _check_float32_rows(X, report_rounding=reset)
     return X
 
 
@@ -145,16 +145,17 @@ def _floating(X) -> bool:
     return all(np.dtype(dtype).kind == "f" for dtype in dtypes)
 
 
-# What a value that overflowed float32 is reported with.
-_FLOAT32_NOTE = (" after conversion to float32, the precision the network computes in "
-                 "(rescale the data)")
-
-
 def _wider_than_float32(X) -> bool:
     return X.dtype.kind == "f" and X.dtype.itemsize > 4
 
 
-def _check_float32_rows(X, *, note: str, report_rounding: bool = False) -> None:
+# A feature source reads wider storage as float32 rows, where its values beyond float32's
+# range are inf already.
+_SOURCE_NOTE = (" as float32, the precision of the network (values beyond float32's range, "
+                "about 3.4e38, become inf: divide the data by a constant)")
+
+
+def _check_float32_rows(X, *, report_rounding: bool = False, note: str = "") -> None:
     """Refuse NaN, inf and values that become infinite in float32, chunk by chunk.
 
     Without the float32 view, values beyond ~3.4e38 would turn into inf in the minibatches
@@ -168,7 +169,8 @@ def _check_float32_rows(X, *, note: str, report_rounding: bool = False) -> None:
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # overflow is what is being looked for
             rows = np.asarray(X[start:start + step], dtype=np.float32)
-        check_finite_rows(rows, offset=start, note=note)
+        check_float32_rows(X[start:start + step], rows, offset=start,
+                           precision_of="the network", note=note)
         if rounding is not None:
             rounding.add(X[start:start + step], rows)
     if rounding is not None:

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from .._numeric import Float32Rounding
+from .._utils import check_float32_rows
 from ..data._feature_source import chunk_rows
 from ..neighbors import _as_2d
 
@@ -38,16 +39,8 @@ def _refuse_float32_overflow(X: np.ndarray, X32: np.ndarray, name: str) -> None:
         return  # float16/32 values fit, and so do integers (int64 < 1e19)
     step = chunk_rows(X.shape[1])
     for start in range(0, X.shape[0], step):
-        overflowed = np.isinf(X32[start:start + step])
-        if not overflowed.any():
-            continue
-        wide = np.asarray(X[start:start + step][overflowed], dtype=np.float64)
-        if np.isfinite(wide).any():
-            peak = float(np.abs(wide[np.isfinite(wide)]).max())
-            raise ValueError(
-                f"{name} has values beyond float32's range (|value| up to {peak:.3g}, above "
-                f"{float(np.finfo(np.float32).max):.3g}), the precision the kernels compute "
-                f"in; divide {name} by a constant first (a kNN graph does not change).")
+        check_float32_rows(X[start:start + step], X32[start:start + step], offset=start,
+                           name=name, precision_of="the kernels")
 
 
 def _finite_float32(X, name: str = "X") -> np.ndarray:

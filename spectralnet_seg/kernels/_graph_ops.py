@@ -9,7 +9,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._numeric import power_of_two_exponent, share_an_offset, unit_rows_torch
+from .._numeric import (
+    may_have_cancelled,
+    power_of_two_exponent,
+    share_an_offset,
+    unit_rows_torch,
+)
 
 # Floor of the local scale: duplicated points have a zero distance to their neighbours, and
 # exp(-0 / 0) must be 1 (same point), exp(-d^2 / 0) must be 0, never NaN. The full graphs
@@ -111,6 +116,9 @@ def _batch_topk(X, k: int, metric: str):
     """Exact k nearest neighbours inside a batch, self excluded: (distances, indices, cos).
 
     ``cos`` is the (b, b) cosine-similarity matrix when it was needed anyway, else ``None``.
+    Rows whose neighbours float32 cancellation may have lost (clusters far apart against
+    their spread) are searched again from differences
+    ([`_refine_cancelled_rows`][_refine_cancelled_rows]).
     """
     import torch
 
@@ -124,12 +132,14 @@ def _batch_topk(X, k: int, metric: str):
             cos = 1.0 - half_d2
             half_d2.fill_diagonal_(torch.inf)
             dist, ind = half_d2.topk(k, dim=1, largest=False)
-            return dist, ind, cos
+            d2, ind = _refine_cancelled_rows(_centred(Xn), 2.0 * dist, ind)
+            return 0.5 * d2, ind, cos
         cos = Xn @ Xn.T
         scores = cos.clone()
         scores.fill_diagonal_(-torch.inf)
         sim, ind = scores.topk(k, dim=1)
-        return (1.0 - sim).clamp_min(0.0), ind, cos
+        d2, ind = _refine_cancelled_rows(Xn, 2.0 * (1.0 - sim).clamp_min(0.0), ind)
+        return 0.5 * d2, ind, cos
     # Squares of values beyond ~1e±19 leave float32's range: divide by an exact power of two.
     X, exponent = _unit_magnitude(X)
     X = _centred(X)
@@ -137,10 +147,55 @@ def _batch_topk(X, k: int, metric: str):
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
     d2.fill_diagonal_(torch.inf)
     d2_k, ind = d2.topk(k, dim=1, largest=False)
+    d2_k, ind = _refine_cancelled_rows(X, d2_k, ind)
     dist = d2_k.sqrt()
     if exponent:
         dist = (dist.double() * 2.0**exponent).to(dist.dtype)
     return dist, ind, None
+
+
+def _refine_cancelled_rows(R, d2_k, ind):
+    """Search again, from the rows' differences, the rows whose top-k squared L2 distances
+    float32's ``|x|^2 + |y|^2 - 2xy`` may have lost
+    ([`may_have_cancelled`][spectralnet_seg._numeric.may_have_cancelled]).
+
+    A suspect whose k found neighbours all lie exactly 0 away (duplicates: nothing can be
+    nearer) is kept as found, so flat image regions are not searched twice. Ordinary rows are
+    never suspected and come back as given, bit for bit.
+
+    Parameters
+    ----------
+    R : torch.Tensor of shape (b, n_features)
+        The rows the squared distances compare (centred data, or unit rows).
+    d2_k : torch.Tensor of shape (b, k)
+        Each row's k smallest squared distances from the expansion, self excluded.
+    ind : torch.Tensor of shape (b, k)
+        Their column indices.
+
+    Returns
+    -------
+    d2_k, ind : torch.Tensor of shape (b, k)
+        With the suspects' rows replaced by an exact search.
+    """
+    import torch
+
+    sq = R.double().square().sum(dim=1)
+    suspect = may_have_cancelled(d2_k[:, -1].double(), sq, float(sq.max()), R.shape[1])
+    if not bool(suspect.any()):
+        return d2_k, ind
+    d2_k, ind = d2_k.clone(), ind.clone()
+    b, k = ind.shape
+    step = max(1, 2**22 // max(b, k * R.shape[1]))  # bounds the (rows, b) distance blocks
+    for rows in suspect.nonzero().squeeze(1).split(step):
+        found = (R[ind[rows]] - R[rows][:, None, :]).square().sum(dim=2)
+        rows = rows[found.amax(dim=1) > 0]
+        if rows.numel() == 0:
+            continue
+        # direct differences, not the matrix-product expansion that cancelled
+        d2 = torch.cdist(R[rows], R, compute_mode="donot_use_mm_for_euclid_dist").square()
+        d2[torch.arange(rows.numel(), device=R.device), rows] = torch.inf
+        d2_k[rows], ind[rows] = d2.topk(k, dim=1, largest=False)
+    return d2_k, ind
 
 
 def _pair_row_chunks(queries: np.ndarray, database: np.ndarray, ind: np.ndarray):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._numeric import power_of_two_exponent, share_an_offset, unit_rows
-from .._utils import as_numpy, check_finite_rows
+from .._numeric import may_have_cancelled, power_of_two_exponent, share_an_offset, unit_rows
+from .._utils import as_numpy, check_float32_rows
 
 # Rows converted at a time when validating / adding the database (bounds the float32 copies).
 _CHUNK_BYTES = 64 * 2**20
@@ -70,22 +70,16 @@ class FaissRows:
     database_square: float | None = None
 
     def cancelled(self, queries: np.ndarray, squared_distances: np.ndarray) -> np.ndarray:
-        """Queries whose k-th squared L2 distance faiss may have lost to cancellation.
-
-        faiss's exhaustive search computes ``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS), whose
-        error grows like ``d 2^-23 (|q|^2 + |x|^2)``; the mean shift removes a common offset,
-        not clusters far from each other (8 clusters at +-300, spread 0.1: recall 0.03).
-        Flagged: a k-th distance whose typical error ``sqrt(d) 2^-24 (|q|^2 + |x|^2)`` may
-        exceed 1/64 of it (``database_square`` bounds ``|x|^2``); ordinary data stay far
-        below (digits, the 384-D manifold set: ratios under 250, flagged above 13,000 in
-        384-D). None is flagged when the bound is unknown (inner products).
+        """Queries whose k-th squared L2 distance faiss may have lost to cancellation
+        ([`may_have_cancelled`][spectralnet_seg._numeric.may_have_cancelled], with
+        ``database_square`` bounding ``|x|^2``). None is flagged when the bound is unknown
+        (inner products).
         """
         if self.database_square is None:
             return np.zeros(queries.shape[0], dtype=bool)
         query_square = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
-        typical_error = np.sqrt(queries.shape[1]) * 2.0**-24 * (query_square
-                                                                 + self.database_square)
-        return squared_distances[:, -1] < 64.0 * typical_error
+        return may_have_cancelled(squared_distances[:, -1], query_square,
+                                  self.database_square, queries.shape[1])
 
     def faiss_l2(self, metric: str) -> bool:
         """Whether faiss compares the rows by L2 distance (else by inner product)."""
@@ -177,7 +171,8 @@ def _check_rows(X: np.ndarray, metric: str, name: str) -> _RowStatistics:
     for start in range(0, X.shape[0], step):
         with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
             rows = np.asarray(X[start:start + step], dtype=np.float32)
-        check_finite_rows(rows, offset=start, name=name, note=" (after conversion to float32)")
+        check_float32_rows(X[start:start + step], rows, offset=start, name=name,
+                           precision_of="faiss's search")
         if metric == "cosine":
             rows = _rows_f32(rows, 0, rows.shape[0], metric, name, offset=start)
         statistics = _RowStatistics.of(rows).merged(statistics)
