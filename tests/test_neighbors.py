@@ -258,13 +258,14 @@ def test_input_errors(small):
         knn_search(X, Y[:, :8], n_neighbors=3)
     bad = X.copy()
     bad[5, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinity .*row 5"):
+    with pytest.raises(ValueError, match="NaN or infinity: first at row 5, column 3"):
         knn_search(bad, n_neighbors=3)
     bad[5, 3] = np.inf
     with pytest.raises(ValueError, match="NaN or infinity"):
         knn_search(X, bad, n_neighbors=3)
-    with pytest.raises(ValueError, match="NaN or infinity"):  # overflows float32
-        knn_search(np.full((5, 2), 1e300), n_neighbors=1)
+    with pytest.raises(ValueError, match=r"Y has values beyond float32's range \(\|value\| up "
+                                         r"to 1e\+300, above 3.4e\+38; first at row 0, column 0"):
+        knn_search(X[:, :2], np.full((5, 2), 1e300), n_neighbors=1)
     with pytest.raises(ValueError, match="empty"):
         knn_search(np.zeros((0, 3)), n_neighbors=1)
     with pytest.raises(ValueError, match="2-D"):
