@@ -44,16 +44,20 @@ CENTRE_OFFSET_RATIO = 8.0
 _CANCELLATION_MARGIN = 64.0
 
 
-def may_have_cancelled(kth_square, query_square, database_square: float, n_features: int):
+def may_have_cancelled(kth_square, query_square, database_square, n_features: int, *,
+                       unit_roundoff: float = 2.0**-24):
     """Which queries' k-th squared L2 distance float32's ``|q|^2 + |x|^2 - 2 q.x`` may have
     lost to cancellation.
 
-    The expansion's error grows like ``d 2^-23 (|q|^2 + |x|^2)``; centring removes a common
-    offset, not clusters far from each other (8 clusters at +-300, spread 0.1: faiss's
-    recall 0.03, the minibatch kNN's edge agreement 0.42). Flagged: a k-th squared distance
-    whose typical error ``sqrt(d) 2^-24 (|q|^2 + |x|^2)`` may exceed 1/64 of it. Ordinary
-    data stay far below (digits, the 384-D manifold set: ratios under 250, flagged above
-    13,000 in 384-D).
+    The expansion's error grows like ``d u (|q|^2 + |x|^2)`` (``u``: the unit roundoff,
+    2^-24 in float32); centring removes a common offset, not clusters far from each other
+    (8 clusters at +-300, spread 0.1: faiss's recall 0.03, the minibatch kNN's edge
+    agreement 0.42). Flagged: a k-th squared distance whose typical error
+    ``sqrt(d) u (|q|^2 + |x|^2)`` may exceed 1/64 of it, where ``|x|^2`` bounds the squared
+    norms of the rows that can be among the k nearest: those within the k-th distance ``r``
+    of the query have ``|x| <= |q| + r``, so a far outlier does not make every query
+    suspect. Ordinary data stay far below (digits, the 384-D manifold set: ratios under 250,
+    flagged above 13,000 in 384-D).
 
     Parameters
     ----------
@@ -62,15 +66,20 @@ def may_have_cancelled(kth_square, query_square, database_square: float, n_featu
     query_square : ndarray or torch.Tensor of shape (n_queries,)
         The queries' squared norms.
     database_square : float
-        A bound on the database rows' squared norms.
+        A bound on the database rows' squared norms (the largest); tightened per query to
+        ``(|q| + r)^2``.
     n_features : int
         Dimension ``d`` of the rows.
+    unit_roundoff : float, default=2**-24
+        Of the precision the expansion was computed in (2**-53 for float64).
 
     Returns
     -------
     suspect : ndarray or torch.Tensor of shape (n_queries,), bool
     """
-    typical_error = math.sqrt(n_features) * 2.0**-24 * (query_square + database_square)
+    reach = (query_square**0.5 + abs(kth_square) ** 0.5) ** 2
+    nearby_square = reach.clip(max=database_square)  # numpy and torch alike
+    typical_error = math.sqrt(n_features) * unit_roundoff * (query_square + nearby_square)
     return kth_square < _CANCELLATION_MARGIN * typical_error
 
 

@@ -320,12 +320,15 @@ def check_float32_rows(chunk, rows: np.ndarray, *, offset: int = 0, name: str = 
     if finite.all():
         return
     row, col = np.argwhere(~finite)[0]
-    if not np.isfinite(np.float64(chunk[row, col])):
+    wide = np.asarray(chunk)  # its own dtype: long double holds values beyond float64 too
+    if not np.isfinite(wide[row, col]):
         check_finite_rows(rows, offset=offset, name=name, note=note)
-    wide = np.asarray(chunk, dtype=np.float64)[~finite]
-    peak = float(np.abs(wide[np.isfinite(wide)]).max())
+    values = np.abs(wide[~finite])
+    peak = values[np.isfinite(values)].max()
+    peak = (f"{float(peak):.3g}" if np.isfinite(float(peak))
+            else np.format_float_scientific(peak, precision=2, trim="-"))
     raise ValueError(
-        f"{name} has values beyond float32's range (|value| up to {peak:.3g}, above "
+        f"{name} has values beyond float32's range (|value| up to {peak}, above "
         f"{float(np.finfo(np.float32).max):.3g}; first at row {offset + row}, column {col}), "
         f"the precision of {precision_of}; divide {name} by a constant first (a kNN graph "
         "does not change).")

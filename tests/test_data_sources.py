@@ -487,6 +487,31 @@ def test_torch_dataset_sources_check_items_and_kind():
         as_feature_source(Stream())  # was torch's NotImplementedError at the first read
 
 
+def test_neural_input_check_reads_each_row_of_a_source_once():
+    """The float32 check read every chunk of a feature source twice (once to convert it,
+    once more for the message it might need): twice the I/O of the validation pass."""
+    from sklearn.base import BaseEstimator
+
+    from spectralnet_seg.cluster._neural_io import validate_rows
+
+    reads = []
+
+    class Counted(torch.utils.data.Dataset):
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return self.rows[i]
+
+    rows = list(np.random.default_rng(0).normal(size=(300, 4)))
+    validate_rows(BaseEstimator(), as_feature_source(Counted(rows)), reset=True)
+    assert len(reads) <= len(rows) + 1  # + the first item, read for the dtype
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_neural_fit_checks_every_row_of_lazy_inputs(tmp_path):
     from spectralnet_seg.cluster import NeuralEigenClustering

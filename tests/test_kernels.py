@@ -498,6 +498,26 @@ def test_batch_duplicates_are_not_searched_again(monkeypatch):
     assert W[:, moved][np.setdiff1d(np.arange(240), moved)].max() == 0.5
 
 
+def test_batch_cancellation_check_leaves_outliers_and_float64_alone(monkeypatch):
+    """One row 200 times farther out made every row of the batch suspect (the bound took the
+    batch's largest norm), and float64 batches were held to float32's roundoff: both were
+    searched again from differences, 5 times slower per step, for the same graph."""
+    searched = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist",
+                        lambda a, b, **kw: searched.append(len(a)) or cdist(a, b, **kw))
+    X = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 32)).astype(np.float32))
+    X[0] *= 200
+    KNNKernel(10).batch(X)
+    rng = np.random.default_rng(1)
+    far = (rng.choice([-300.0, 300.0], size=(8, 64))[rng.integers(0, 8, 512)]
+           + 0.1 * rng.normal(size=(512, 64)))
+    W = KNNKernel(10, weighting="binary").batch(torch.from_numpy(far)).numpy()  # float64
+    assert searched == []
+    exact = kneighbors_graph(far, 10, include_self=False).toarray()
+    np.testing.assert_array_equal(W > 0, (exact + exact.T) > 0)
+
+
 @pytest.mark.parametrize("kernel", [KNNKernel(5, weighting="gaussian", local_scale_neighbor=3),
                                     RBFKernel(bandwidth="self-tuning", local_scale_neighbor=3)])
 def test_duplicated_points_get_finite_self_tuned_weights_in_float32(kernel):

@@ -84,6 +84,11 @@ def test_values_beyond_float32_are_named_as_such():
                 fit()
     with pytest.raises(ValueError, match="contains NaN or infinity"):  # a real inf
         KNNKernel().graph(np.where(np.eye(60, 4) > 0, np.inf, X / 1e39))
+    if np.isfinite(np.longdouble("1e400")):  # x87 long double: beyond float64 as well
+        wide = (X / 1e39).astype(np.longdouble)
+        wide[3, 2] = np.longdouble("1e400")
+        with pytest.raises(ValueError, match=r"up to 1e\+400, .*first at row 3, column 2"):
+            knn_search(wide, n_neighbors=5)
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -151,8 +151,9 @@ def _wider_than_float32(X) -> bool:
 
 # A feature source reads wider storage as float32 rows, where its values beyond float32's
 # range are inf already.
-_SOURCE_NOTE = (" as float32, the precision of the network (values beyond float32's range, "
-                "about 3.4e38, become inf: divide the data by a constant)")
+_SOURCE_NOTE = (" as float32, the precision of the network (an inf where the data hold a "
+                "finite value is one beyond float32's range, about 3.4e38: divide the data by "
+                "a constant)")
 
 
 def _check_float32_rows(X, *, report_rounding: bool = False, note: str = "") -> None:
@@ -167,12 +168,12 @@ def _check_float32_rows(X, *, report_rounding: bool = False, note: str = "") -> 
     step = chunk_rows(X.shape[1])
     rounding = Float32Rounding(X.shape[1]) if report_rounding else None
     for start in range(0, X.shape[0], step):
+        chunk = X[start:start + step]  # one read: a feature source's slice is a real read
         with np.errstate(over="ignore"):  # overflow is what is being looked for
-            rows = np.asarray(X[start:start + step], dtype=np.float32)
-        check_float32_rows(X[start:start + step], rows, offset=start,
-                           precision_of="the network", note=note)
+            rows = np.asarray(chunk, dtype=np.float32)
+        check_float32_rows(chunk, rows, offset=start, precision_of="the network", note=note)
         if rounding is not None:
-            rounding.add(X[start:start + step], rows)
+            rounding.add(chunk, rows)
     if rounding is not None:
         rounding.warn("X")
 

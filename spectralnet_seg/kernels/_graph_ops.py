@@ -180,7 +180,8 @@ def _refine_cancelled_rows(R, d2_k, ind):
     import torch
 
     sq = R.double().square().sum(dim=1)
-    suspect = may_have_cancelled(d2_k[:, -1].double(), sq, float(sq.max()), R.shape[1])
+    suspect = may_have_cancelled(d2_k[:, -1].double(), sq, float(sq.max()), R.shape[1],
+                                 unit_roundoff=torch.finfo(R.dtype).eps / 2)
     if not bool(suspect.any()):
         return d2_k, ind
     d2_k, ind = d2_k.clone(), ind.clone()
