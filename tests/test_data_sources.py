@@ -524,8 +524,35 @@ def test_neural_fit_checks_every_row_of_lazy_inputs(tmp_path):
     big = rng.normal(size=(40, 3))
     big[3, 1] = 1e39  # finite in float64, inf in float32
     np.save(tmp_path / "big.npy", big)
-    with pytest.raises(ValueError, match="as float32.*beyond float32's range.*row 3, column 1"):
+    # the source reads its float64 storage for the check: the value is named, not 'inf'
+    match = r"beyond float32's range \(\|value\| up to 1e\+39, .*first at row 3, column 1\)"
+    with pytest.raises(ValueError, match=match):
         NeuralEigenClustering(2, max_iter=2, random_state=0).fit(tmp_path / "big.npy")
+    with pytest.raises(ValueError, match=match):
+        NeuralEigenClustering(2, max_iter=2, random_state=0).fit(
+            np.load(tmp_path / "big.npy", mmap_mode="r"))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_neural_fit_reports_float32_rounding_of_float64_files(tmp_path):
+    """A float64 .npy or memmap was read as float32 rows before the rounding check could see
+    its values: an offset a million times the spread lost its detail without a warning, which
+    the same data in memory got."""
+    from sklearn.exceptions import DataConversionWarning
+
+    from spectralnet_seg.cluster import NeuralEigenClustering
+
+    X = np.random.default_rng(0).normal(size=(200, 4)) + 1e6
+    np.save(tmp_path / "offset.npy", X)
+    for data in (X, tmp_path / "offset.npy", np.load(tmp_path / "offset.npy", mmap_mode="r"),
+                 NpyShardSource(tmp_path / "offset.npy")):
+        with pytest.warns(DataConversionWarning, match="X is converted to float32"):
+            NeuralEigenClustering(2, max_iter=2, random_state=0).fit(data)
+    stored = as_feature_source(tmp_path / "offset.npy").read_stored(5, 9)
+    assert stored.dtype == np.float64
+    np.testing.assert_array_equal(stored, X[5:9])
+    np.testing.assert_array_equal(NpyShardSource(tmp_path / "offset.npy").read_stored(5, 9),
+                                  X[5:9])
 
 
 def test_shard_directory_without_manifest_reads_feature_files_in_natural_order(tmp_path):

@@ -94,7 +94,8 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
     # A source's rows come as float32 whatever it reports as dtype (a torch Dataset reports
     # its first item's, which may be an integer row followed by rows holding NaN).
     if X.dtype.kind == "f" or isinstance(X, FeatureSource):
-        _check_float32_rows(X, note=_SOURCE_NOTE if _wider_than_float32(X) else "")
+        wide = _wider_than_float32(X)
+        _check_float32_rows(X, note=_SOURCE_NOTE if wide else "", report_rounding=reset and wide)
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X
@@ -149,8 +150,8 @@ def _wider_than_float32(X) -> bool:
     return X.dtype.kind == "f" and X.dtype.itemsize > 4
 
 
-# A feature source reads wider storage as float32 rows, where its values beyond float32's
-# range are inf already.
+# A feature source that converts on reading (a torch Dataset of float64 items) gives float32
+# rows, where values beyond float32's range are inf already.
 _SOURCE_NOTE = (" as float32, the precision of the network (an inf where the data hold a "
                 "finite value is one beyond float32's range, about 3.4e38: divide the data by "
                 "a constant)")
@@ -167,8 +168,14 @@ def _check_float32_rows(X, *, report_rounding: bool = False, note: str = "") -> 
     """
     step = chunk_rows(X.shape[1])
     rounding = Float32Rounding(X.shape[1]) if report_rounding else None
+    from ..data import FeatureSource
+
+    # A source's rows as stored (a float64 memmap or .npy as float64), read once: a source's
+    # slice is a real read.
+    read = (X.read_stored if isinstance(X, FeatureSource)
+            else lambda start, stop: X[start:stop])
     for start in range(0, X.shape[0], step):
-        chunk = X[start:start + step]  # one read: a feature source's slice is a real read
+        chunk = read(start, min(start + step, X.shape[0]))
         with np.errstate(over="ignore"):  # overflow is what is being looked for
             rows = np.asarray(chunk, dtype=np.float32)
         check_float32_rows(chunk, rows, offset=start, precision_of="the network", note=note)

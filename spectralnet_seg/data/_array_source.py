@@ -104,15 +104,19 @@ class ArraySource(FeatureSource):
                                                        mmap.PAGESIZE))
         return out
 
-    def _slice(self, start: int, stop: int) -> np.ndarray:
+    def _slice(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
         if self._tensor is not None:
             return self._tensor[start:stop].float().numpy()
         if self._file is not None:
-            return self._file.read_slice(start, stop)
-        out = np.array(self.array[start:stop], dtype=np.float32)
+            return self._file.read_slice(
+                start, stop, out=np.empty((stop - start, self.n_features), dtype=dtype))
+        out = np.array(self.array[start:stop], dtype=dtype)
         if self._mapped:
             self._after_mapped_read(out.shape[0] * self.n_features * self.dtype.itemsize)
         return out
+
+    def read_stored(self, start: int, stop: int) -> np.ndarray:
+        return self._slice(start, stop, dtype=self.dtype)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -110,6 +110,21 @@ class FeatureSource(abc.ABC):
         for start in range(0, len(self), chunk_size):
             yield self._slice(start, min(start + chunk_size, len(self)))
 
+    def read_stored(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as stored (float64 storage as float64), for checks of what
+        the float32 conversion does to them; float32 for sources that convert on reading.
+
+        Parameters
+        ----------
+        start, stop : int
+            Row range, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        ndarray of shape (stop - start, n_features)
+        """
+        return self._slice(start, stop)
+
     def to_numpy(self) -> np.ndarray:
         """All rows in one float32 array (loads everything: for small data only)."""
         return self._slice(0, len(self))

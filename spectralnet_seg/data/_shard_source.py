@@ -94,8 +94,11 @@ class NpyShardSource(FeatureSource):
             out[pos] = self._shard(i).read_rows(indices[pos] - self.offsets[i])
         return out
 
-    def _slice(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, self.n_features), dtype=np.float32)
+    def read_stored(self, start: int, stop: int) -> np.ndarray:
+        return self._slice(start, stop, dtype=self.dtype)
+
+    def _slice(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+        out = np.empty((stop - start, self.n_features), dtype=dtype)
         first = max(int(np.searchsorted(self.offsets, start, side="right")) - 1, 0)
         for i in range(first, self.n_shards):
             if self.offsets[i] >= stop:
