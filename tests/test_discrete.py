@@ -247,3 +247,22 @@ def test_a_refit_without_fine_tuning_drops_fine_tuned_(blobs):
     spectral = _small(max_iter=40, fine_tune_iter=10).fit(X)
     spectral.partial_fit(X)
     assert not hasattr(spectral, "fine_tuned_")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_failed_refit_keeps_fine_tuned():
+    """fit and partial_fit dropped fine_tuned_ before the restore-on-exception snapshot: a
+    refit with an invalid parameter, or a chunk with the wrong width, left a fitted model
+    without it (contrary to "leaves the estimator as it was before")."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, _ = make_blobs(120, centers=3, n_features=4, random_state=0)
+    est = DiscreteNeuralEigenClustering(3, max_iter=20, fine_tune_iter=5, random_state=0,
+                                        device="cpu").fit(X)
+    before = est.fine_tuned_
+    with pytest.raises(InvalidParameterError):
+        est.set_params(max_iter=-1).fit(X)
+    assert est.fine_tuned_ == before
+    with pytest.raises(ValueError, match="features"):
+        est.set_params(max_iter=20).partial_fit(X[:, :3])
+    assert est.fine_tuned_ == before

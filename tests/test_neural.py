@@ -191,6 +191,47 @@ def test_partial_fit_streams_chunks(blobs):
         est.partial_fit(np.zeros((10, 3)))
 
 
+def test_partial_fit_caps_neighbours_per_chunk_not_for_the_stream(blobs):
+    """A first chunk of 6 rows lowered n_neighbors to 5 for the whole stream, and a later
+    chunk of 4 rows (or one of 5 after a fit) failed: "KNNKernel.batch needs 5 neighbours
+    per point but there are only 4 points"."""
+    X, _ = blobs
+    est = NeuralEigenClustering(3, kernel=KNNKernel(10), random_state=0, device="cpu")
+    with pytest.warns(UserWarning, match=r"'n_neighbors': 10.*the chunk's rows - 1 = 5"):
+        est.partial_fit(X[:6])
+    assert est.kernel_.n_neighbors == 5  # what the chunk trained with
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est.partial_fit(X[6:150])
+    assert est.kernel_.n_neighbors == 10  # the stream's own
+    with pytest.warns(UserWarning, match="the chunk's rows - 1 = 3"):
+        est.partial_fit(X[150:154])
+    assert est.kernel.n_neighbors == 10  # the user's kernel is never modified
+    fitted = NeuralEigenClustering(3, kernel=KNNKernel(10), max_iter=20, random_state=0,
+                                   device="cpu").fit(X[:150])
+    with pytest.warns(UserWarning, match="the chunk's rows - 1 = 4"):
+        fitted.partial_fit(X[150:155])
+    assert np.isfinite(fitted.transform(X)).all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_neural_estimators_take_pandas_nullable_and_categorical_columns():
+    """pandas' Float64 / Int64 / category columns failed in the dtype check ("Cannot
+    interpret 'Float64Dtype()' as a data type"), and a Series with "'Float64DType' object is
+    not iterable", where eigsh and scikit-learn validate them."""
+    pd = pytest.importorskip("pandas")
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    reference = _small(max_iter=5).fit(frame)
+    for columns in (frame.astype("Float64"), frame.astype("float32").astype("Float32")):
+        est = _small(max_iter=5).fit(columns)
+        assert list(est.feature_names_in_) == ["a", "b"]
+        assert_array_equal(est.predict(columns), reference.predict(frame))
+    assert _small(max_iter=5).fit((frame * 10).round().astype("Int64")).labels_.shape == (60,)
+    with pytest.raises(ValueError, match="Expected a 2-dimensional container"):
+        _small(max_iter=5).fit(frame["a"])
+
+
 def test_graph_pairs_per_step_are_not_capped_by_the_number_of_points(monkeypatch):
     # Pairs are drawn with replacement: on 150 points the default still draws 256 per step
     # (a cap at n, added with the streaming fix, changed iris' and wine's published fits).

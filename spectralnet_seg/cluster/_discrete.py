@@ -259,19 +259,26 @@ converged_, convergence_history_, loss_curve_, n_train_samples_, n_features_in_
 
     def fit(self, X, y=None, *, context=None, graph=None):
         self._phase = "eigenfunctions" if self.init == "spectral" else "discrete"
-        self.__dict__.pop("fine_tuned_", None)  # set again by this fit's fine-tuning only
         return super().fit(X, y, context=context, graph=graph)
 
     fit.__doc__ = BaseNeuralEigenClustering.fit.__doc__
 
+    def _fit(self, X, *, context=None, graph=None):
+        # Inside fit's restore-on-exception: a failed refit keeps the fitted fine_tuned_.
+        self.__dict__.pop("fine_tuned_", None)  # set again by this fit's fine-tuning only
+        return super()._fit(X, context=context, graph=graph)
+
     def partial_fit(self, X, y=None, *, context=None):
         # A stream has no end at which to switch phases: train the discrete objective.
         self._phase = "discrete"
-        # Whether fit kept its fine-tuning no longer describes the model the stream trains.
-        self.__dict__.pop("fine_tuned_", None)
         return super().partial_fit(X, y, context=context)
 
     partial_fit.__doc__ = BaseNeuralEigenClustering.partial_fit.__doc__
+
+    def _partial_fit(self, X, *, context=None):
+        # Whether fit kept its fine-tuning no longer describes the model the stream trains.
+        self.__dict__.pop("fine_tuned_", None)
+        return super()._partial_fit(X, context=context)
 
     # ------------------------------------------------------------------ after training
     def _finalize(self, X, run: _TrainingRun, graph: sp.csr_matrix | None) -> None:

@@ -153,6 +153,7 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
             raise
 
     def _fit(self, X, *, context=None, graph=None):
+        self.__dict__.pop("_stream_kernel", None)  # a partial_fit stream's, before this fit
         X = io.validate_rows(self, X, reset=True, min_samples=2)
         self._check_same_rows_on_every_rank(X)
         n_samples = X.shape[0]
@@ -234,6 +235,8 @@ class BaseNeuralEigenClustering(ClassNamePrefixFeaturesOutMixin, TrainingGraphMi
                                   streaming=True)
             self.n_train_samples_ = 0
         else:
+            if self.kernel_ is not None:
+                self._kernel_for_chunk(X.shape[0])
             run = self._resume_run(X)
             run.context = self._check_context(context, X.shape[0])
             # After a fit, the stream trains on in-batch graphs and has no stopping rule:

@@ -8,6 +8,7 @@ global graph, and gives clear errors and warnings for graphs the method cannot l
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -71,6 +72,19 @@ class TrainingGraphMixin:
         W.eliminate_zeros()
         self._check_graph(W)
         return W
+
+    def _kernel_for_chunk(self, n_rows: int) -> None:
+        """Set ``kernel_`` for a ``partial_fit`` chunk of ``n_rows`` rows: the stream's
+        kernel, its neighbour counts capped (with a warning) for this chunk only.
+
+        The stream's kernel is kept apart: a first chunk of 6 rows used to lower
+        ``n_neighbors`` to 5 for the whole stream, and a later chunk of 4 rows failed
+        ("needs 5 neighbours per point but there are only 4 points").
+        """
+        if getattr(self, "_stream_kernel", None) is None:  # the first chunk, or after fit
+            self._stream_kernel = copy.deepcopy(self.kernel_)
+        self.kernel_ = copy.deepcopy(self._stream_kernel)
+        self._cap_kernel_neighbors(min(self.batch_size_, n_rows) - 1, "the chunk's rows - 1")
 
     def _cap_kernel_neighbors(self, limit: int, what: str) -> None:
         """Lower the kernel's declared neighbour counts to what a graph of the data allows."""

@@ -140,10 +140,19 @@ def validate_rows(estimator, X, *, reset: bool, min_samples: int = 1):
 def _floating(X) -> bool:
     """Whether ``X`` holds floating-point values already (an array's dtype, or every column
     of a DataFrame); lists and other objects without a dtype do not."""
-    dtypes = getattr(X, "dtypes", None)  # a DataFrame's columns
-    if dtypes is None:
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame's columns (a Series has one dtype)
+    if dtypes is None or not hasattr(dtypes, "__iter__"):
         dtypes = [getattr(X, "dtype", np.dtype(object))]
-    return all(np.dtype(dtype).kind == "f" for dtype in dtypes)
+    return all(_numpy_kind(dtype) == "f" for dtype in dtypes)
+
+
+def _numpy_kind(dtype) -> str:
+    """numpy's kind of ``dtype``; "O" for what numpy cannot read (pandas' nullable Float64,
+    Int64 and category dtypes), which scikit-learn's validation converts itself."""
+    try:
+        return np.dtype(dtype).kind
+    except TypeError:
+        return "O"
 
 
 def _wider_than_float32(X) -> bool:
