@@ -516,3 +516,42 @@ def test_eigsh_label_maps_of_the_fitted_photo_are_the_fits_own_labels():
         centres = labels[(np.arange(h) * 160 // h + 160 // (2 * h))[:, None],
                          (np.arange(w) * 160 // w + 160 // (2 * w))[None, :]]
         np.testing.assert_array_equal(centres.ravel(), reference.labels_)
+
+
+def test_fit_warns_when_images_of_another_shape_are_stretched(tmp_path):
+    """Fit brings every image to the first one's size: a portrait strip fitted after a
+    landscape one was squashed (its red and blue halves averaged into one region) without a
+    word. Images of the first one's shape, at another scale, are not warned about."""
+    import warnings
+
+    wide = two_colour_image(8, 200)  # red left, blue right
+    tall = np.ascontiguousarray(wide.transpose(1, 0, 2))  # red top, blue below
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    with pytest.warns(UserWarning, match=r"1 of 2 images have another aspect ratio than the "
+                                         r"first one \(8x200\), e.g. images\[1\] \(200x8\)"):
+        Segmenter("pixel", kmeans()).fit([wide, tmp_path / "tall.png"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        Segmenter("pixel", kmeans()).fit([two_colour_image(32, 48), two_colour_image(64, 96)])
+    # predict extracts each image at its own size: the strip keeps its two halves
+    labels = Segmenter("pixel", kmeans()).fit([wide]).predict([tall])[0]
+    assert labels.shape == (200, 8) and labels[0, 0] != labels[-1, 0]
+
+
+def test_fit_names_the_failing_image_by_its_place_in_the_whole_list():
+    """Images after the first batch_size were numbered from their batch: the 3x3 image at
+    index 3 was reported as images[1]."""
+    images = [two_colour_image(), two_colour_image(), two_colour_image(),
+              np.zeros((3, 3, 3), np.uint8)]
+    with pytest.raises(ValueError, match=r"images\[3\] is 3x3 pixels"):
+        Segmenter("pixel", kmeans(), batch_size=2).fit(images)
+
+
+@pytest.mark.parametrize("images", [{"a.png", "b.png"}, {"a": "a.png"}])
+def test_segmenter_refuses_unordered_image_collections(images):
+    """A set was segmented in hash order (label maps in another order per PYTHONHASHSEED,
+    and the first image, whose size every image is brought to, chosen by it); a dict's keys
+    were read as file names."""
+    for method in ("fit", "fit_predict"):
+        with pytest.raises(TypeError, match="whose order is not the images'"):
+            getattr(Segmenter("pixel", kmeans()), method)(images)

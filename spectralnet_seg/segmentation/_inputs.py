@@ -6,7 +6,7 @@ made a list.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,11 @@ def _as_image_list(images) -> list:
             raise ValueError(
                 f"an array of images must have shape (n_images, H, W, C); got {images.shape}")
         return list(images)
+    if isinstance(images, (Mapping, set, frozenset)):  # keys, or no order: not a batch
+        raise TypeError(
+            "images must be a path, a PIL image, an array, or a list of those; got a "
+            f"{type(images).__name__}, whose order is not the images' (pass a list, e.g. "
+            "sorted(...) or list(d.values())).")
     if isinstance(images, (str, bytes)) or not isinstance(images, (Sequence, np.ndarray)):
         try:
             images = list(images)

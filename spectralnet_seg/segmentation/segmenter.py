@@ -8,7 +8,9 @@ says how), optionally refined by a dense CRF.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -17,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .._utils import accepts_keyword, is_integer, progress
+from .._utils import accepts_keyword, is_integer, progress, user_stacklevel
 from ..features._base import shared_input_size
 from ..images import load_image
 from ..kernels import TokenContext, kernel_tags
@@ -38,6 +40,54 @@ def _extract_numbered(extractor, images: list, offset: int, **kwargs):
         message = re.sub(r"\bimages\[(\d+)\]",
                          lambda m: f"images[{offset + int(m.group(1))}]", str(err))
         raise ValueError(message) from err
+
+
+def _stored_size(image) -> tuple[int, int] | None:
+    """``(H, W)`` of an image as stored, from a file's header alone; None when unknown."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        return image.shape[:2]
+    if isinstance(image, Image.Image):
+        return image.size[::-1]
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                return opened.size[::-1]
+        except (OSError, ValueError):  # reported, with its name, when the image is loaded
+            return None
+    return None
+
+
+# Aspect ratios (W / H) further than this factor from the first image's are squashed.
+_ASPECT_TOLERANCE = 1.1
+
+
+def _warn_if_resized_out_of_shape(images: list, size: tuple[int, int]) -> None:
+    """Warn when ``fit`` brings images of another aspect ratio to the first image's size.
+
+    A portrait photo fitted beside a landscape one was squashed to the landscape grid, its
+    colours averaged across regions, and its ``fit_predict`` label map stretched back from
+    that grid, without a word (``predict`` extracts each new image at its own size).
+    """
+    aspect = size[1] / size[0]
+    squashed = []
+    for index, image in enumerate(images[1:], start=1):
+        hw = _stored_size(image)
+        if hw is not None and hw[0] > 0 and hw[1] > 0:
+            ratio = (hw[1] / hw[0]) / aspect
+            if max(ratio, 1 / ratio) > _ASPECT_TOLERANCE:
+                squashed.append((index, hw))
+    if squashed:
+        (index, (h, w)), n = squashed[0], len(squashed)
+        warnings.warn(
+            f"{n} of {len(images)} images have another aspect ratio than the first one "
+            f"({size[0]}x{size[1]}), e.g. images[{index}] ({h}x{w}): fit extracts every image "
+            "at the first one's size, so those are stretched to it, and their label maps from "
+            "fit / fit_predict come from the stretched images. Fit on images of one shape (or "
+            "crop them first), or segment the others apart (Segmenter.predict extracts each "
+            "new image at its own size; from the shell, one segment call per shape).",
+            UserWarning, stacklevel=user_stacklevel())
 
 
 class Segmenter(BaseEstimator):
@@ -148,15 +198,17 @@ class Segmenter(BaseEstimator):
         extractor = getattr(self, "extractor_", None) or self._build_extractor()
         images = _as_image_list(images)
         starts = range(0, len(images), self.batch_size)
-        parts = [self._extract_batch(extractor, images[s:s + self.batch_size])
+        parts = [self._extract_batch(extractor, images[s:s + self.batch_size], s)
                  for s in progress(starts, verbose=self.verbose, desc="extracting features",
                                    total=len(starts))]
         return parts[0] if len(parts) == 1 else ExtractedFeatures.concatenate(parts)
 
-    def _extract_batch(self, extractor, images: list):
+    def _extract_batch(self, extractor, images: list, offset: int):
+        """Extract a batch whose first image is ``images[offset]`` of the caller's list (so
+        that an error names the right one), at ``input_size_`` when it is set."""
         size = getattr(self, "input_size_", None)
-        return extractor.extract(images) if size is None else extractor.extract(images,
-                                                                                size=size)
+        kwargs = {} if size is None else {"size": size}
+        return _extract_numbered(extractor, images, offset, **kwargs)
 
     # ------------------------------------------------------------------ fit
     def _needs_context(self, estimator) -> bool:
@@ -190,6 +242,8 @@ class Segmenter(BaseEstimator):
         images = _as_image_list(images)
         self.extractor_ = self._build_extractor()
         self.input_size_ = shared_input_size(self.extractor_, images)
+        if self.input_size_ is not None:
+            _warn_if_resized_out_of_shape(images, self.input_size_)
         extracted = self.extract(images)
         self._fit_extracted(extracted)
         return extracted
