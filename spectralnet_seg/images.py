@@ -88,6 +88,7 @@ def load_image(image, *, min_size: int = 1, background=(255, 255, 255),
         name = f"{name} ({os.fspath(image)})"
         array = _read_file(Path(image), background=background, name=name)
     elif isinstance(image, Image.Image):
+        _warn_exif_orientation(image, name, advice="PIL.ImageOps.exif_transpose(image)")
         array = _pil_to_rgb(image, background=background, name=name)
     elif isinstance(image, np.ndarray):
         array = _array_to_rgb(image, background=background, name=name)
@@ -174,18 +175,28 @@ def _read_file(path: Path, *, background, name: str = "image") -> np.ndarray:
                          f"({err}).") from err
 
 
-def _warn_exif_orientation(img, path: Path) -> None:
-    """Say so when a photo is displayed rotated: its label map follows the stored pixels."""
-    orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
+def _warn_exif_orientation(img, what, *,
+                           advice: str = "PIL.ImageOps.exif_transpose(Image.open(path))") -> None:
+    """Say so when a photo is displayed rotated: its label map follows the stored pixels.
+
+    A PIL image opened from such a file carries the tag too (``exif_transpose`` removes it
+    from the image it returns); one that is not a photo has no EXIF and costs nothing.
+    """
+    try:
+        orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
+    except (AttributeError, ValueError, OSError):  # a closed or unusual image: nothing to say
+        return
     if orientation not in (0, 1):
         import warnings
 
         from ._utils import user_stacklevel
 
         warnings.warn(
-            f"{path} has EXIF orientation {orientation}: viewers show it rotated or "
+            f"{what} has EXIF orientation {orientation}: viewers show it rotated or "
             "flipped, but it is read (and its label map made) in its stored pixel order. "
-            "To segment it as displayed, pass PIL.ImageOps.exif_transpose(Image.open(path)).",
+            f"To segment it as displayed, pass {advice} in Python, or for the command line "
+            "save it upright first (an image tool's auto-orient, e.g. ImageMagick's "
+            "'mogrify -auto-orient').",
             UserWarning, stacklevel=user_stacklevel())
 
 

@@ -263,6 +263,17 @@ def test_a_photo_displayed_rotated_is_read_as_stored_with_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(tmp_path / "plain.jpg")
+    # The same photo opened with PIL was read as stored without a word; transposed, it is
+    # the displayed image and nothing is said.
+    from PIL import ImageOps
+    with Image.open(tmp_path / "portrait.jpg") as opened:
+        with pytest.warns(UserWarning, match=r"image has EXIF orientation 6.*"
+                                             r"exif_transpose\(image\).*auto-orient"):
+            assert load_image(opened).shape == (48, 64, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert load_image(ImageOps.exif_transpose(opened)).shape == (64, 48, 3)
+            load_image(Image.open(tmp_path / "plain.jpg"))
 
 
 def test_resize_refuses_an_unknown_interpolation():
