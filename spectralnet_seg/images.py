@@ -184,8 +184,8 @@ def _warn_exif_orientation(img, what, *,
     """
     try:
         orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
-    except (AttributeError, ValueError, OSError):  # a closed or unusual image: nothing to say
-        return
+    except (AssertionError, AttributeError, ValueError, OSError):
+        return  # a closed image (Pillow asserts) is refused in words by the decoding after
     if orientation not in (0, 1):
         import warnings
 
