@@ -29,6 +29,7 @@ whose tag says it is displayed rotated or flipped gets a ``UserWarning`` saying 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -88,7 +89,8 @@ def load_image(image, *, min_size: int = 1, background=(255, 255, 255),
         name = f"{name} ({os.fspath(image)})"
         array = _read_file(Path(image), background=background, name=name)
     elif isinstance(image, Image.Image):
-        _warn_exif_orientation(image, name, advice="PIL.ImageOps.exif_transpose(image)")
+        _warn_exif_orientation(image, name, advice="PIL.ImageOps.exif_transpose(image) (an "
+                               "image rotated by hand keeps the tag: drop it instead)")
         array = _pil_to_rgb(image, background=background, name=name)
     elif isinstance(image, np.ndarray):
         array = _array_to_rgb(image, background=background, name=name)
@@ -173,6 +175,15 @@ def _read_file(path: Path, *, background, name: str = "image") -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image file {path}: it is corrupt or not an image "
                          f"({err}).") from err
+
+
+@contextlib.contextmanager
+def _without_exif_warning():
+    """Silence the EXIF orientation warning while an image is read again for something else
+    than its segmentation (hashing it, drawing its overlay): it was said when it was read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* has EXIF orientation", category=UserWarning)
+        yield
 
 
 def _warn_exif_orientation(img, what, *,

@@ -123,11 +123,12 @@ def label_overlay(image, labels, *, alpha: float = 0.5, boundaries: bool = True,
     """
     from skimage.segmentation import find_boundaries
 
-    from .images import load_image
+    from .images import _without_exif_warning, load_image
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = load_image(image).astype(np.float32)
+    with _without_exif_warning():  # drawn on the stored pixels, as the labels were made
+        rgb = load_image(image).astype(np.float32)
     labels = _check_labels(labels, rgb.shape[:2])
     colors = colorize_labels(labels, ignore_index=ignore_index).astype(np.float32)
     blend = np.where((labels != ignore_index)[..., None] if ignore_index is not None else True,

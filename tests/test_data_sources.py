@@ -531,6 +531,10 @@ def test_neural_fit_checks_every_row_of_lazy_inputs(tmp_path):
     with pytest.raises(ValueError, match=match):
         NeuralEigenClustering(2, max_iter=2, random_state=0).fit(
             np.load(tmp_path / "big.npy", mmap_mode="r"))
+    big[3, 1] = np.inf  # a stored inf is the data's own: no advice about float32's range
+    np.save(tmp_path / "inf.npy", big)
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity: first at row 3"):
+        NeuralEigenClustering(2, max_iter=2, random_state=0).fit(tmp_path / "inf.npy")
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -212,6 +212,11 @@ def test_partial_fit_caps_neighbours_per_chunk_not_for_the_stream(blobs):
     with pytest.warns(UserWarning, match="the chunk's rows - 1 = 4"):
         fitted.partial_fit(X[150:155])
     assert np.isfinite(fitted.transform(X)).all()
+    # a graph fit's kernel was not bounded by the batch size: the chunk's batches are
+    graph_fit = NeuralEigenClustering(3, kernel=KNNKernel(20), sampler="graph", batch_size=16,
+                                      max_iter=10, random_state=0, device="cpu").fit(X[:120])
+    with pytest.warns(UserWarning, match="batch_size - 1 = 15"):
+        graph_fit.partial_fit(X[:50])
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -555,3 +555,20 @@ def test_segmenter_refuses_unordered_image_collections(images):
     for method in ("fit", "fit_predict"):
         with pytest.raises(TypeError, match="whose order is not the images'"):
             getattr(Segmenter("pixel", kmeans()), method)(images)
+
+
+def test_renumbered_extraction_errors_keep_their_class():
+    """Renumbering images[j] for batches after the first turned an ImageMemoryError (a
+    MemoryError too) into a plain ValueError: `except MemoryError` no longer caught it."""
+    from spectralnet_seg.features import ImageMemoryError
+
+    class Failing(MeanColorExtractor):
+        def extract(self, images):
+            if len(images) and images[0].shape[0] == 40:
+                raise ImageMemoryError("images[0] would need 9 GiB")
+            return super().extract(images)
+
+    images = [two_colour_image(), two_colour_image(40, 40)]
+    with pytest.raises(ImageMemoryError, match=r"images\[1\] would need") as caught:
+        Segmenter(Failing(), kmeans(), batch_size=1).extract(images)
+    assert isinstance(caught.value, MemoryError)

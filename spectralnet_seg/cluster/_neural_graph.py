@@ -84,7 +84,10 @@ class TrainingGraphMixin:
         if getattr(self, "_stream_kernel", None) is None:  # the first chunk, or after fit
             self._stream_kernel = copy.deepcopy(self.kernel_)
         self.kernel_ = copy.deepcopy(self._stream_kernel)
-        self._cap_kernel_neighbors(min(self.batch_size_, n_rows) - 1, "the chunk's rows - 1")
+        if n_rows < self.batch_size_:
+            self._cap_kernel_neighbors(n_rows - 1, "the chunk's rows - 1")
+        else:  # after a fit on a global graph, whose kernel the batch size did not bound
+            self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
 
     def _cap_kernel_neighbors(self, limit: int, what: str) -> None:
         """Lower the kernel's declared neighbour counts to what a graph of the data allows."""

@@ -95,7 +95,11 @@ def _check_lazy(estimator, X: np.ndarray, *, reset: bool, min_samples: int) -> n
     # its first item's, which may be an integer row followed by rows holding NaN).
     if X.dtype.kind == "f" or isinstance(X, FeatureSource):
         wide = _wider_than_float32(X)
-        _check_float32_rows(X, note=_SOURCE_NOTE if wide else "", report_rounding=reset and wide)
+        # Only a source that converts on reading has lost the value by the time it is seen.
+        converts = isinstance(X, FeatureSource) and (
+            type(X).read_stored is FeatureSource.read_stored)
+        _check_float32_rows(X, note=_SOURCE_NOTE if wide and converts else "",
+                            report_rounding=reset and wide)
     _check_n_features(estimator, X, reset=reset)
     _check_feature_names(estimator, X, reset=reset)
     return X

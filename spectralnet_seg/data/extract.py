@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, va
 
 from .._utils import as_numpy, progress, stable_description, user_stacklevel
 from ..features._base import shared_input_size
-from ..images import load_image
+from ..images import _without_exif_warning, load_image
 from .shards import (
     KINDS,
     MANIFEST_NAME,
@@ -116,7 +116,8 @@ def _image_bytes(image) -> bytes:
     if isinstance(image, PIL.Image.Image):
         # A PIL image's own array can hide what the extractor sees: a "P" image's palette
         # indices without the palette, an image without its transparency key.
-        image = load_image(image)
+        with _without_exif_warning():
+            image = load_image(image)
     array = np.ascontiguousarray(as_numpy(image))
     return f"{array.shape}{array.dtype.str}".encode() + array.tobytes()
 

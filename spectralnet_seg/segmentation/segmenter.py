@@ -7,6 +7,7 @@ says how), optionally refined by a dense CRF.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -35,11 +36,14 @@ def _extract_numbered(extractor, images: list, offset: int, **kwargs):
     try:
         return extractor.extract(images, **kwargs)
     except ValueError as err:
-        if offset == 0:
-            raise
         message = re.sub(r"\bimages\[(\d+)\]",
                          lambda m: f"images[{offset + int(m.group(1))}]", str(err))
-        raise ValueError(message) from err
+        if offset == 0 or message == str(err):
+            raise
+        # Same class (an ImageMemoryError stays a MemoryError too), renumbered message.
+        renumbered = copy.copy(err)
+        renumbered.args = (message, *err.args[1:])
+        raise renumbered from err
 
 
 def _stored_size(image) -> tuple[int, int] | None:
