@@ -96,7 +96,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-iter", type=_positive_int, default=None,
                        help="largest number of training steps of the neural estimators; "
                             "they stop earlier when their eigenvalue estimates settle "
-                            f"[{_defaults_text('max_iter')}] (k-means: its iterations)")
+                            f"[{_defaults_text('max_iter')}]; discrete then fine-tunes for "
+                            f"up to [{_defaults_text('fine_tune_iter', ('discrete',))}] more "
+                            "steps (k-means: its iterations)")
     group.add_argument("--batch-size", type=_positive_int, default=None,
                        help="graph pairs (or minibatch tokens) per training step of the "
                             f"neural estimators [{_defaults_text('batch_size')}]")

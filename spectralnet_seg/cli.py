@@ -148,9 +148,9 @@ def _cmd_segment(args) -> int:
     from .images import load_image
     from .plotting import save_label_map, save_overlay
 
-    out = check_output_folder(args.out)
-    suffixes = ("_labels.png", "_labels_color.png", "_overlay.png")
     images = checked_image_files(args.images)  # folders expanded, every file readable
+    out = check_output_folder(args.out)  # after the inputs: a failed run leaves no folder
+    suffixes = ("_labels.png", "_labels_color.png", "_overlay.png")
     # With --out inside an input folder, an earlier run's outputs are not new inputs.
     images = [path for path in images
               if not (Path(path).resolve().parent == out.resolve()

@@ -238,9 +238,18 @@ def test_timm_weights_without_network_are_a_one_line_error(mosaic_files, tmp_pat
 
 
 def test_segment_reports_user_errors_without_a_traceback(mosaic_files, tmp_path, capsys):
-    status = main(["segment", str(tmp_path / "nope.png"), "--out", str(tmp_path)])
+    status = main(["segment", str(tmp_path / "nope.png"), "--out", str(tmp_path / "new" / "o")])
     assert status == 2
     assert "no image file or folder" in one_line_error(capsys)
+    assert not (tmp_path / "new").exists()  # the output folder was made before the check
+    # "n_samples=12" did not say that the samples are the extractor's cells
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tiny)
+    for estimator in ("eigsh", "kmeans"):
+        assert main(["segment", str(tiny), "--n-clusters", "13", "--estimator", estimator,
+                     "--out", str(tmp_path / "o13"), "--quiet"]) == 2
+        assert ("n_clusters=13 is more than the 12 tokens the images gave (the extractor's "
+                "3x4 grid per image)") in one_line_error(capsys)
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
     assert main(["segment", str(not_an_image), "--out", str(tmp_path)]) == 2

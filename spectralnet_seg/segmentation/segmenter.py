@@ -264,6 +264,14 @@ class Segmenter(BaseEstimator):
             raise ValueError(
                 f"the images gave {X.shape[0]} token(s) in total; clustering needs at least 2. "
                 "Use more or larger images, or an extractor with a finer grid.")
+        n_clusters = getattr(estimator, "n_clusters", None)
+        if is_integer(n_clusters) and n_clusters > X.shape[0]:
+            # The estimator would speak of "samples", which here are the extractor's cells.
+            h, w = extracted.grid_shape
+            raise ValueError(
+                f"n_clusters={n_clusters} is more than the {X.shape[0]} tokens the images "
+                f"gave (the extractor's {h}x{w} grid per image); ask for fewer clusters, or "
+                "use more or larger images, or an extractor with a finer grid.")
         self.uses_context_ = self._needs_context(estimator)
         if self.uses_context_:
             if not accepts_keyword(estimator.fit, "context"):
