@@ -9,12 +9,14 @@ built from them, or the user's network is checked on two rows.
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._utils import user_stacklevel
 from ..eigenfunctions import MLPEigenfunctions
 from . import _neural_io as io
 from . import _neural_settings as settings
@@ -50,9 +52,14 @@ class NetworkSetupMixin:
         self._input_statistics = settings.input_statistics(
             X, normalize_rows=geometry == "cosine", generator=generator)
         default_network = self.network is None or self.network == "mlp"
-        self.fourier_features_ = (settings.AUTO_FOURIER_FEATURES
-                                  if self.fourier_features == "auto" and default_network
-                                  else 0 if self.fourier_features == "auto"
+        if not default_network and self.fourier_features not in ("auto", 0):
+            warnings.warn(
+                f"fourier_features={self.fourier_features} is ignored: the frequencies are "
+                "inputs of the default MLP, and a network= of your own takes X as it is "
+                "(fourier_features_ is 0).", UserWarning, stacklevel=user_stacklevel())
+        self.fourier_features_ = (0 if not default_network
+                                  else settings.AUTO_FOURIER_FEATURES
+                                  if self.fourier_features == "auto"
                                   else int(self.fourier_features))
         self.fourier_scale_ = (float(self.fourier_scale) if self.fourier_scale != "auto"
                                else self._auto_fourier_scale(X, W, generator, context))
