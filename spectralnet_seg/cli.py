@@ -142,15 +142,6 @@ def _say(args, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _earlier_outputs(images: list[str], suffixes: tuple[str, ...]) -> list[str]:
-    """The inputs named ``NAME<suffix>`` with an input ``NAME.*`` in the same folder."""
-    stems = {(Path(path).resolve().parent, Path(path).stem) for path in images}
-    return [path for path in images
-            if any(Path(path).name.endswith(suffix)
-                   and (Path(path).resolve().parent, Path(path).name[:-len(suffix)]) in stems
-                   for suffix in suffixes)]
-
-
 def _cmd_segment(args) -> int:
     from ._cli_checks import check_output_folder, checked_image_files, output_names
     from ._cli_checks import refuse_existing as refuse
@@ -164,13 +155,6 @@ def _cmd_segment(args) -> int:
     images = [path for path in images
               if not (Path(path).resolve().parent == out.resolve()
                       and Path(path).name.endswith(suffixes))]
-    # Another run's outputs beside their photo (photo.png, photo_labels.png, ...) were
-    # segmented as photos too when --out named another folder.
-    earlier = _earlier_outputs(images, suffixes)
-    if earlier:
-        _say(args, f"note: skipped {len(earlier)} earlier outputs of this command beside their "
-                   f"photos (e.g. {earlier[0]})")
-        images = [path for path in images if path not in set(earlier)]
     if not images:
         raise ValueError(f"the only images in {args.images} are this command's own outputs "
                          f"in {out}; pass the photos to segment.")

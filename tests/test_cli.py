@@ -431,23 +431,3 @@ def test_scores_json_is_strict_json_when_nothing_was_scored(tmp_path):
     written = json.loads((tmp_path / "scores.json").read_text(),
                          parse_constant=lambda token: pytest.fail(f"non-JSON {token}"))
     assert written["mean_iou"] is None and written["per_class_iou"] == [None, None]
-
-
-def test_segment_skips_an_earlier_runs_outputs_beside_their_photos(tmp_path, capsys):
-    """After `segment photos --out photos`, `segment photos --out other` segmented the 6
-    outputs as photos too (photo_labels_labels.png, ...)."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
-        image = np.zeros((24, 32, 3), np.uint8)
-        image[:, 16:] = colour
-        Image.fromarray(image).save(photos / f"{name}.png")
-    assert main(["segment", str(photos), "--out", str(photos), "--n-clusters", "2",
-                 "--quiet"]) == 0
-    assert len(list(photos.glob("*.png"))) == 8
-    capsys.readouterr()
-    assert main(["segment", str(photos), "--out", str(tmp_path / "other"), "--n-clusters", "2",
-                 "--estimator", "kmeans", "--seed", "0"]) == 0
-    assert "skipped 6 earlier outputs" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == sorted(
-        f"{n}{s}" for n in "ab" for s in ("_labels.png", "_labels_color.png", "_overlay.png"))

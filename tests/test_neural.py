@@ -389,9 +389,6 @@ def test_user_network(blobs):
     with pytest.raises(ValueError, match=r"the network failed on a batch of shape \(2, 4\) "
                                          r"\(n_features=4\)"):
         _small(network=wrong_input).fit(X)
-    # fourier_features_ said 8 for a network that takes X as it is
-    with pytest.warns(UserWarning, match="fourier_features=8 is ignored"):
-        assert _small(network=good, fourier_features=8, max_iter=5).fit(X).fourier_features_ == 0
 
 
 @pytest.mark.parametrize("params, match", [
