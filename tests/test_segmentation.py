@@ -572,3 +572,16 @@ def test_renumbered_extraction_errors_keep_their_class():
     with pytest.raises(ImageMemoryError, match=r"images\[1\] would need") as caught:
         Segmenter(Failing(), kmeans(), batch_size=1).extract(images)
     assert isinstance(caught.value, MemoryError)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_too_many_clusters_is_said_in_tokens_only_when_the_fit_fails():
+    """The token-worded error replaces the estimator's "n_samples" one; Birch, whose
+    n_clusters is a bound, still fits (it warns and finds fewer)."""
+    from sklearn.cluster import Birch
+
+    image = two_colour_image(24, 32)
+    with pytest.raises(ValueError, match=r"n_clusters=13 is more than the 12 tokens the images "
+                                         r"gave \(the extractor's 3x4 grid per image\)"):
+        Segmenter("pixel", KMeans(13, n_init=1)).fit([image])
+    Segmenter("pixel", Birch(n_clusters=13)).fit([image])

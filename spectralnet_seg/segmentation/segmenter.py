@@ -264,14 +264,6 @@ class Segmenter(BaseEstimator):
             raise ValueError(
                 f"the images gave {X.shape[0]} token(s) in total; clustering needs at least 2. "
                 "Use more or larger images, or an extractor with a finer grid.")
-        n_clusters = getattr(estimator, "n_clusters", None)
-        if is_integer(n_clusters) and n_clusters > X.shape[0]:
-            # The estimator would speak of "samples", which here are the extractor's cells.
-            h, w = extracted.grid_shape
-            raise ValueError(
-                f"n_clusters={n_clusters} is more than the {X.shape[0]} tokens the images "
-                f"gave (the extractor's {h}x{w} grid per image); ask for fewer clusters, or "
-                "use more or larger images, or an extractor with a finer grid.")
         self.uses_context_ = self._needs_context(estimator)
         if self.uses_context_:
             if not accepts_keyword(estimator.fit, "context"):
@@ -280,9 +272,22 @@ class Segmenter(BaseEstimator):
                     "contains a SpatialColorKernel), but "
                     f"{type(estimator).__name__}.fit does not accept a 'context' argument. "
                     "Use a feature-only kernel (e.g. 'knn') with this estimator.")
-            estimator.fit(X, context=TokenContext.from_features(extracted))
-        else:
-            estimator.fit(X)
+        try:
+            if self.uses_context_:
+                estimator.fit(X, context=TokenContext.from_features(extracted))
+            else:
+                estimator.fit(X)
+        except ValueError as err:
+            n_clusters = getattr(estimator, "n_clusters", None)
+            if not (is_integer(n_clusters) and n_clusters > X.shape[0]):
+                raise
+            # The estimator spoke of "samples", which here are the extractor's cells (an
+            # estimator that takes n_clusters as a bound, as Birch, fits and is not asked).
+            h, w = extracted.grid_shape
+            raise ValueError(
+                f"n_clusters={n_clusters} is more than the {X.shape[0]} tokens the images "
+                f"gave (the extractor's {h}x{w} grid per image); ask for fewer clusters, or "
+                "use more or larger images, or an extractor with a finer grid.") from err
         self.estimator_ = estimator
         self.grid_shape_ = extracted.grid_shape
         self.n_features_in_ = extracted.n_features
