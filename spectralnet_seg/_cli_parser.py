@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segment", help="segment image files; writes label maps + overlays",
         description="Fits one clustering over all the images (a single photo: its own "
                     "regions; several: each brought to the first one's size, with a warning "
-                    "when their aspect ratios differ) and writes, per image, NAME_labels.png (cluster ids, 8/16-bit "
-                    "grey), NAME_labels_color.png (the same ids as a palette picture; an "
+                    "when their aspect ratios differ) and writes, per image, NAME_labels.png "
+                    "(cluster ids, 8/16-bit grey), NAME_labels_color.png (the same ids as a palette picture; an "
                     "RGB picture when K > 256) and NAME_overlay.png. Inputs sharing a file "
                     "name get NAME-2, NAME-3, ...")
     seg.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",

@@ -198,8 +198,6 @@ def _warn_exif_orientation(img, what, *,
     except (AssertionError, AttributeError, ValueError, OSError):
         return  # a closed image (Pillow asserts) is refused in words by the decoding after
     if orientation not in (0, 1):
-        import warnings
-
         from ._utils import user_stacklevel
 
         warnings.warn(

@@ -44,9 +44,8 @@ class NetworkSetupMixin:
         if not pairs:  # minibatch graphs: the neighbours come from one batch
             if not streaming:
                 self.batch_size_ = min(self.batch_size_, n)
-                self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
-            else:
-                self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
+            self._cap_kernel_neighbors(self.batch_size_ - 1, "batch_size - 1")
+            if streaming:  # this first chunk may be smaller than a batch: its own cap
                 self._kernel_for_chunk(n)
         geometry = "euclidean" if self.kernel_ is None else self.kernel_.input_geometry()
         self._input_statistics = settings.input_statistics(

@@ -44,7 +44,6 @@ from ._graph_ops import (
 _BLOCK_BYTES = 64 * 2**20  # float64 rows of the dense graph computed at a time
 
 
-
 def _common_offset(B: np.ndarray) -> np.ndarray | None:
     """``B``'s column means (float64) when its rows share an offset
     ([`share_an_offset`][spectralnet_seg._numeric.share_an_offset]), else None.
@@ -58,6 +57,7 @@ def _common_offset(B: np.ndarray) -> np.ndarray | None:
     mean = B.mean(axis=0)
     variance = float(np.square(B - mean).sum(axis=1).mean())
     return mean if share_an_offset(float(mean @ mean), variance) else None
+
 
 class _PairwiseKernel(Kernel):
     """Shared ``graph`` / ``cross`` / ``batch`` of kernels that are functions of a distance.
